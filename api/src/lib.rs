@@ -1,0 +1,1 @@
+//! The HTTP API and the `xt` command line; built by the API issue.

@@ -1,0 +1,1 @@
+//! Benchmarks of the engine and the cluster; see `benches/` and the README.

@@ -1,0 +1,190 @@
+//! A symbol's daily bars, held as columns, and the validity rules of
+//! SEMANTICS section 1. The engine only ever sees bars that passed [`Bars::validate`].
+
+use crate::date::{Date, format_date};
+
+/// One symbol's daily history as columns: index `t` of every column is bar `t`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bars {
+    pub symbol: String,
+    pub dates: Vec<Date>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub volume: Vec<f64>,
+}
+
+/// A bar that breaks a rule of SEMANTICS section 1: names the symbol, where, and the rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{symbol}: bar {row} ({date}): {rule}")]
+pub struct BarsError {
+    pub symbol: String,
+    /// 0-based row of the bar in the symbol's history.
+    pub row: usize,
+    /// The bar's date, `YYYY-MM-DD`.
+    pub date: String,
+    pub rule: String,
+}
+
+impl Bars {
+    pub fn new(symbol: impl Into<String>) -> Self {
+        Bars { symbol: symbol.into(), ..Bars::default() }
+    }
+
+    pub fn with_capacity(symbol: impl Into<String>, n: usize) -> Self {
+        Bars {
+            symbol: symbol.into(),
+            dates: Vec::with_capacity(n),
+            open: Vec::with_capacity(n),
+            high: Vec::with_capacity(n),
+            low: Vec::with_capacity(n),
+            close: Vec::with_capacity(n),
+            volume: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dates.is_empty()
+    }
+
+    pub fn push(&mut self, date: Date, open: f64, high: f64, low: f64, close: f64, volume: f64) {
+        self.dates.push(date);
+        self.open.push(open);
+        self.high.push(high);
+        self.low.push(low);
+        self.close.push(close);
+        self.volume.push(volume);
+    }
+
+    /// Checks every rule of SEMANTICS section 1 and reports the first broken one.
+    pub fn validate(&self) -> Result<(), BarsError> {
+        let n = self.dates.len();
+        for (name, len) in [
+            ("open", self.open.len()),
+            ("high", self.high.len()),
+            ("low", self.low.len()),
+            ("close", self.close.len()),
+            ("volume", self.volume.len()),
+        ] {
+            if len != n {
+                return Err(self.error(
+                    len.min(n),
+                    format!("column {name} has {len} values but there are {n} dates"),
+                ));
+            }
+        }
+        for t in 0..n {
+            if t > 0 && self.dates[t] <= self.dates[t - 1] {
+                let rule = if self.dates[t] == self.dates[t - 1] {
+                    "duplicate date".to_string()
+                } else {
+                    format!("dates must strictly ascend, but it follows {}", format_date(self.dates[t - 1]))
+                };
+                return Err(self.error(t, rule));
+            }
+            for (name, v) in [("open", self.open[t]), ("high", self.high[t]), ("low", self.low[t]), ("close", self.close[t])] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(self.error(t, format!("{name} must be finite and > 0, got {v}")));
+                }
+            }
+            let (o, h, l, c, v) = (self.open[t], self.high[t], self.low[t], self.close[t], self.volume[t]);
+            if l > o.min(c) {
+                return Err(self.error(t, format!("low must be <= min(open, close), got low {l}, open {o}, close {c}")));
+            }
+            if h < o.max(c) {
+                return Err(self.error(t, format!("high must be >= max(open, close), got high {h}, open {o}, close {c}")));
+            }
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(self.error(t, format!("volume must be finite and >= 0, got {v}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, row: usize, rule: String) -> BarsError {
+        BarsError {
+            symbol: self.symbol.clone(),
+            row,
+            date: self.dates.get(row).map(|&d| format_date(d)).unwrap_or_else(|| "no date".into()),
+            rule,
+        }
+    }
+
+    /// The bars whose dates lie in `[start, end]` (inclusive; `None` is unbounded).
+    pub fn in_range(&self, start: Option<Date>, end: Option<Date>) -> Bars {
+        let lo = start.map_or(0, |s| self.dates.partition_point(|&d| d < s));
+        let hi = end.map_or(self.len(), |e| self.dates.partition_point(|&d| d <= e));
+        let hi = hi.max(lo);
+        Bars {
+            symbol: self.symbol.clone(),
+            dates: self.dates[lo..hi].to_vec(),
+            open: self.open[lo..hi].to_vec(),
+            high: self.high[lo..hi].to_vec(),
+            low: self.low[lo..hi].to_vec(),
+            close: self.close[lo..hi].to_vec(),
+            volume: self.volume[lo..hi].to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::date::parse_date;
+
+    fn bars() -> Bars {
+        let mut b = Bars::new("AAA");
+        b.push(parse_date("2024-01-02").unwrap(), 10.0, 11.0, 9.5, 10.5, 100.0);
+        b.push(parse_date("2024-01-03").unwrap(), 10.5, 10.8, 10.1, 10.2, 0.0);
+        b.push(parse_date("2024-01-04").unwrap(), 10.2, 10.4, 9.9, 10.0, 50.0);
+        b
+    }
+
+    #[test]
+    fn valid_bars_pass() {
+        assert_eq!(bars().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_is_named_with_symbol_and_date() {
+        let mut b = bars();
+        b.dates[2] = b.dates[1];
+        let e = b.validate().unwrap_err();
+        assert_eq!((e.row, e.date.as_str(), e.rule.as_str()), (2, "2024-01-03", "duplicate date"));
+        assert!(e.to_string().starts_with("AAA: bar 2 (2024-01-03): duplicate date"));
+
+        let mut b = bars();
+        b.close[1] = f64::NAN;
+        assert!(b.validate().unwrap_err().rule.contains("close must be finite"));
+        let mut b = bars();
+        b.open[0] = 0.0;
+        assert!(b.validate().unwrap_err().rule.contains("open must be finite and > 0"));
+        let mut b = bars();
+        b.low[0] = 10.1;
+        assert!(b.validate().unwrap_err().rule.starts_with("low must be <="));
+        let mut b = bars();
+        b.high[2] = 10.1;
+        assert!(b.validate().unwrap_err().rule.starts_with("high must be >="));
+        let mut b = bars();
+        b.volume[2] = -1.0;
+        assert!(b.validate().unwrap_err().rule.starts_with("volume must be"));
+        let mut b = bars();
+        b.dates.swap(0, 1);
+        assert!(b.validate().unwrap_err().rule.starts_with("dates must strictly ascend"));
+    }
+
+    #[test]
+    fn range_is_inclusive() {
+        let b = bars();
+        let r = b.in_range(parse_date("2024-01-03"), parse_date("2024-01-04"));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.close, vec![10.2, 10.0]);
+        assert!(b.in_range(parse_date("2025-01-01"), None).is_empty());
+        assert_eq!(b.in_range(None, None), b);
+    }
+}

@@ -1,0 +1,305 @@
+//! The batch spec: what a user asks the cluster to run. One type serves the JSON
+//! API, `xt local` and the coordinator. Every omitted field has the default of
+//! SEMANTICS; [`BatchSpec::check`] reports the first bad field by name.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::date::{Date, parse_date};
+use crate::market::{Costs, Market};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `file:///dir` (one CSV or Parquet file per symbol) or
+    /// `synthetic://?symbols=N&years=Y&seed=S`.
+    pub data: String,
+    /// Omitted: every symbol of the data source, equal weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub universe: Option<UniverseSpec>,
+    /// Inclusive, `YYYY-MM-DD`; omitted means unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    pub strategy: String,
+    /// One parameter set; omitted parameters take the strategy's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, Value>>,
+    /// A parameter grid: every combination of the listed values is run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<BTreeMap<String, Vec<Value>>>,
+    #[serde(default = "default_capital")]
+    pub capital: f64,
+    #[serde(default)]
+    pub market: Market,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub costs: Option<CostsSpec>,
+    /// The result tables to keep; omitted keeps all four.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<Table>>,
+}
+
+pub fn default_capital() -> f64 {
+    1_000_000.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum UniverseSpec {
+    /// A universe CSV file (see `Universe::read_csv`).
+    File(String),
+    /// Plain symbols, always members, equal weights.
+    Symbols(Vec<String>),
+}
+
+/// Costs as the user gives them; each omitted field takes the market's default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_commission: Option<f64>,
+    #[serde(default, alias = "stamp_duty_rate", skip_serializing_if = "Option::is_none")]
+    pub stamp_duty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slippage: Option<f64>,
+}
+
+/// The result tables of SEMANTICS section 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    Metrics,
+    Trades,
+    Equity,
+    Portfolio,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Metrics, Table::Trades, Table::Equity, Table::Portfolio];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Metrics => "metrics",
+            Table::Trades => "trades",
+            Table::Equity => "equity",
+            Table::Portfolio => "portfolio",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// Where a batch's bars come from, parsed from [`BatchSpec::data`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSpec {
+    Dir(PathBuf),
+    Synthetic { symbols: usize, years: usize, seed: u64 },
+}
+
+/// A bad field of a batch spec: which field and which rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError { field: field.into(), message: message.into() }
+    }
+}
+
+/// Largest synthetic market a spec may ask for.
+pub const MAX_SYNTHETIC_SYMBOLS: usize = 100_000;
+pub const MAX_SYNTHETIC_YEARS: usize = 100;
+
+impl DataSpec {
+    pub fn parse(text: &str) -> Result<DataSpec, SpecError> {
+        let bad = |m: String| SpecError::new("data", m);
+        if let Some(path) = text.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(bad("file:// needs a directory path".into()));
+            }
+            return Ok(DataSpec::Dir(PathBuf::from(path)));
+        }
+        if let Some(query) = text.strip_prefix("synthetic://") {
+            let query = query.trim_start_matches('?');
+            let (mut symbols, mut years, mut seed) = (300usize, 10usize, 42u64);
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+                let n: u64 = v.parse().map_err(|_| bad(format!("{k}={v:?} is not a whole number")))?;
+                match k {
+                    "symbols" => symbols = n as usize,
+                    "years" => years = n as usize,
+                    "seed" => seed = n,
+                    _ => return Err(bad(format!("unknown synthetic parameter {k:?} (symbols, years, seed)"))),
+                }
+            }
+            if symbols == 0 || symbols > MAX_SYNTHETIC_SYMBOLS {
+                return Err(bad(format!("symbols must be 1..={MAX_SYNTHETIC_SYMBOLS}, got {symbols}")));
+            }
+            if years == 0 || years > MAX_SYNTHETIC_YEARS {
+                return Err(bad(format!("years must be 1..={MAX_SYNTHETIC_YEARS}, got {years}")));
+            }
+            return Ok(DataSpec::Synthetic { symbols, years, seed });
+        }
+        Err(bad(format!("{text:?} is not a data source (file:///dir or synthetic://?symbols=N&years=Y&seed=S)")))
+    }
+
+    pub fn to_url(&self) -> String {
+        match self {
+            DataSpec::Dir(p) => format!("file://{}", p.display()),
+            DataSpec::Synthetic { symbols, years, seed } => format!("synthetic://?symbols={symbols}&years={years}&seed={seed}"),
+        }
+    }
+}
+
+impl BatchSpec {
+    /// A spec with every optional field at its default.
+    pub fn new(data: impl Into<String>, strategy: impl Into<String>) -> Self {
+        BatchSpec {
+            name: None,
+            data: data.into(),
+            universe: None,
+            start: None,
+            end: None,
+            strategy: strategy.into(),
+            params: None,
+            grid: None,
+            capital: default_capital(),
+            market: Market::default(),
+            costs: None,
+            tables: None,
+        }
+    }
+
+    /// Checks what can be checked without the strategy catalog or the data: dates, capital,
+    /// costs, the data URL, params versus grid. Strategy parameters are checked by the engine.
+    pub fn check(&self) -> Result<(), SpecError> {
+        DataSpec::parse(&self.data)?;
+        let (start, end) = self.range()?;
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(SpecError::new("start", format!("start {} is after end {}", self.start.as_deref().unwrap_or(""), self.end.as_deref().unwrap_or(""))));
+        }
+        if !(self.capital.is_finite() && self.capital > 0.0) {
+            return Err(SpecError::new("capital", format!("must be a finite number > 0, got {}", self.capital)));
+        }
+        if self.params.is_some() && self.grid.is_some() {
+            return Err(SpecError::new("grid", "give params or grid, not both"));
+        }
+        if let Some(c) = &self.costs {
+            for (field, v, max) in [
+                ("costs.commission_rate", c.commission_rate, 0.1),
+                ("costs.min_commission", c.min_commission, f64::MAX),
+                ("costs.stamp_duty", c.stamp_duty, 0.1),
+                ("costs.slippage", c.slippage, 0.1),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && (0.0..=max).contains(&v))
+                {
+                    return Err(SpecError::new(field, format!("must be a finite number in [0, {max}], got {v}")));
+                }
+            }
+        }
+        if let Some(UniverseSpec::Symbols(s)) = &self.universe
+            && s.is_empty()
+        {
+            return Err(SpecError::new("universe.symbols", "the universe is empty"));
+        }
+        if let Some(t) = &self.tables
+            && t.is_empty()
+        {
+            return Err(SpecError::new("tables", "name at least one table"));
+        }
+        Ok(())
+    }
+
+    /// The inclusive date range.
+    pub fn range(&self) -> Result<(Option<Date>, Option<Date>), SpecError> {
+        let parse = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_date(s).ok_or_else(|| SpecError::new(field, format!("{s:?} is not a date YYYY-MM-DD"))))
+                .transpose()
+        };
+        Ok((parse("start", &self.start)?, parse("end", &self.end)?))
+    }
+
+    /// The costs in force: the market's defaults overridden by what the spec gives.
+    pub fn resolved_costs(&self) -> Costs {
+        let d = self.market.default_costs();
+        let c = self.costs.unwrap_or_default();
+        Costs {
+            commission_rate: c.commission_rate.unwrap_or(d.commission_rate),
+            min_commission: c.min_commission.unwrap_or(d.min_commission),
+            stamp_duty: c.stamp_duty.unwrap_or(d.stamp_duty),
+            slippage: c.slippage.unwrap_or(d.slippage),
+        }
+    }
+
+    pub fn wants(&self, table: Table) -> bool {
+        self.tables.as_ref().is_none_or(|t| t.contains(&table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_form() {
+        let spec: BatchSpec = serde_json::from_str(
+            r#"{"name": "macd csi300", "data": "file:///data/cn", "universe": {"file": "csi300.csv"},
+             "start": "2015-01-01", "end": "2024-12-31", "strategy": "macd",
+             "grid": {"fast": [8, 10, 12], "slow": [26, 30], "signal": [9]},
+             "capital": 10000000, "market": "cn",
+             "costs": {"commission_rate": 0.0003, "min_commission": 5, "stamp_duty": 0.0005, "slippage": 0}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.check(), Ok(()));
+        assert_eq!(spec.universe, Some(UniverseSpec::File("csi300.csv".into())));
+        assert_eq!(spec.resolved_costs(), Market::Cn.default_costs());
+        assert!(spec.wants(Table::Equity));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_names_bad_ones() {
+        let e = serde_json::from_str::<BatchSpec>(r#"{"data": "synthetic://", "strategy": "macd", "colour": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let mut spec = BatchSpec::new("synthetic://", "macd");
+        spec.start = Some("2024-01-01".into());
+        spec.end = Some("2023-01-01".into());
+        assert_eq!(spec.check().unwrap_err().field, "start");
+        let mut spec = BatchSpec::new("ftp://x", "macd");
+        assert_eq!(spec.check().unwrap_err().field, "data");
+        spec.data = "synthetic://?symbols=0".into();
+        assert!(spec.check().unwrap_err().message.contains("symbols must be"));
+        spec.data = "synthetic://?symbols=3&years=2&seed=9".into();
+        assert_eq!(DataSpec::parse(&spec.data), Ok(DataSpec::Synthetic { symbols: 3, years: 2, seed: 9 }));
+        spec.capital = -1.0;
+        assert_eq!(spec.check().unwrap_err().field, "capital");
+        spec.capital = 1.0;
+        spec.costs = Some(CostsSpec { slippage: Some(-0.1), ..Default::default() });
+        assert_eq!(spec.check().unwrap_err().field, "costs.slippage");
+    }
+
+    #[test]
+    fn us_market_has_no_default_costs() {
+        let mut spec = BatchSpec::new("synthetic://", "sma_cross");
+        spec.market = Market::Us;
+        spec.costs = Some(CostsSpec { commission_rate: Some(0.001), ..Default::default() });
+        assert_eq!(spec.resolved_costs(), Costs { commission_rate: 0.001, ..Costs::default() });
+    }
+}
