@@ -29,7 +29,10 @@ pub struct BarsError {
 
 impl Bars {
     pub fn new(symbol: impl Into<String>) -> Self {
-        Bars { symbol: symbol.into(), ..Bars::default() }
+        Bars {
+            symbol: symbol.into(),
+            ..Bars::default()
+        }
     }
 
     pub fn with_capacity(symbol: impl Into<String>, n: usize) -> Self {
@@ -63,6 +66,31 @@ impl Bars {
 
     /// Checks every rule of SEMANTICS section 1 and reports the first broken one.
     pub fn validate(&self) -> Result<(), BarsError> {
+        self.check_dates()?;
+        (0..self.len()).try_for_each(|t| self.check_bar(t))
+    }
+
+    /// The bars inside `[start, end]`, validated. The range is applied before the price
+    /// rules (SEMANTICS section 1), so a broken bar outside it does not fail the job; the
+    /// dates of the whole file must still ascend, or there is no range to speak of.
+    pub fn validated_range(
+        &self,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Bars, BarsError> {
+        self.check_dates()?;
+        let cut = self.in_range(start, end);
+        let offset = start.map_or(0, |s| self.dates.partition_point(|&d| d < s));
+        for t in 0..cut.len() {
+            cut.check_bar(t).map_err(|mut e| {
+                e.row += offset;
+                e
+            })?;
+        }
+        Ok(cut)
+    }
+
+    fn check_dates(&self) -> Result<(), BarsError> {
         let n = self.dates.len();
         for (name, len) in [
             ("open", self.open.len()),
@@ -78,30 +106,54 @@ impl Bars {
                 ));
             }
         }
-        for t in 0..n {
-            if t > 0 && self.dates[t] <= self.dates[t - 1] {
+        for t in 1..n {
+            if self.dates[t] <= self.dates[t - 1] {
                 let rule = if self.dates[t] == self.dates[t - 1] {
                     "duplicate date".to_string()
                 } else {
-                    format!("dates must strictly ascend, but it follows {}", format_date(self.dates[t - 1]))
+                    format!(
+                        "dates must strictly ascend, but it follows {}",
+                        format_date(self.dates[t - 1])
+                    )
                 };
                 return Err(self.error(t, rule));
             }
-            for (name, v) in [("open", self.open[t]), ("high", self.high[t]), ("low", self.low[t]), ("close", self.close[t])] {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(self.error(t, format!("{name} must be finite and > 0, got {v}")));
-                }
+        }
+        Ok(())
+    }
+
+    fn check_bar(&self, t: usize) -> Result<(), BarsError> {
+        for (name, v) in [
+            ("open", self.open[t]),
+            ("high", self.high[t]),
+            ("low", self.low[t]),
+            ("close", self.close[t]),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(self.error(t, format!("{name} must be finite and > 0, got {v}")));
             }
-            let (o, h, l, c, v) = (self.open[t], self.high[t], self.low[t], self.close[t], self.volume[t]);
-            if l > o.min(c) {
-                return Err(self.error(t, format!("low must be <= min(open, close), got low {l}, open {o}, close {c}")));
-            }
-            if h < o.max(c) {
-                return Err(self.error(t, format!("high must be >= max(open, close), got high {h}, open {o}, close {c}")));
-            }
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(self.error(t, format!("volume must be finite and >= 0, got {v}")));
-            }
+        }
+        let (o, h, l, c, v) = (
+            self.open[t],
+            self.high[t],
+            self.low[t],
+            self.close[t],
+            self.volume[t],
+        );
+        if l > o.min(c) {
+            return Err(self.error(
+                t,
+                format!("low must be <= min(open, close), got low {l}, open {o}, close {c}"),
+            ));
+        }
+        if h < o.max(c) {
+            return Err(self.error(
+                t,
+                format!("high must be >= max(open, close), got high {h}, open {o}, close {c}"),
+            ));
+        }
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(self.error(t, format!("volume must be finite and >= 0, got {v}")));
         }
         Ok(())
     }
@@ -110,7 +162,11 @@ impl Bars {
         BarsError {
             symbol: self.symbol.clone(),
             row,
-            date: self.dates.get(row).map(|&d| format_date(d)).unwrap_or_else(|| "no date".into()),
+            date: self
+                .dates
+                .get(row)
+                .map(|&d| format_date(d))
+                .unwrap_or_else(|| "no date".into()),
             rule,
         }
     }
@@ -139,10 +195,50 @@ mod tests {
 
     fn bars() -> Bars {
         let mut b = Bars::new("AAA");
-        b.push(parse_date("2024-01-02").unwrap(), 10.0, 11.0, 9.5, 10.5, 100.0);
-        b.push(parse_date("2024-01-03").unwrap(), 10.5, 10.8, 10.1, 10.2, 0.0);
-        b.push(parse_date("2024-01-04").unwrap(), 10.2, 10.4, 9.9, 10.0, 50.0);
+        b.push(
+            parse_date("2024-01-02").unwrap(),
+            10.0,
+            11.0,
+            9.5,
+            10.5,
+            100.0,
+        );
+        b.push(
+            parse_date("2024-01-03").unwrap(),
+            10.5,
+            10.8,
+            10.1,
+            10.2,
+            0.0,
+        );
+        b.push(
+            parse_date("2024-01-04").unwrap(),
+            10.2,
+            10.4,
+            9.9,
+            10.0,
+            50.0,
+        );
         b
+    }
+
+    #[test]
+    fn range_is_applied_before_the_price_rules() {
+        let mut b = bars();
+        b.high[0] = 1.0;
+        let jan3 = parse_date("2024-01-03");
+        let cut = b.validated_range(jan3, None).unwrap();
+        assert_eq!(cut.len(), 2);
+        b.high[2] = 1.0;
+        // Row numbers stay those of the whole file.
+        assert_eq!(b.validated_range(jan3, None).unwrap_err().row, 2);
+        b.dates.swap(0, 1);
+        assert!(
+            b.validated_range(jan3, None)
+                .unwrap_err()
+                .rule
+                .starts_with("dates must strictly ascend")
+        );
     }
 
     #[test]
@@ -155,27 +251,53 @@ mod tests {
         let mut b = bars();
         b.dates[2] = b.dates[1];
         let e = b.validate().unwrap_err();
-        assert_eq!((e.row, e.date.as_str(), e.rule.as_str()), (2, "2024-01-03", "duplicate date"));
-        assert!(e.to_string().starts_with("AAA: bar 2 (2024-01-03): duplicate date"));
+        assert_eq!(
+            (e.row, e.date.as_str(), e.rule.as_str()),
+            (2, "2024-01-03", "duplicate date")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("AAA: bar 2 (2024-01-03): duplicate date")
+        );
 
         let mut b = bars();
         b.close[1] = f64::NAN;
-        assert!(b.validate().unwrap_err().rule.contains("close must be finite"));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .rule
+                .contains("close must be finite")
+        );
         let mut b = bars();
         b.open[0] = 0.0;
-        assert!(b.validate().unwrap_err().rule.contains("open must be finite and > 0"));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .rule
+                .contains("open must be finite and > 0")
+        );
         let mut b = bars();
         b.low[0] = 10.1;
         assert!(b.validate().unwrap_err().rule.starts_with("low must be <="));
         let mut b = bars();
         b.high[2] = 10.1;
-        assert!(b.validate().unwrap_err().rule.starts_with("high must be >="));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .rule
+                .starts_with("high must be >=")
+        );
         let mut b = bars();
         b.volume[2] = -1.0;
         assert!(b.validate().unwrap_err().rule.starts_with("volume must be"));
         let mut b = bars();
         b.dates.swap(0, 1);
-        assert!(b.validate().unwrap_err().rule.starts_with("dates must strictly ascend"));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .rule
+                .starts_with("dates must strictly ascend")
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 pub mod bars;
 pub mod date;
 pub mod market;
+pub mod metrics;
+pub mod portfolio;
 pub mod schema;
 pub mod source;
 pub mod spec;
@@ -16,8 +18,8 @@ pub mod universe;
 
 pub use bars::{Bars, BarsError};
 pub use date::Date;
-pub use source::{BarSource, CsvDir, DataError, ParquetDir};
 pub use market::{Costs, Market};
+pub use source::{BarSource, CsvDir, DataError, ParquetDir};
 pub use spec::{BatchSpec, SpecError};
 pub use synthetic::SyntheticMarket;
 pub use universe::{Member, Universe, UniverseError};

@@ -32,7 +32,12 @@ impl Market {
 
     pub fn default_costs(self) -> Costs {
         match self {
-            Market::Cn => Costs { commission_rate: 0.0003, min_commission: 5.0, stamp_duty: 0.0005, slippage: 0.0 },
+            Market::Cn => Costs {
+                commission_rate: 0.0003,
+                min_commission: 5.0,
+                stamp_duty: 0.0005,
+                slippage: 0.0,
+            },
             Market::Us => Costs::default(),
         }
     }
@@ -113,7 +118,10 @@ mod tests {
     #[test]
     fn rounds_half_up_in_decimal() {
         assert_eq!(limit_price(1.15, 0.1, Limit::Up), 1.27);
-        assert!(((1.15f64 * 1.1 * 100.0).round() / 100.0 - 1.26).abs() < 1e-12, "binary rounding differs");
+        assert!(
+            ((1.15f64 * 1.1 * 100.0).round() / 100.0 - 1.26).abs() < 1e-12,
+            "binary rounding differs"
+        );
         assert_eq!(limit_price(10.0, 0.1, Limit::Up), 11.0);
         assert_eq!(limit_price(10.0, 0.1, Limit::Down), 9.0);
         assert_eq!(limit_price(10.05, 0.1, Limit::Down), 9.05); // 9.045 -> 9.05

@@ -25,13 +25,20 @@ pub const METRIC_COLUMNS: [&str; 12] = [
 ];
 
 fn key_fields() -> Vec<Field> {
-    vec![Field::new("symbol", DataType::Utf8, false), Field::new("params", DataType::Utf8, false)]
+    vec![
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("params", DataType::Utf8, false),
+    ]
 }
 
 pub static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = key_fields();
     for name in METRIC_COLUMNS {
-        let ty = if name == "trades" { DataType::Int64 } else { DataType::Float64 };
+        let ty = if name == "trades" {
+            DataType::Int64
+        } else {
+            DataType::Float64
+        };
         fields.push(Field::new(name, ty, true));
     }
     fields.push(Field::new("bars", DataType::Int64, true));

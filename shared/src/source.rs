@@ -14,30 +14,62 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::bars::{Bars, BarsError};
-use crate::date::parse_date;
+use crate::date::{Date, parse_date};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("symbol {symbol:?} is not a valid symbol name (letters, digits, '.', '_', '-'; not starting with '.')")]
+    #[error(
+        "symbol {symbol:?} is not a valid symbol name (letters, digits, '.', '_', '-'; not starting with '.')"
+    )]
     InvalidSymbol { symbol: String },
     #[error("{symbol}: no data for this symbol (looked for {path})")]
     UnknownSymbol { symbol: String, path: String },
     #[error("{symbol}: {path} resolves outside the data root {root}")]
-    OutsideRoot { symbol: String, path: String, root: String },
+    OutsideRoot {
+        symbol: String,
+        path: String,
+        root: String,
+    },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
     #[error("{symbol}: missing column {column:?} (need date, open, high, low, close, volume)")]
-    MissingColumn { symbol: String, column: &'static str },
+    MissingColumn {
+        symbol: String,
+        column: &'static str,
+    },
     #[error("{symbol}: row {row}: column {column}: cannot read {value:?} as {expected}")]
-    Parse { symbol: String, row: usize, column: &'static str, value: String, expected: &'static str },
+    Parse {
+        symbol: String,
+        row: usize,
+        column: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error(transparent)]
     Invalid(#[from] BarsError),
 }
 
 /// A store of daily bars keyed by symbol.
 pub trait BarSource: Send + Sync {
-    /// Loads one symbol's full history, validated per SEMANTICS section 1.
-    fn load(&self, symbol: &str) -> Result<Bars, DataError>;
+    /// Reads one symbol's full history as stored, without validating it.
+    fn read(&self, symbol: &str) -> Result<Bars, DataError>;
+
+    /// One symbol's full history, validated per SEMANTICS section 1.
+    fn load(&self, symbol: &str) -> Result<Bars, DataError> {
+        let bars = self.read(symbol)?;
+        bars.validate()?;
+        Ok(bars)
+    }
+
+    /// One symbol's bars inside `[start, end]`, validated (the range is applied first).
+    fn load_range(
+        &self,
+        symbol: &str,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Bars, DataError> {
+        Ok(self.read(symbol)?.validated_range(start, end)?)
+    }
 
     /// Every symbol the source holds, sorted.
     fn symbols(&self) -> Result<Vec<String>, DataError>;
@@ -52,8 +84,16 @@ pub fn check_symbol(symbol: &str) -> Result<(), DataError> {
     let ok = !symbol.is_empty()
         && symbol.len() <= 64
         && !symbol.starts_with('.')
-        && symbol.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(()) } else { Err(DataError::InvalidSymbol { symbol: symbol.to_string() }) }
+        && symbol
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DataError::InvalidSymbol {
+            symbol: symbol.to_string(),
+        })
+    }
 }
 
 /// A directory of `SYMBOL.<ext>` files.
@@ -70,7 +110,10 @@ impl SymbolDir {
             message: format!("cannot open data directory: {e}"),
         })?;
         if !root.is_dir() {
-            return Err(DataError::Io { path: root.display().to_string(), message: "not a directory".into() });
+            return Err(DataError::Io {
+                path: root.display().to_string(),
+                message: "not a directory".into(),
+            });
         }
         Ok(SymbolDir { root, ext })
     }
@@ -94,12 +137,17 @@ impl SymbolDir {
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
-        let io = |e: std::io::Error| DataError::Io { path: self.root.display().to_string(), message: e.to_string() };
+        let io = |e: std::io::Error| DataError::Io {
+            path: self.root.display().to_string(),
+            message: e.to_string(),
+        };
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(symbol) = name.strip_suffix(self.ext).and_then(|s| s.strip_suffix('.'))
+            if let Some(symbol) = name
+                .strip_suffix(self.ext)
+                .and_then(|s| s.strip_suffix('.'))
                 && check_symbol(symbol).is_ok()
             {
                 out.push(symbol.to_string());
@@ -126,12 +174,13 @@ impl CsvDir {
 }
 
 impl BarSource for CsvDir {
-    fn load(&self, symbol: &str) -> Result<Bars, DataError> {
+    fn read(&self, symbol: &str) -> Result<Bars, DataError> {
         let path = self.0.path_of(symbol)?;
-        let file = File::open(&path).map_err(|e| DataError::Io { path: path.display().to_string(), message: e.to_string() })?;
-        let bars = read_csv(symbol, file)?;
-        bars.validate()?;
-        Ok(bars)
+        let file = File::open(&path).map_err(|e| DataError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        read_csv(symbol, file)
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
@@ -141,15 +190,23 @@ impl BarSource for CsvDir {
 
 /// Reads bars from CSV text; does not validate them.
 pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataError> {
-    let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
-    let io = |e: csv::Error| DataError::Io { path: format!("{symbol}.csv"), message: e.to_string() };
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let io = |e: csv::Error| DataError::Io {
+        path: format!("{symbol}.csv"),
+        message: e.to_string(),
+    };
     let headers = csv.headers().map_err(io)?.clone();
     let mut idx = [0usize; 6];
     for (slot, column) in idx.iter_mut().zip(BAR_COLUMNS) {
         *slot = headers
             .iter()
             .position(|h| h.eq_ignore_ascii_case(column))
-            .ok_or(DataError::MissingColumn { symbol: symbol.to_string(), column })?;
+            .ok_or(DataError::MissingColumn {
+                symbol: symbol.to_string(),
+                column,
+            })?;
     }
     let mut bars = Bars::new(symbol);
     let mut record = csv::StringRecord::new();
@@ -212,10 +269,13 @@ impl ParquetDir {
 }
 
 impl BarSource for ParquetDir {
-    fn load(&self, symbol: &str) -> Result<Bars, DataError> {
+    fn read(&self, symbol: &str) -> Result<Bars, DataError> {
         let path = self.0.path_of(symbol)?;
         let shown = path.display().to_string();
-        let io = |m: String| DataError::Io { path: shown.clone(), message: m };
+        let io = |m: String| DataError::Io {
+            path: shown.clone(),
+            message: m,
+        };
         let file = File::open(&path).map_err(|e| io(e.to_string()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
@@ -225,7 +285,6 @@ impl BarSource for ParquetDir {
             let batch = batch.map_err(|e| io(e.to_string()))?;
             append_batch(symbol, &batch, &mut bars)?;
         }
-        bars.validate()?;
         Ok(bars)
     }
 
@@ -242,13 +301,19 @@ fn append_batch(symbol: &str, batch: &RecordBatch, bars: &mut Bars) -> Result<()
             .iter()
             .position(|f| f.name().eq_ignore_ascii_case(name))
             .map(|i| batch.column(i))
-            .ok_or(DataError::MissingColumn { symbol: symbol.to_string(), column: name })
+            .ok_or(DataError::MissingColumn {
+                symbol: symbol.to_string(),
+                column: name,
+            })
     };
     let offset = bars.len();
     let dates = column("date")?;
     match dates.data_type() {
         DataType::Date32 => {
-            let a = dates.as_any().downcast_ref::<Date32Array>().expect("checked type");
+            let a = dates
+                .as_any()
+                .downcast_ref::<Date32Array>()
+                .expect("checked type");
             for i in 0..a.len() {
                 if a.is_null(i) {
                     return Err(parse_error(symbol, offset + i, "date", "null", "a date"));
@@ -258,21 +323,42 @@ fn append_batch(symbol: &str, batch: &RecordBatch, bars: &mut Bars) -> Result<()
         }
         _ => {
             let text = arrow::compute::cast(dates, &DataType::Utf8).map_err(|_| {
-                parse_error(symbol, offset, "date", &format!("{}", dates.data_type()), "date32 or ISO text")
+                parse_error(
+                    symbol,
+                    offset,
+                    "date",
+                    &format!("{}", dates.data_type()),
+                    "date32 or ISO text",
+                )
             })?;
-            let a = text.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+            let a = text
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("cast to Utf8");
             for i in 0..a.len() {
                 let value = if a.is_null(i) { "null" } else { a.value(i) };
-                let d = parse_date(value).ok_or_else(|| parse_error(symbol, offset + i, "date", value, "a date YYYY-MM-DD"))?;
+                let d = parse_date(value).ok_or_else(|| {
+                    parse_error(symbol, offset + i, "date", value, "a date YYYY-MM-DD")
+                })?;
                 bars.dates.push(d);
             }
         }
     }
     for (k, name) in BAR_COLUMNS.iter().enumerate().skip(1) {
         let raw = column(name)?;
-        let cast = arrow::compute::cast(raw, &DataType::Float64)
-            .map_err(|_| parse_error(symbol, offset, name, &format!("{}", raw.data_type()), "a number"))?;
-        let a = cast.as_any().downcast_ref::<Float64Array>().expect("cast to Float64");
+        let cast = arrow::compute::cast(raw, &DataType::Float64).map_err(|_| {
+            parse_error(
+                symbol,
+                offset,
+                name,
+                &format!("{}", raw.data_type()),
+                "a number",
+            )
+        })?;
+        let a = cast
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64");
         let out = match k {
             1 => &mut bars.open,
             2 => &mut bars.high,
@@ -290,15 +376,34 @@ fn append_batch(symbol: &str, batch: &RecordBatch, bars: &mut Bars) -> Result<()
     Ok(())
 }
 
-fn parse_error(symbol: &str, row: usize, column: &'static str, value: &str, expected: &'static str) -> DataError {
-    DataError::Parse { symbol: symbol.to_string(), row, column, value: value.to_string(), expected }
+fn parse_error(
+    symbol: &str,
+    row: usize,
+    column: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> DataError {
+    DataError::Parse {
+        symbol: symbol.to_string(),
+        row,
+        column,
+        value: value.to_string(),
+        expected,
+    }
 }
 
 /// Writes bars as Parquet (`date` as `date32`, the rest `float64`).
-pub fn write_parquet(bars: &Bars, writer: impl std::io::Write + Send) -> parquet::errors::Result<()> {
+pub fn write_parquet(
+    bars: &Bars,
+    writer: impl std::io::Write + Send,
+) -> parquet::errors::Result<()> {
     let schema = Arc::new(Schema::new(
         std::iter::once(Field::new("date", DataType::Date32, false))
-            .chain(BAR_COLUMNS[1..].iter().map(|c| Field::new(*c, DataType::Float64, false)))
+            .chain(
+                BAR_COLUMNS[1..]
+                    .iter()
+                    .map(|c| Field::new(*c, DataType::Float64, false)),
+            )
             .collect::<Vec<_>>(),
     ));
     let columns: Vec<ArrayRef> = vec![
@@ -337,7 +442,11 @@ mod tests {
         let bars = sample();
         let sym = bars.symbol.clone();
         write_csv(&bars, File::create(dir.join(format!("{sym}.csv"))).unwrap()).unwrap();
-        write_parquet(&bars, File::create(dir.join(format!("{sym}.parquet"))).unwrap()).unwrap();
+        write_parquet(
+            &bars,
+            File::create(dir.join(format!("{sym}.parquet"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(CsvDir::open(&dir).unwrap().load(&sym).unwrap(), bars);
         assert_eq!(ParquetDir::open(&dir).unwrap().load(&sym).unwrap(), bars);
         assert_eq!(CsvDir::open(&dir).unwrap().symbols().unwrap(), vec![sym]);
@@ -347,14 +456,33 @@ mod tests {
     fn symbols_cannot_name_paths_or_escape_by_link() {
         let dir = tempdir("escape");
         let outside = tempdir("escape-outside");
-        std::fs::write(outside.join("SECRET.csv"), "date,open,high,low,close,volume\n").unwrap();
+        std::fs::write(
+            outside.join("SECRET.csv"),
+            "date,open,high,low,close,volume\n",
+        )
+        .unwrap();
         std::os::unix::fs::symlink(outside.join("SECRET.csv"), dir.join("LINK.csv")).unwrap();
         let src = CsvDir::open(&dir).unwrap();
-        for bad in ["../escape-outside/SECRET", "/etc/passwd", "", ".hidden", "a/b"] {
-            assert!(matches!(src.load(bad), Err(DataError::InvalidSymbol { .. })), "{bad}");
+        for bad in [
+            "../escape-outside/SECRET",
+            "/etc/passwd",
+            "",
+            ".hidden",
+            "a/b",
+        ] {
+            assert!(
+                matches!(src.load(bad), Err(DataError::InvalidSymbol { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(src.load("LINK"), Err(DataError::OutsideRoot { .. })));
-        assert!(matches!(src.load("NOPE"), Err(DataError::UnknownSymbol { .. })));
+        assert!(matches!(
+            src.load("LINK"),
+            Err(DataError::OutsideRoot { .. })
+        ));
+        assert!(matches!(
+            src.load("NOPE"),
+            Err(DataError::UnknownSymbol { .. })
+        ));
     }
 
     #[test]
@@ -362,7 +490,9 @@ mod tests {
         let text = "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,x,1,1,1\n";
         let e = read_csv("AAA", text.as_bytes()).unwrap_err().to_string();
         assert_eq!(e, "AAA: row 1: column high: cannot read \"x\" as a number");
-        let e = read_csv("AAA", "date,open,high,low,close\n".as_bytes()).unwrap_err().to_string();
+        let e = read_csv("AAA", "date,open,high,low,close\n".as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing column \"volume\""), "{e}");
     }
 }

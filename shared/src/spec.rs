@@ -66,7 +66,11 @@ pub struct CostsSpec {
     pub commission_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_commission: Option<f64>,
-    #[serde(default, alias = "stamp_duty_rate", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "stamp_duty_rate",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stamp_duty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slippage: Option<f64>,
@@ -83,7 +87,12 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Metrics, Table::Trades, Table::Equity, Table::Portfolio];
+    pub const ALL: [Table; 4] = [
+        Table::Metrics,
+        Table::Trades,
+        Table::Equity,
+        Table::Portfolio,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -103,7 +112,11 @@ impl Table {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataSpec {
     Dir(PathBuf),
-    Synthetic { symbols: usize, years: usize, seed: u64 },
+    Synthetic {
+        symbols: usize,
+        years: usize,
+        seed: u64,
+    },
 }
 
 /// A bad field of a batch spec: which field and which rule.
@@ -116,7 +129,10 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { field: field.into(), message: message.into() }
+        SpecError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -137,30 +153,52 @@ impl DataSpec {
             let query = query.trim_start_matches('?');
             let (mut symbols, mut years, mut seed) = (300usize, 10usize, 42u64);
             for pair in query.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
-                let n: u64 = v.parse().map_err(|_| bad(format!("{k}={v:?} is not a whole number")))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| bad(format!("{k}={v:?} is not a whole number")))?;
                 match k {
                     "symbols" => symbols = n as usize,
                     "years" => years = n as usize,
                     "seed" => seed = n,
-                    _ => return Err(bad(format!("unknown synthetic parameter {k:?} (symbols, years, seed)"))),
+                    _ => {
+                        return Err(bad(format!(
+                            "unknown synthetic parameter {k:?} (symbols, years, seed)"
+                        )));
+                    }
                 }
             }
             if symbols == 0 || symbols > MAX_SYNTHETIC_SYMBOLS {
-                return Err(bad(format!("symbols must be 1..={MAX_SYNTHETIC_SYMBOLS}, got {symbols}")));
+                return Err(bad(format!(
+                    "symbols must be 1..={MAX_SYNTHETIC_SYMBOLS}, got {symbols}"
+                )));
             }
             if years == 0 || years > MAX_SYNTHETIC_YEARS {
-                return Err(bad(format!("years must be 1..={MAX_SYNTHETIC_YEARS}, got {years}")));
+                return Err(bad(format!(
+                    "years must be 1..={MAX_SYNTHETIC_YEARS}, got {years}"
+                )));
             }
-            return Ok(DataSpec::Synthetic { symbols, years, seed });
+            return Ok(DataSpec::Synthetic {
+                symbols,
+                years,
+                seed,
+            });
         }
-        Err(bad(format!("{text:?} is not a data source (file:///dir or synthetic://?symbols=N&years=Y&seed=S)")))
+        Err(bad(format!(
+            "{text:?} is not a data source (file:///dir or synthetic://?symbols=N&years=Y&seed=S)"
+        )))
     }
 
     pub fn to_url(&self) -> String {
         match self {
             DataSpec::Dir(p) => format!("file://{}", p.display()),
-            DataSpec::Synthetic { symbols, years, seed } => format!("synthetic://?symbols={symbols}&years={years}&seed={seed}"),
+            DataSpec::Synthetic {
+                symbols,
+                years,
+                seed,
+            } => format!("synthetic://?symbols={symbols}&years={years}&seed={seed}"),
         }
     }
 }
@@ -192,10 +230,20 @@ impl BatchSpec {
         if let (Some(s), Some(e)) = (start, end)
             && s > e
         {
-            return Err(SpecError::new("start", format!("start {} is after end {}", self.start.as_deref().unwrap_or(""), self.end.as_deref().unwrap_or(""))));
+            return Err(SpecError::new(
+                "start",
+                format!(
+                    "start {} is after end {}",
+                    self.start.as_deref().unwrap_or(""),
+                    self.end.as_deref().unwrap_or("")
+                ),
+            ));
         }
         if !(self.capital.is_finite() && self.capital > 0.0) {
-            return Err(SpecError::new("capital", format!("must be a finite number > 0, got {}", self.capital)));
+            return Err(SpecError::new(
+                "capital",
+                format!("must be a finite number > 0, got {}", self.capital),
+            ));
         }
         if self.params.is_some() && self.grid.is_some() {
             return Err(SpecError::new("grid", "give params or grid, not both"));
@@ -210,7 +258,10 @@ impl BatchSpec {
                 if let Some(v) = v
                     && !(v.is_finite() && (0.0..=max).contains(&v))
                 {
-                    return Err(SpecError::new(field, format!("must be a finite number in [0, {max}], got {v}")));
+                    return Err(SpecError::new(
+                        field,
+                        format!("must be a finite number in [0, {max}], got {v}"),
+                    ));
                 }
             }
         }
@@ -231,7 +282,11 @@ impl BatchSpec {
     pub fn range(&self) -> Result<(Option<Date>, Option<Date>), SpecError> {
         let parse = |field: &str, v: &Option<String>| {
             v.as_deref()
-                .map(|s| parse_date(s).ok_or_else(|| SpecError::new(field, format!("{s:?} is not a date YYYY-MM-DD"))))
+                .map(|s| {
+                    parse_date(s).ok_or_else(|| {
+                        SpecError::new(field, format!("{s:?} is not a date YYYY-MM-DD"))
+                    })
+                })
                 .transpose()
         };
         Ok((parse("start", &self.start)?, parse("end", &self.end)?))
@@ -276,7 +331,10 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_and_names_bad_ones() {
-        let e = serde_json::from_str::<BatchSpec>(r#"{"data": "synthetic://", "strategy": "macd", "colour": 1}"#).unwrap_err();
+        let e = serde_json::from_str::<BatchSpec>(
+            r#"{"data": "synthetic://", "strategy": "macd", "colour": 1}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let mut spec = BatchSpec::new("synthetic://", "macd");
         spec.start = Some("2024-01-01".into());
@@ -285,13 +343,28 @@ mod tests {
         let mut spec = BatchSpec::new("ftp://x", "macd");
         assert_eq!(spec.check().unwrap_err().field, "data");
         spec.data = "synthetic://?symbols=0".into();
-        assert!(spec.check().unwrap_err().message.contains("symbols must be"));
+        assert!(
+            spec.check()
+                .unwrap_err()
+                .message
+                .contains("symbols must be")
+        );
         spec.data = "synthetic://?symbols=3&years=2&seed=9".into();
-        assert_eq!(DataSpec::parse(&spec.data), Ok(DataSpec::Synthetic { symbols: 3, years: 2, seed: 9 }));
+        assert_eq!(
+            DataSpec::parse(&spec.data),
+            Ok(DataSpec::Synthetic {
+                symbols: 3,
+                years: 2,
+                seed: 9
+            })
+        );
         spec.capital = -1.0;
         assert_eq!(spec.check().unwrap_err().field, "capital");
         spec.capital = 1.0;
-        spec.costs = Some(CostsSpec { slippage: Some(-0.1), ..Default::default() });
+        spec.costs = Some(CostsSpec {
+            slippage: Some(-0.1),
+            ..Default::default()
+        });
         assert_eq!(spec.check().unwrap_err().field, "costs.slippage");
     }
 
@@ -299,7 +372,16 @@ mod tests {
     fn us_market_has_no_default_costs() {
         let mut spec = BatchSpec::new("synthetic://", "sma_cross");
         spec.market = Market::Us;
-        spec.costs = Some(CostsSpec { commission_rate: Some(0.001), ..Default::default() });
-        assert_eq!(spec.resolved_costs(), Costs { commission_rate: 0.001, ..Costs::default() });
+        spec.costs = Some(CostsSpec {
+            commission_rate: Some(0.001),
+            ..Default::default()
+        });
+        assert_eq!(
+            spec.resolved_costs(),
+            Costs {
+                commission_rate: 0.001,
+                ..Costs::default()
+            }
+        );
     }
 }

@@ -52,7 +52,11 @@ fn round_tick(x: f64) -> f64 {
 
 impl SyntheticMarket {
     pub fn new(symbols: usize, years: usize, seed: u64) -> Self {
-        SyntheticMarket { symbols, years, seed }
+        SyntheticMarket {
+            symbols,
+            years,
+            seed,
+        }
     }
 
     pub fn symbol(&self, i: usize) -> String {
@@ -68,7 +72,10 @@ impl SyntheticMarket {
     pub fn universe(&self) -> Universe {
         Universe {
             members: (0..self.symbols)
-                .map(|i| Member { price_limit: (i % 5 == 4).then_some(0.2), ..Member::always(self.symbol(i)) })
+                .map(|i| Member {
+                    price_limit: (i % 5 == 4).then_some(0.2),
+                    ..Member::always(self.symbol(i))
+                })
                 .collect(),
         }
     }
@@ -120,16 +127,25 @@ impl SyntheticMarket {
             } else if roll < 0.008 {
                 down
             } else {
-                let jump = if rng.uniform() < 0.01 { rng.normal() * 0.05 } else { 0.0 };
-                round_tick(close * (1.0 + drift + 0.4 * sigma * rng.normal() + jump)).clamp(down, up)
+                let jump = if rng.uniform() < 0.01 {
+                    rng.normal() * 0.05
+                } else {
+                    0.0
+                };
+                round_tick(close * (1.0 + drift + 0.4 * sigma * rng.normal() + jump))
+                    .clamp(down, up)
             };
             let day = round_tick(open * (1.0 + sigma * rng.normal())).clamp(down, up);
             let ret = day / close - 1.0;
             variance = 0.000_02 + 0.10 * ret * ret + 0.85 * variance;
             let wick = sigma * 0.5;
-            let high = round_tick(open.max(day) * (1.0 + wick * rng.normal().abs())).max(open.max(day));
-            let low = round_tick(open.min(day) * (1.0 - wick * rng.normal().abs())).min(open.min(day));
-            let volume = (1e6 * (1.0 + ret.abs() * 20.0) * (0.5 + rng.uniform())).round().max(100.0);
+            let high =
+                round_tick(open.max(day) * (1.0 + wick * rng.normal().abs())).max(open.max(day));
+            let low =
+                round_tick(open.min(day) * (1.0 - wick * rng.normal().abs())).min(open.min(day));
+            let volume = (1e6 * (1.0 + ret.abs() * 20.0) * (0.5 + rng.uniform()))
+                .round()
+                .max(100.0);
             bars.push(date, open, high, low, day, volume);
             close = day;
         }
@@ -138,15 +154,19 @@ impl SyntheticMarket {
 }
 
 impl BarSource for SyntheticMarket {
-    fn load(&self, symbol: &str) -> Result<Bars, DataError> {
-        let unknown = || DataError::UnknownSymbol { symbol: symbol.to_string(), path: format!("synthetic market of {} symbols", self.symbols) };
-        let i: usize = symbol.strip_prefix("SYN").and_then(|s| s.parse().ok()).ok_or_else(unknown)?;
+    fn read(&self, symbol: &str) -> Result<Bars, DataError> {
+        let unknown = || DataError::UnknownSymbol {
+            symbol: symbol.to_string(),
+            path: format!("synthetic market of {} symbols", self.symbols),
+        };
+        let i: usize = symbol
+            .strip_prefix("SYN")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(unknown)?;
         if i >= self.symbols || symbol != self.symbol(i) {
             return Err(unknown());
         }
-        let bars = self.generate(i);
-        bars.validate()?;
-        Ok(bars)
+        Ok(self.generate(i))
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
@@ -162,24 +182,40 @@ mod tests {
     fn same_seed_same_bars_and_every_rule_exercised() {
         let m = SyntheticMarket::new(20, 4, 11);
         assert_eq!(m.generate(3), m.generate(3));
-        assert_ne!(m.generate(3).close, SyntheticMarket::new(20, 4, 12).generate(3).close);
+        assert_ne!(
+            m.generate(3).close,
+            SyntheticMarket::new(20, 4, 12).generate(3).close
+        );
         let (mut suspended, mut limit_up, mut limit_down) = (0, 0, 0);
         for i in 0..m.symbols {
             let b = m.load(&m.symbol(i)).expect("synthetic bars are valid");
             assert_eq!(b.len(), 4 * DAYS_PER_YEAR);
             suspended += b.volume.iter().filter(|&&v| v == 0.0).count();
             for t in 1..b.len() {
-                if b.volume[t] > 0.0 && b.open[t] >= limit_price(b.close[t - 1], m.price_limit(i), Limit::Up) {
+                if b.volume[t] > 0.0
+                    && b.open[t] >= limit_price(b.close[t - 1], m.price_limit(i), Limit::Up)
+                {
                     limit_up += 1;
                 }
-                if b.volume[t] > 0.0 && b.open[t] <= limit_price(b.close[t - 1], m.price_limit(i), Limit::Down) {
+                if b.volume[t] > 0.0
+                    && b.open[t] <= limit_price(b.close[t - 1], m.price_limit(i), Limit::Down)
+                {
                     limit_down += 1;
                 }
             }
         }
         assert!(suspended > 20, "suspended {suspended}");
-        assert!(limit_up > 20 && limit_down > 20, "limit-up {limit_up}, limit-down {limit_down}");
-        assert!(matches!(m.load("SYN00020"), Err(DataError::UnknownSymbol { .. })));
-        assert!(matches!(m.load("SYN3"), Err(DataError::UnknownSymbol { .. })));
+        assert!(
+            limit_up > 20 && limit_down > 20,
+            "limit-up {limit_up}, limit-down {limit_down}"
+        );
+        assert!(matches!(
+            m.load("SYN00020"),
+            Err(DataError::UnknownSymbol { .. })
+        ));
+        assert!(matches!(
+            m.load("SYN3"),
+            Err(DataError::UnknownSymbol { .. })
+        ));
     }
 }

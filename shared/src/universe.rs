@@ -21,7 +21,12 @@ pub struct Member {
 
 impl Member {
     pub fn always(symbol: impl Into<String>) -> Self {
-        Member { symbol: symbol.into(), weight: None, price_limit: None, intervals: Vec::new() }
+        Member {
+            symbol: symbol.into(),
+            weight: None,
+            price_limit: None,
+            intervals: Vec::new(),
+        }
     }
 
     pub fn is_member(&self, date: Date) -> bool {
@@ -39,7 +44,11 @@ pub enum UniverseError {
     #[error("universe: {0}")]
     Io(String),
     #[error("universe row {row}: column {column}: {message}")]
-    Field { row: usize, column: &'static str, message: String },
+    Field {
+        row: usize,
+        column: &'static str,
+        message: String,
+    },
     #[error("universe: symbol {symbol}: {message}")]
     Symbol { symbol: String, message: String },
     #[error("universe: weight must be given for every symbol or for none ({symbol} has none)")]
@@ -69,43 +78,73 @@ impl Universe {
     pub fn from_symbols<S: AsRef<str>>(symbols: &[S]) -> Result<Self, UniverseError> {
         let rows = symbols
             .iter()
-            .map(|s| Row { symbol: s.as_ref().trim().to_string(), weight: None, price_limit: None, start: None, end: None })
+            .map(|s| Row {
+                symbol: s.as_ref().trim().to_string(),
+                weight: None,
+                price_limit: None,
+                start: None,
+                end: None,
+            })
             .collect();
         Self::from_rows(rows)
     }
 
     pub fn load(path: &Path) -> Result<Self, UniverseError> {
-        let file = std::fs::File::open(path).map_err(|e| UniverseError::Io(format!("{}: {e}", path.display())))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| UniverseError::Io(format!("{}: {e}", path.display())))?;
         Self::read_csv(file)
     }
 
     /// Reads a universe CSV: `symbol` and optional `weight`, `price_limit`, `start_date`, `end_date`.
     pub fn read_csv(reader: impl std::io::Read) -> Result<Self, UniverseError> {
-        let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(reader);
-        let headers = csv.headers().map_err(|e| UniverseError::Io(e.to_string()))?.clone();
+        let mut csv = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let headers = csv
+            .headers()
+            .map_err(|e| UniverseError::Io(e.to_string()))?
+            .clone();
         let find = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
         let symbol_col = find("symbol").ok_or(UniverseError::Field {
             row: 0,
             column: "symbol",
             message: "the header has no symbol column".into(),
         })?;
-        let (weight_col, limit_col, start_col, end_col) = (find("weight"), find("price_limit"), find("start_date"), find("end_date"));
+        let (weight_col, limit_col, start_col, end_col) = (
+            find("weight"),
+            find("price_limit"),
+            find("start_date"),
+            find("end_date"),
+        );
         let mut rows = Vec::new();
         for (row, record) in csv.records().enumerate() {
             let record = record.map_err(|e| UniverseError::Io(e.to_string()))?;
-            let get = |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
-            let number = |col: Option<usize>, column: &'static str| -> Result<Option<f64>, UniverseError> {
-                get(col)
-                    .map(|v| {
-                        v.parse::<f64>().map_err(|_| UniverseError::Field { row, column, message: format!("{v:?} is not a number") })
-                    })
-                    .transpose()
-            };
-            let date = |col: Option<usize>, column: &'static str| -> Result<Option<Date>, UniverseError> {
-                get(col)
-                    .map(|v| parse_date(v).ok_or_else(|| UniverseError::Field { row, column, message: format!("{v:?} is not a date YYYY-MM-DD") }))
-                    .transpose()
-            };
+            let get =
+                |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
+            let number =
+                |col: Option<usize>, column: &'static str| -> Result<Option<f64>, UniverseError> {
+                    get(col)
+                        .map(|v| {
+                            v.parse::<f64>().map_err(|_| UniverseError::Field {
+                                row,
+                                column,
+                                message: format!("{v:?} is not a number"),
+                            })
+                        })
+                        .transpose()
+                };
+            let date =
+                |col: Option<usize>, column: &'static str| -> Result<Option<Date>, UniverseError> {
+                    get(col)
+                        .map(|v| {
+                            parse_date(v).ok_or_else(|| UniverseError::Field {
+                                row,
+                                column,
+                                message: format!("{v:?} is not a date YYYY-MM-DD"),
+                            })
+                        })
+                        .transpose()
+                };
             rows.push(Row {
                 symbol: record.get(symbol_col).unwrap_or("").to_string(),
                 weight: number(weight_col, "weight")?,
@@ -116,12 +155,20 @@ impl Universe {
             if let Some(w) = rows[row].weight
                 && !(w.is_finite() && w > 0.0)
             {
-                return Err(UniverseError::Field { row, column: "weight", message: format!("must be a finite number > 0, got {w}") });
+                return Err(UniverseError::Field {
+                    row,
+                    column: "weight",
+                    message: format!("must be a finite number > 0, got {w}"),
+                });
             }
             if let Some(l) = rows[row].price_limit
                 && !(l > 0.0 && l < 1.0)
             {
-                return Err(UniverseError::Field { row, column: "price_limit", message: format!("must be in (0, 1), got {l}") });
+                return Err(UniverseError::Field {
+                    row,
+                    column: "price_limit",
+                    message: format!("must be in (0, 1), got {l}"),
+                });
             }
             if let (Some(s), Some(e)) = (rows[row].start, rows[row].end)
                 && s > e
@@ -129,7 +176,11 @@ impl Universe {
                 return Err(UniverseError::Field {
                     row,
                     column: "start_date",
-                    message: format!("start_date {} is after end_date {}", format_date(s), format_date(e)),
+                    message: format!(
+                        "start_date {} is after end_date {}",
+                        format_date(s),
+                        format_date(e)
+                    ),
                 });
             }
         }
@@ -140,7 +191,11 @@ impl Universe {
         let mut order: Vec<String> = Vec::new();
         let mut by_symbol: BTreeMap<String, Vec<Row>> = BTreeMap::new();
         for (i, row) in rows.into_iter().enumerate() {
-            check_symbol(&row.symbol).map_err(|e| UniverseError::Field { row: i, column: "symbol", message: e.to_string() })?;
+            check_symbol(&row.symbol).map_err(|e| UniverseError::Field {
+                row: i,
+                column: "symbol",
+                message: e.to_string(),
+            })?;
             if !by_symbol.contains_key(&row.symbol) {
                 order.push(row.symbol.clone());
             }
@@ -153,15 +208,20 @@ impl Universe {
         for symbol in order {
             let rows = &by_symbol[&symbol];
             let first = &rows[0];
-            let bad = |message: String| UniverseError::Symbol { symbol: symbol.clone(), message };
+            let bad = |message: String| UniverseError::Symbol {
+                symbol: symbol.clone(),
+                message,
+            };
             if rows.iter().any(|r| r.weight != first.weight) {
                 return Err(bad("its rows disagree on weight".into()));
             }
             if rows.iter().any(|r| r.price_limit != first.price_limit) {
                 return Err(bad("its rows disagree on price_limit".into()));
             }
-            let mut intervals: Vec<(Date, Date)> =
-                rows.iter().map(|r| (r.start.unwrap_or(Date::MIN), r.end.unwrap_or(Date::MAX))).collect();
+            let mut intervals: Vec<(Date, Date)> = rows
+                .iter()
+                .map(|r| (r.start.unwrap_or(Date::MIN), r.end.unwrap_or(Date::MAX)))
+                .collect();
             intervals.sort();
             for w in intervals.windows(2) {
                 if w[1].0 <= w[0].1 {
@@ -177,12 +237,19 @@ impl Universe {
             if intervals == [(Date::MIN, Date::MAX)] {
                 intervals.clear();
             }
-            members.push(Member { symbol, weight: first.weight, price_limit: first.price_limit, intervals });
+            members.push(Member {
+                symbol,
+                weight: first.weight,
+                price_limit: first.price_limit,
+                intervals,
+            });
         }
         if let Some(m) = members.iter().find(|m| m.weight.is_none())
             && members.iter().any(|m| m.weight.is_some())
         {
-            return Err(UniverseError::MixedWeights { symbol: m.symbol.clone() });
+            return Err(UniverseError::MixedWeights {
+                symbol: m.symbol.clone(),
+            });
         }
         Ok(Universe { members })
     }
@@ -225,9 +292,19 @@ mod tests {
 
     #[test]
     fn rejects_overlaps_disagreement_and_bad_fields() {
-        let e = Universe::read_csv("symbol,start_date,end_date\nA,2020-01-01,2020-12-31\nA,2020-06-01,\n".as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("symbol A: membership intervals overlap"), "{e}");
-        let e = Universe::read_csv("symbol,weight,start_date\nA,1,2020-01-01\nA,2,2019-01-01\n".as_bytes()).unwrap_err();
+        let e = Universe::read_csv(
+            "symbol,start_date,end_date\nA,2020-01-01,2020-12-31\nA,2020-06-01,\n".as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("symbol A: membership intervals overlap"),
+            "{e}"
+        );
+        let e = Universe::read_csv(
+            "symbol,weight,start_date\nA,1,2020-01-01\nA,2,2019-01-01\n".as_bytes(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("disagree on weight"), "{e}");
         let e = Universe::read_csv("symbol,weight\nA,1\nB,\n".as_bytes()).unwrap_err();
         assert!(matches!(e, UniverseError::MixedWeights { .. }));
@@ -235,20 +312,32 @@ mod tests {
         assert!(e.to_string().contains("column weight"), "{e}");
         let e = Universe::read_csv("symbol\n../etc/passwd\n".as_bytes()).unwrap_err();
         assert!(e.to_string().contains("column symbol"), "{e}");
-        assert_eq!(Universe::read_csv("symbol\n".as_bytes()).unwrap_err(), UniverseError::Empty);
+        assert_eq!(
+            Universe::read_csv("symbol\n".as_bytes()).unwrap_err(),
+            UniverseError::Empty
+        );
         let e = Universe::read_csv("symbol,end_date\nA,2020-13-01\n".as_bytes()).unwrap_err();
         assert!(e.to_string().contains("column end_date"), "{e}");
     }
 
     #[test]
     fn reads_the_real_point_in_time_universe() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cn-csi300/universe_pit.csv");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/cn-csi300/universe_pit.csv");
         if !path.exists() {
-            eprintln!("skipped: {} is absent (it ships beside the checkout in ../shared)", path.display());
+            eprintln!(
+                "skipped: {} is absent (it ships beside the checkout in ../shared)",
+                path.display()
+            );
             return;
         }
         let u = Universe::load(&path).unwrap();
-        let on = |d: &str| u.members.iter().filter(|m| m.is_member(parse_date(d).unwrap())).count();
+        let on = |d: &str| {
+            u.members
+                .iter()
+                .filter(|m| m.is_member(parse_date(d).unwrap()))
+                .count()
+        };
         // The counts the data set's README states.
         assert_eq!(on("2016-06-30"), 257);
         assert_eq!(on("2019-12-31"), 271);

@@ -1,0 +1,255 @@
+//! Performance metrics of an equity curve (SEMANTICS section 8), for one job or a whole
+//! portfolio. A metric without a defined value (no trades, zero variance) is `None`, which
+//! the result tables write as null: never NaN, never a made-up 0.
+
+use serde::{Deserialize, Serialize};
+
+/// Trading days per year, the annualisation factor of every metric.
+pub const YEAR: f64 = 252.0;
+
+/// The metric columns of the `metrics` table, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub final_equity: Option<f64>,
+    pub total_return: Option<f64>,
+    pub cagr: Option<f64>,
+    pub volatility: Option<f64>,
+    pub sharpe: Option<f64>,
+    pub sortino: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    pub calmar: Option<f64>,
+    pub trades: Option<i64>,
+    pub win_rate: Option<f64>,
+    pub profit_factor: Option<f64>,
+    pub exposure: Option<f64>,
+}
+
+/// Portfolio-level metrics: the curve's own plus the comparison with its benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortfolioMetrics {
+    pub final_equity: Option<f64>,
+    pub total_return: Option<f64>,
+    pub cagr: Option<f64>,
+    pub volatility: Option<f64>,
+    pub sharpe: Option<f64>,
+    pub sortino: Option<f64>,
+    pub max_drawdown: Option<f64>,
+    pub calmar: Option<f64>,
+    /// `252 * intercept` of the regression of daily returns on the benchmark's.
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+    pub tracking_error: Option<f64>,
+    pub information_ratio: Option<f64>,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Daily returns with `equity[-1] = initial`.
+pub fn returns(initial: f64, equity: &[f64]) -> Vec<f64> {
+    let mut prev = initial;
+    equity
+        .iter()
+        .map(|&e| {
+            let r = e / prev - 1.0;
+            prev = e;
+            r
+        })
+        .collect()
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// Sample standard deviation (ddof = 1); needs two values.
+fn std(x: &[f64]) -> Option<f64> {
+    if x.len() < 2 {
+        return None;
+    }
+    let m = mean(x);
+    finite((x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() - 1) as f64).sqrt())
+}
+
+/// The metrics every curve has, from `final_equity` to `calmar`.
+struct CurveMetrics {
+    final_equity: Option<f64>,
+    total_return: Option<f64>,
+    cagr: Option<f64>,
+    volatility: Option<f64>,
+    sharpe: Option<f64>,
+    sortino: Option<f64>,
+    max_drawdown: Option<f64>,
+    calmar: Option<f64>,
+}
+
+fn curve(initial: f64, equity: &[f64], r: &[f64]) -> CurveMetrics {
+    let Some(&last) = equity.last() else {
+        return CurveMetrics {
+            final_equity: None,
+            total_return: None,
+            cagr: None,
+            volatility: None,
+            sharpe: None,
+            sortino: None,
+            max_drawdown: None,
+            calmar: None,
+        };
+    };
+    let growth = last / initial;
+    let cagr = finite(growth.powf(YEAR / r.len() as f64) - 1.0);
+    let sd = std(r);
+    let m = mean(r);
+    let downside = (r.iter().map(|&v| v.min(0.0).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
+    let mut peak = initial;
+    let mut max_drawdown: f64 = 0.0;
+    for &e in equity {
+        peak = peak.max(e);
+        max_drawdown = max_drawdown.min(e / peak - 1.0);
+    }
+    CurveMetrics {
+        final_equity: finite(last),
+        total_return: finite(growth - 1.0),
+        cagr,
+        volatility: sd.map(|s| s * YEAR.sqrt()),
+        sharpe: sd
+            .filter(|&s| s > 0.0)
+            .and_then(|s| finite(m / s * YEAR.sqrt())),
+        sortino: (downside > 0.0)
+            .then(|| m / downside * YEAR.sqrt())
+            .and_then(finite),
+        max_drawdown: finite(max_drawdown),
+        calmar: cagr
+            .filter(|_| max_drawdown < 0.0)
+            .and_then(|c| finite(c / max_drawdown.abs())),
+    }
+}
+
+/// A closed trade's pnl, for `trades`, `win_rate` and `profit_factor`.
+pub fn job_metrics(
+    initial: f64,
+    equity: &[f64],
+    qty: &[f64],
+    closed_pnl: impl Iterator<Item = f64>,
+) -> Metrics {
+    let r = returns(initial, equity);
+    let c = curve(initial, equity, &r);
+    let (mut count, mut wins, mut gains, mut losses) = (0i64, 0i64, 0.0, 0.0);
+    for pnl in closed_pnl {
+        count += 1;
+        if pnl > 0.0 {
+            wins += 1;
+            gains += pnl;
+        } else {
+            losses -= pnl;
+        }
+    }
+    let exposure = (!qty.is_empty())
+        .then(|| qty.iter().filter(|&&q| q > 0.0).count() as f64 / qty.len() as f64);
+    Metrics {
+        final_equity: c.final_equity,
+        total_return: c.total_return,
+        cagr: c.cagr,
+        volatility: c.volatility,
+        sharpe: c.sharpe,
+        sortino: c.sortino,
+        max_drawdown: c.max_drawdown,
+        calmar: c.calmar,
+        trades: Some(count),
+        win_rate: (count > 0).then(|| wins as f64 / count as f64),
+        profit_factor: (losses > 0.0).then(|| gains / losses),
+        exposure,
+    }
+}
+
+/// Metrics of a portfolio curve against its benchmark curve (same dates, same initial).
+pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> PortfolioMetrics {
+    let r = returns(initial, equity);
+    let b = returns(initial, benchmark);
+    let c = curve(initial, equity, &r);
+    let mut out = PortfolioMetrics {
+        final_equity: c.final_equity,
+        total_return: c.total_return,
+        cagr: c.cagr,
+        volatility: c.volatility,
+        sharpe: c.sharpe,
+        sortino: c.sortino,
+        max_drawdown: c.max_drawdown,
+        calmar: c.calmar,
+        ..PortfolioMetrics::default()
+    };
+    if r.len() >= 2 && r.len() == b.len() {
+        let (mr, mb) = (mean(&r), mean(&b));
+        let n1 = (r.len() - 1) as f64;
+        let cov = r
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - mr) * (y - mb))
+            .sum::<f64>()
+            / n1;
+        let var = b.iter().map(|y| (y - mb) * (y - mb)).sum::<f64>() / n1;
+        if var > 0.0 {
+            let beta = cov / var;
+            out.beta = finite(beta);
+            out.alpha = finite(YEAR * (mr - beta * mb));
+        }
+        let active: Vec<f64> = r.iter().zip(&b).map(|(x, y)| x - y).collect();
+        if let Some(sd) = std(&active) {
+            out.tracking_error = finite(sd * YEAR.sqrt());
+            if sd > 0.0 {
+                out.information_ratio = finite(mean(&active) / sd * YEAR.sqrt());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_curve() {
+        // Returns: +10%, -10%, +10%.
+        let eq = [110.0, 99.0, 108.9];
+        let m = job_metrics(100.0, &eq, &[1.0, 1.0, 0.0], [5.0, -2.0, 1.0].into_iter());
+        assert_eq!(m.final_equity, Some(108.9));
+        assert!((m.total_return.unwrap() - 0.089).abs() < 1e-12);
+        assert!((m.max_drawdown.unwrap() - (99.0 / 110.0 - 1.0)).abs() < 1e-12);
+        let r: [f64; 3] = [0.1, -0.1, 0.1];
+        let mean = 0.1 / 3.0;
+        let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((m.sharpe.unwrap() - mean / sd * 252f64.sqrt()).abs() < 1e-9);
+        assert!((m.sortino.unwrap() - mean / (0.01f64 / 3.0).sqrt() * 252f64.sqrt()).abs() < 1e-6);
+        assert_eq!((m.trades, m.win_rate), (Some(3), Some(2.0 / 3.0)));
+        assert_eq!(m.profit_factor, Some(3.0));
+        assert_eq!(m.exposure, Some(2.0 / 3.0));
+        assert!((m.cagr.unwrap() - (1.089f64.powf(84.0) - 1.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn undefined_metrics_are_none() {
+        let m = job_metrics(100.0, &[100.0, 100.0], &[0.0, 0.0], std::iter::empty());
+        assert_eq!(
+            (m.sharpe, m.sortino, m.calmar, m.win_rate, m.profit_factor),
+            (None, None, None, None, None)
+        );
+        assert_eq!(
+            (m.volatility, m.max_drawdown, m.trades),
+            (Some(0.0), Some(0.0), Some(0))
+        );
+        let one = job_metrics(100.0, &[101.0], &[1.0], std::iter::empty());
+        assert_eq!(one.volatility, None);
+    }
+
+    #[test]
+    fn benchmark_regression() {
+        let bench = [101.0, 100.0, 102.0, 101.5];
+        let p = portfolio_metrics(100.0, &bench, &bench);
+        assert!((p.beta.unwrap() - 1.0).abs() < 1e-12);
+        assert!(p.alpha.unwrap().abs() < 1e-12);
+        assert_eq!(p.tracking_error, Some(0.0));
+        assert_eq!(p.information_ratio, None);
+    }
+}

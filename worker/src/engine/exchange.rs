@@ -1,0 +1,189 @@
+//! The simulated venue (SEMANTICS sections 3 and 4): when an order at a bar's open can fill,
+//! at what price, how many shares "all in" buys, and what each fill costs.
+//!
+//! What can fill depends only on the bars and the market, never on the strategy, so it is
+//! worked out once per job (including the exact-decimal limit prices, which are the slow
+//! part) and shared by every parameter combination.
+
+use xt_shared::market::{Limit, limit_price};
+use xt_shared::{Bars, Costs, Market};
+
+/// One symbol's venue for one batch.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub lot: f64,
+    pub costs: Costs,
+    /// `can_buy[t]`: a buy order may fill at bar `t`'s open (not suspended, open below the
+    /// limit-up price from `close[t-1]`). Always false at `t = 0`, where no order can exist.
+    can_buy: Vec<bool>,
+    /// `can_sell[t]`: a sell may fill at bar `t`'s open (not suspended, open above limit-down).
+    can_sell: Vec<bool>,
+}
+
+impl Exchange {
+    /// `price_limit` is the symbol's own limit (its universe row) or the market's default.
+    pub fn new(bars: &Bars, market: Market, costs: Costs, price_limit: Option<f64>) -> Self {
+        let n = bars.len();
+        let mut can_buy = vec![false; n];
+        let mut can_sell = vec![false; n];
+        let limit = match market {
+            Market::Cn => price_limit.or(market.default_price_limit()),
+            Market::Us => None,
+        };
+        for t in 1..n {
+            if bars.volume[t] <= 0.0 {
+                continue;
+            }
+            let (open, prev) = (bars.open[t], bars.close[t - 1]);
+            match limit {
+                Some(l) => {
+                    can_buy[t] = open < limit_price(prev, l, Limit::Up);
+                    can_sell[t] = open > limit_price(prev, l, Limit::Down);
+                }
+                None => {
+                    can_buy[t] = true;
+                    can_sell[t] = true;
+                }
+            }
+        }
+        Exchange {
+            lot: market.lot(),
+            costs,
+            can_buy,
+            can_sell,
+        }
+    }
+
+    #[inline]
+    pub fn can_buy(&self, t: usize) -> bool {
+        self.can_buy[t]
+    }
+
+    #[inline]
+    pub fn can_sell(&self, t: usize) -> bool {
+        self.can_sell[t]
+    }
+
+    #[inline]
+    pub fn buy_price(&self, open: f64) -> f64 {
+        open * (1.0 + self.costs.slippage)
+    }
+
+    #[inline]
+    pub fn sell_price(&self, open: f64) -> f64 {
+        open * (1.0 - self.costs.slippage)
+    }
+
+    /// Commission of a buy of `notional`.
+    #[inline]
+    pub fn buy_costs(&self, notional: f64) -> f64 {
+        self.costs.commission(notional)
+    }
+
+    /// Commission and stamp duty of a sell of `notional`.
+    #[inline]
+    pub fn sell_costs(&self, notional: f64) -> f64 {
+        self.costs.commission(notional) + notional * self.costs.stamp_duty
+    }
+
+    fn affordable(&self, lots: f64, price: f64, cash: f64) -> bool {
+        let notional = lots * self.lot * price;
+        notional + self.buy_costs(notional) <= cash
+    }
+
+    /// The "all in" quantity: the largest multiple of the lot with
+    /// `qty * price + commission(qty * price) <= cash` (0 when not even one lot fits).
+    pub fn all_in(&self, cash: f64, price: f64) -> f64 {
+        if !(cash > 0.0 && price > 0.0) {
+            return 0.0;
+        }
+        // Start from the estimate that pays the proportional commission, then step to the
+        // exact boundary; cost is increasing in the lot count, so the walk is short and ends
+        // on the largest count that fits.
+        let mut lots = (cash / (self.lot * price * (1.0 + self.costs.commission_rate))).floor();
+        while self.affordable(lots + 1.0, price, cash) {
+            lots += 1.0;
+        }
+        while lots > 0.0 && !self.affordable(lots, price, cash) {
+            lots -= 1.0;
+        }
+        lots * self.lot
+    }
+
+    /// Risk-based size `lot * floor(cash * risk / atr / lot)`, capped by the all-in size.
+    /// A zero ATR puts no risk bound on the size.
+    pub fn risk_sized(&self, cash: f64, price: f64, risk: f64, atr: f64) -> f64 {
+        let all_in = self.all_in(cash, price);
+        if atr <= 0.0 {
+            return all_in;
+        }
+        let by_risk = self.lot * (cash * risk / atr / self.lot).floor();
+        by_risk.min(all_in)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bars(rows: &[(f64, f64, f64)]) -> Bars {
+        let mut b = Bars::new("X");
+        for (i, &(open, close, volume)) in rows.iter().enumerate() {
+            b.push(
+                i as i32,
+                open,
+                open.max(close),
+                open.min(close),
+                close,
+                volume,
+            );
+        }
+        b
+    }
+
+    #[test]
+    fn limits_and_suspensions_block_fills() {
+        let b = bars(&[
+            (10.0, 10.0, 1.0),
+            (11.0, 11.0, 1.0),
+            (9.90, 9.9, 1.0),
+            (9.9, 9.9, 0.0),
+            (10.0, 10.0, 1.0),
+        ]);
+        let cn = Exchange::new(&b, Market::Cn, Market::Cn.default_costs(), None);
+        // Bar 1 opens at limit-up 11.00: no buy; a sell is fine.
+        assert!(!cn.can_buy(1) && cn.can_sell(1));
+        // Bar 2 opens at limit-down 9.90 from 11.00: no sell.
+        assert!(cn.can_buy(2) && !cn.can_sell(2));
+        // Bar 3 is suspended.
+        assert!(!cn.can_buy(3) && !cn.can_sell(3));
+        let star = Exchange::new(&b, Market::Cn, Market::Cn.default_costs(), Some(0.2));
+        assert!(star.can_buy(1));
+        let us = Exchange::new(&b, Market::Us, Costs::default(), None);
+        assert!(us.can_buy(1) && us.can_sell(2) && !us.can_buy(3));
+        assert!(!us.can_buy(0));
+    }
+
+    #[test]
+    fn all_in_is_the_largest_lot_multiple_that_fits() {
+        let b = bars(&[(10.0, 10.0, 1.0)]);
+        let cn = Exchange::new(&b, Market::Cn, Market::Cn.default_costs(), None);
+        // 100_000 / 10 = 10_000 shares would need 100_030 with commission: 9_900 fit.
+        assert_eq!(cn.all_in(100_000.0, 10.0), 9_900.0);
+        // Minimum commission: 1_005 buys exactly one lot at 10.
+        assert_eq!(cn.all_in(1_005.0, 10.0), 100.0);
+        assert_eq!(cn.all_in(1_004.99, 10.0), 0.0);
+        let heavy = Exchange::new(
+            &b,
+            Market::Us,
+            Costs {
+                commission_rate: 0.1,
+                ..Costs::default()
+            },
+            None,
+        );
+        assert_eq!(heavy.all_in(1_100.0, 1.0), 1_000.0);
+        assert_eq!(cn.risk_sized(100_000.0, 10.0, 0.01, 0.5), 2_000.0);
+        assert_eq!(cn.risk_sized(100_000.0, 10.0, 1.0, 0.01), 9_900.0);
+    }
+}

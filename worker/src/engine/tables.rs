@@ -1,0 +1,233 @@
+//! Result rows of one job as Arrow record batches with the schemas of SEMANTICS section 9
+//! (`xt_shared::schema`), and the portfolio table of a batch.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use xt_shared::Date;
+use xt_shared::metrics::Metrics;
+use xt_shared::schema;
+
+use super::sleeve::SleeveRun;
+
+/// One job's rows of the per-job tables; `trades`/`equity` are `None` when not requested.
+#[derive(Debug, Clone)]
+pub struct JobTables {
+    pub metrics: RecordBatch,
+    pub trades: Option<RecordBatch>,
+    pub equity: Option<RecordBatch>,
+}
+
+struct TradeColumns {
+    symbol: StringBuilder,
+    params: StringBuilder,
+    entry_date: Date32Builder,
+    entry_price: Float64Builder,
+    exit_date: Date32Builder,
+    exit_price: Float64Builder,
+    qty: Int64Builder,
+    pnl: Float64Builder,
+}
+
+struct EquityColumns {
+    symbol: StringBuilder,
+    params: StringBuilder,
+    date: Date32Builder,
+    cash: Float64Builder,
+    qty: Int64Builder,
+    equity: Float64Builder,
+}
+
+/// Collects one job's rows, combination by combination.
+pub struct TableWriter {
+    symbol: String,
+    keys: (StringBuilder, StringBuilder),
+    metrics: Vec<Float64Builder>,
+    trade_count: Int64Builder,
+    bars: Int64Builder,
+    error: StringBuilder,
+    trades: Option<TradeColumns>,
+    equity: Option<EquityColumns>,
+}
+
+impl TableWriter {
+    pub fn new(symbol: &str, want_trades: bool, want_equity: bool) -> Self {
+        TableWriter {
+            symbol: symbol.to_string(),
+            keys: (StringBuilder::new(), StringBuilder::new()),
+            metrics: (0..11).map(|_| Float64Builder::new()).collect(),
+            trade_count: Int64Builder::new(),
+            bars: Int64Builder::new(),
+            error: StringBuilder::new(),
+            trades: want_trades.then(|| TradeColumns {
+                symbol: StringBuilder::new(),
+                params: StringBuilder::new(),
+                entry_date: Date32Builder::new(),
+                entry_price: Float64Builder::new(),
+                exit_date: Date32Builder::new(),
+                exit_price: Float64Builder::new(),
+                qty: Int64Builder::new(),
+                pnl: Float64Builder::new(),
+            }),
+            equity: want_equity.then(|| EquityColumns {
+                symbol: StringBuilder::new(),
+                params: StringBuilder::new(),
+                date: Date32Builder::new(),
+                cash: Float64Builder::new(),
+                qty: Int64Builder::new(),
+                equity: Float64Builder::new(),
+            }),
+        }
+    }
+
+    /// The rows of one successful combination.
+    pub fn push(&mut self, params: &str, dates: &[Date], run: &SleeveRun, m: &Metrics) {
+        self.keys.0.append_value(&self.symbol);
+        self.keys.1.append_value(params);
+        let values = [
+            m.final_equity,
+            m.total_return,
+            m.cagr,
+            m.volatility,
+            m.sharpe,
+            m.sortino,
+            m.max_drawdown,
+            m.calmar,
+            m.win_rate,
+            m.profit_factor,
+            m.exposure,
+        ];
+        for (b, v) in self.metrics.iter_mut().zip(values) {
+            b.append_option(v);
+        }
+        self.trade_count.append_option(m.trades);
+        self.bars.append_value(dates.len() as i64);
+        self.error.append_null();
+        if let Some(t) = &mut self.trades {
+            for trade in &run.trades {
+                t.symbol.append_value(&self.symbol);
+                t.params.append_value(params);
+                t.entry_date.append_value(dates[trade.entry]);
+                t.entry_price.append_value(trade.entry_price);
+                t.exit_date.append_option(trade.exit.map(|i| dates[i]));
+                t.exit_price.append_option(trade.exit_price);
+                t.qty.append_value(trade.qty as i64);
+                t.pnl.append_value(trade.pnl);
+            }
+        }
+        if let Some(e) = &mut self.equity {
+            for _ in dates {
+                e.symbol.append_value(&self.symbol);
+                e.params.append_value(params);
+            }
+            e.date.append_slice(dates);
+            e.cash.append_slice(&run.cash);
+            e.qty.append_values(
+                &run.qty.iter().map(|&q| q as i64).collect::<Vec<_>>(),
+                &vec![true; run.qty.len()],
+            );
+            e.equity.append_slice(&run.equity);
+        }
+    }
+
+    /// The metrics row of a combination whose job failed: only `symbol`, `params`, `error`.
+    pub fn push_error(&mut self, params: &str, error: &str) {
+        self.keys.0.append_value(&self.symbol);
+        self.keys.1.append_value(params);
+        for b in &mut self.metrics {
+            b.append_null();
+        }
+        self.trade_count.append_null();
+        self.bars.append_null();
+        self.error.append_value(error);
+    }
+
+    pub fn finish(mut self) -> Result<JobTables, ArrowError> {
+        let mut f = self
+            .metrics
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.keys.0.finish()),
+            Arc::new(self.keys.1.finish()),
+        ];
+        // Schema order: eight curve metrics, trades, win_rate, profit_factor, exposure.
+        columns.extend(f.by_ref().take(8));
+        columns.push(Arc::new(self.trade_count.finish()));
+        columns.extend(f);
+        columns.push(Arc::new(self.bars.finish()));
+        columns.push(Arc::new(self.error.finish()));
+        let metrics = RecordBatch::try_new(schema::METRICS.clone(), columns)?;
+        let trades = self
+            .trades
+            .map(|mut t| {
+                RecordBatch::try_new(
+                    schema::TRADES.clone(),
+                    vec![
+                        Arc::new(t.symbol.finish()),
+                        Arc::new(t.params.finish()),
+                        Arc::new(t.entry_date.finish()),
+                        Arc::new(t.entry_price.finish()),
+                        Arc::new(t.exit_date.finish()),
+                        Arc::new(t.exit_price.finish()),
+                        Arc::new(t.qty.finish()),
+                        Arc::new(t.pnl.finish()),
+                    ],
+                )
+            })
+            .transpose()?;
+        let equity = self
+            .equity
+            .map(|mut e| {
+                RecordBatch::try_new(
+                    schema::EQUITY.clone(),
+                    vec![
+                        Arc::new(e.symbol.finish()),
+                        Arc::new(e.params.finish()),
+                        Arc::new(e.date.finish()),
+                        Arc::new(e.cash.finish()),
+                        Arc::new(e.qty.finish()),
+                        Arc::new(e.equity.finish()),
+                    ],
+                )
+            })
+            .transpose()?;
+        Ok(JobTables {
+            metrics,
+            trades,
+            equity,
+        })
+    }
+}
+
+/// The `portfolio` table: one row per parameter set and date.
+pub fn portfolio_table(
+    params: &[String],
+    dates: &[Date],
+    curves: &[Vec<f64>],
+    benchmark: &[f64],
+) -> Result<RecordBatch, ArrowError> {
+    let mut p = StringBuilder::new();
+    let mut d = Date32Builder::new();
+    let mut e = Float64Builder::new();
+    let mut b = Float64Builder::new();
+    for (name, curve) in params.iter().zip(curves) {
+        for _ in dates {
+            p.append_value(name);
+        }
+        d.append_slice(dates);
+        e.append_slice(curve);
+        b.append_slice(benchmark);
+    }
+    RecordBatch::try_new(
+        schema::PORTFOLIO.clone(),
+        vec![
+            Arc::new(p.finish()),
+            Arc::new(d.finish()),
+            Arc::new(e.finish()),
+            Arc::new(b.finish()),
+        ],
+    )
+}
