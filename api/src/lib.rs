@@ -1,1 +1,4 @@
-//! The HTTP API and the `xt` command line; built by the API issue.
+//! The user-facing edges of the cluster: the `xt` command line (and, later, the HTTP API).
+
+pub mod local;
+pub mod output;

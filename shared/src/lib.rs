@@ -9,6 +9,7 @@ pub mod bars;
 pub mod date;
 pub mod market;
 pub mod metrics;
+pub mod open;
 pub mod portfolio;
 pub mod schema;
 pub mod source;

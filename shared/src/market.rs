@@ -81,6 +81,27 @@ pub enum Limit {
 /// their shortest decimal form (the digits a data file or a user wrote), so `1.15 * 1.1`
 /// is `1.265` and rounds to `1.27`, where rounding the binary product would give `1.26`.
 pub fn limit_price(close: f64, limit: f64, side: Limit) -> f64 {
+    // Fast path for the usual case, a price in whole cents and a limit in whole basis
+    // points: the same exact integer arithmetic without formatting the numbers.
+    // (`+ 0.5` and a cast round these positive values without a libm call; the equality
+    // checks below reject anything that was not whole cents and basis points.)
+    if close > 0.0 && close < 1e11 && (0.0..=1.0).contains(&limit) {
+        let cents = (close * 100.0 + 0.5) as i64;
+        let bp = (limit * 10_000.0 + 0.5) as i64;
+        if cents as f64 / 100.0 == close && bp as f64 / 10_000.0 == limit {
+            let factor = match side {
+                Limit::Up => 10_000 + bp,
+                Limit::Down => 10_000 - bp,
+            };
+            // cents * factor is in units of 1e-6; half up to whole cents.
+            return ((cents * factor + 5_000) / 10_000) as f64 / 100.0;
+        }
+    }
+    limit_price_decimal(close, limit, side)
+}
+
+/// The general path: both numbers at their shortest decimal form, exact integer product.
+fn limit_price_decimal(close: f64, limit: f64, side: Limit) -> f64 {
     let (c, cs) = decimal(close);
     let (l, ls) = decimal(limit);
     let one = 10i128.pow(ls);
@@ -128,6 +149,26 @@ mod tests {
         assert_eq!(limit_price(3.33, 0.2, Limit::Up), 4.0); // 3.996
         assert_eq!(limit_price(0.54, 0.05, Limit::Down), 0.51); // 0.513
         assert_eq!(limit_price(1234.56, 0.1, Limit::Up), 1358.02); // 1358.016
+        // Off the fast path: more than two decimals.
+        assert_eq!(limit_price(1.115, 0.1, Limit::Up), 1.23); // 1.2265
+        assert_eq!(limit_price(2.345678, 0.1, Limit::Down), 2.11); // 2.1111102
+    }
+
+    #[test]
+    fn fast_path_equals_the_decimal_path() {
+        for cents in (1..200_000).step_by(7) {
+            let close = cents as f64 / 100.0;
+            for limit in [0.05, 0.1, 0.2, 0.3] {
+                for side in [Limit::Up, Limit::Down] {
+                    let slow = limit_price_decimal(close, limit, side);
+                    assert_eq!(
+                        limit_price(close, limit, side),
+                        slow,
+                        "{close} {limit} {side:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

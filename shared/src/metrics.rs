@@ -84,7 +84,9 @@ struct CurveMetrics {
     calmar: Option<f64>,
 }
 
-fn curve(initial: f64, equity: &[f64], r: &[f64]) -> CurveMetrics {
+/// The curve metrics in two passes over the equity, without materialising the returns
+/// (this runs once per parameter combination, so it is part of the hot loop of a grid).
+fn curve(initial: f64, equity: &[f64]) -> CurveMetrics {
     let Some(&last) = equity.last() else {
         return CurveMetrics {
             final_equity: None,
@@ -97,17 +99,35 @@ fn curve(initial: f64, equity: &[f64], r: &[f64]) -> CurveMetrics {
             calmar: None,
         };
     };
-    let growth = last / initial;
-    let cagr = finite(growth.powf(YEAR / r.len() as f64) - 1.0);
-    let sd = std(r);
-    let m = mean(r);
-    let downside = (r.iter().map(|&v| v.min(0.0).powi(2)).sum::<f64>() / r.len() as f64).sqrt();
-    let mut peak = initial;
-    let mut max_drawdown: f64 = 0.0;
+    let n = equity.len() as f64;
+    let (mut sum, mut down2, mut peak, mut max_drawdown, mut prev) =
+        (0.0, 0.0, initial, 0.0f64, initial);
     for &e in equity {
-        peak = peak.max(e);
+        let r = e / prev - 1.0;
+        prev = e;
+        sum += r;
+        if r < 0.0 {
+            down2 += r * r;
+        }
+        peak = f64::max(peak, e);
         max_drawdown = max_drawdown.min(e / peak - 1.0);
     }
+    let m = sum / n;
+    let sd = if equity.len() < 2 {
+        None
+    } else {
+        let mut prev = initial;
+        let mut ss = 0.0;
+        for &e in equity {
+            let d = (e / prev - 1.0) - m;
+            prev = e;
+            ss += d * d;
+        }
+        finite((ss / (n - 1.0)).sqrt())
+    };
+    let downside = (down2 / n).sqrt();
+    let growth = last / initial;
+    let cagr = finite(growth.powf(YEAR / n) - 1.0);
     CurveMetrics {
         final_equity: finite(last),
         total_return: finite(growth - 1.0),
@@ -126,15 +146,15 @@ fn curve(initial: f64, equity: &[f64], r: &[f64]) -> CurveMetrics {
     }
 }
 
-/// A closed trade's pnl, for `trades`, `win_rate` and `profit_factor`.
+/// A job's metrics from its equity curve, its position per bar (for `exposure`) and the
+/// pnl of its closed trades (for `trades`, `win_rate` and `profit_factor`).
 pub fn job_metrics(
     initial: f64,
     equity: &[f64],
     qty: &[f64],
     closed_pnl: impl Iterator<Item = f64>,
 ) -> Metrics {
-    let r = returns(initial, equity);
-    let c = curve(initial, equity, &r);
+    let c = curve(initial, equity);
     let (mut count, mut wins, mut gains, mut losses) = (0i64, 0i64, 0.0, 0.0);
     for pnl in closed_pnl {
         count += 1;
@@ -167,7 +187,7 @@ pub fn job_metrics(
 pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> PortfolioMetrics {
     let r = returns(initial, equity);
     let b = returns(initial, benchmark);
-    let c = curve(initial, equity, &r);
+    let c = curve(initial, equity);
     let mut out = PortfolioMetrics {
         final_equity: c.final_equity,
         total_return: c.total_return,

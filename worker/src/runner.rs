@@ -107,7 +107,7 @@ impl Plan {
             ));
         }
         let total: f64 = weights.iter().sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return Err(SpecError::new(
                 "universe",
                 "the weights of the symbols with jobs sum to 0",

@@ -20,6 +20,7 @@ fn series(dir: &Path) -> Vec<(String, PathBuf, Bars)> {
     if let Some(data) = shared_data("real-data series") {
         for (set, symbol) in [
             ("cn-csi300", "600733.SH"),
+            ("cn-csi300", "600519.SH"),
             ("cn-csi300", "601212.SH"),
             ("us-backtrader", "NVDA"),
         ] {
@@ -137,10 +138,7 @@ struct Case {
     csv: PathBuf,
     bars: Bars,
     member: Vec<bool>,
-    market: Market,
-    costs: Costs,
-    price_limit: Option<f64>,
-    capital: f64,
+    venue: Venue,
     strategy: &'static str,
     params: Value,
 }
@@ -172,17 +170,8 @@ fn cases(dir: &Path) -> Vec<Case> {
         stamp_duty: 0.0,
         slippage: 0.001,
     };
-    // (label, csv, bars, member, market, costs, price limit, capital)
-    let mut data: Vec<(
-        String,
-        PathBuf,
-        Bars,
-        Vec<bool>,
-        Market,
-        Costs,
-        Option<f64>,
-        f64,
-    )> = Vec::new();
+    // (label, csv, bars, member, venue)
+    let mut data: Vec<(String, PathBuf, Bars, Vec<bool>, Venue)> = Vec::new();
     if let Some(root) = shared_data("backtrader conformance on real data") {
         let cn_dir = root.join("cn-csi300");
         let pit = cn_dir.join("universe_pit.csv");
@@ -199,15 +188,18 @@ fn cases(dir: &Path) -> Vec<Case> {
             let bars = load_csv(&cn_dir, symbol);
             let m = member_of(&pit, symbol);
             let member = m.mask(&bars.dates);
+            let venue = Venue {
+                market: Market::Cn,
+                costs: cn,
+                price_limit: m.price_limit,
+                capital,
+            };
             data.push((
                 symbol.into(),
                 cn_dir.join(format!("{symbol}.csv")),
                 bars,
                 member,
-                Market::Cn,
-                cn,
-                m.price_limit,
-                capital,
+                venue,
             ));
         }
         let us_dir = root.join("us-backtrader");
@@ -218,15 +210,18 @@ fn cases(dir: &Path) -> Vec<Case> {
         ] {
             let bars = load_csv(&us_dir, symbol);
             let n = bars.len();
+            let venue = Venue {
+                market: Market::Us,
+                costs,
+                price_limit: None,
+                capital: 100_000.0,
+            };
             data.push((
                 symbol.into(),
                 us_dir.join(format!("{symbol}.csv")),
                 bars,
                 vec![true; n],
-                Market::Us,
-                costs,
-                None,
-                100_000.0,
+                venue,
             ));
         }
     }
@@ -259,29 +254,29 @@ fn cases(dir: &Path) -> Vec<Case> {
             .unwrap()
             .price_limit;
         let n = bars.len();
+        let venue = Venue {
+            market,
+            costs,
+            price_limit: limit,
+            capital: 250_000.0,
+        };
         data.push((
             format!("{symbol} {}", market.name()),
             csv,
             bars,
             vec![true; n],
-            market,
-            costs,
-            limit,
-            250_000.0,
+            venue,
         ));
     }
     let mut out = Vec::new();
-    for (label, csv, bars, member, market, costs, price_limit, capital) in data {
+    for (label, csv, bars, member, venue) in data {
         for (strategy, params) in strategies() {
             out.push(Case {
                 name: format!("{label} {strategy} {params}"),
                 csv: csv.clone(),
                 bars: bars.clone(),
                 member: member.clone(),
-                market,
-                costs,
-                price_limit,
-                capital,
+                venue,
                 strategy,
                 params,
             });
@@ -309,10 +304,10 @@ fn every_fill_equals_backtrader() {
             json!({
                 "data": c.csv, "strategy": c.strategy,
                 "params": serde_json::from_str::<Value>(full[0].json()).unwrap(),
-                "market": c.market.name(), "capital": c.capital,
-                "costs": {"commission_rate": c.costs.commission_rate, "min_commission": c.costs.min_commission,
-                          "stamp_duty": c.costs.stamp_duty, "slippage": c.costs.slippage},
-                "price_limit": c.price_limit, "member": c.member,
+                "market": c.venue.market.name(), "capital": c.venue.capital,
+                "costs": {"commission_rate": c.venue.costs.commission_rate, "min_commission": c.venue.costs.min_commission,
+                          "stamp_duty": c.venue.costs.stamp_duty, "slippage": c.venue.costs.slippage},
+                "price_limit": c.venue.price_limit, "member": c.member,
             })
         })
         .collect();
@@ -324,10 +319,7 @@ fn every_fill_equals_backtrader() {
         let run = run_one(
             &case.bars,
             &case.member,
-            case.market,
-            case.costs,
-            case.price_limit,
-            case.capital,
+            case.venue,
             case.strategy,
             &case.params,
         );
@@ -402,16 +394,13 @@ fn metrics_equal_empyrical() {
             ("sma_cross", json!({})),
             ("rsi", json!({})),
         ] {
-            let run = run_one(
-                &bars,
-                &member,
-                Market::Cn,
-                Market::Cn.default_costs(),
-                None,
-                1e6,
-                strategy,
-                &params,
-            );
+            let venue = Venue {
+                market: Market::Cn,
+                costs: Market::Cn.default_costs(),
+                price_limit: None,
+                capital: 1e6,
+            };
+            let run = run_one(&bars, &member, venue, strategy, &params);
             curves.push(run);
         }
     }

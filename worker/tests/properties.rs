@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::run_one;
+use common::{Venue, run_one};
 use proptest::prelude::*;
 use serde_json::json;
 use xt_shared::market::{Limit, limit_price};
@@ -103,7 +103,7 @@ proptest! {
         let bars = build(start, &s);
         prop_assert_eq!(bars.validate(), Ok(()));
         let member = vec![true; bars.len()];
-        let run = run_one(&bars, &member, market, costs, None, capital, name, &params);
+        let run = run_one(&bars, &member, Venue { market, costs, price_limit: None, capital }, name, &params);
         let lot = market.lot();
         for t in 0..bars.len() {
             prop_assert!(run.cash[t] >= 0.0, "cash {} < 0 at {t}", run.cash[t]);
@@ -138,8 +138,9 @@ proptest! {
         for i in 0..other.len() {
             future.push((cut + 1 + i) as i32, other.open[i], other.high[i], other.low[i], other.close[i], other.volume[i]);
         }
-        let a = run_one(&bars, &vec![true; bars.len()], market, costs, None, 100_000.0, name, &params);
-        let b = run_one(&future, &vec![true; future.len()], market, costs, None, 100_000.0, name, &params);
+        let venue = Venue { market, costs, price_limit: None, capital: 100_000.0 };
+        let a = run_one(&bars, &vec![true; bars.len()], venue, name, &params);
+        let b = run_one(&future, &vec![true; future.len()], venue, name, &params);
         prop_assert_eq!(&a.equity[..=cut], &b.equity[..=cut]);
         prop_assert_eq!(&a.qty[..=cut], &b.qty[..=cut]);
         let entries = |r: &xt_worker::engine::SleeveRun| r.trades.iter().filter(|t| t.entry <= cut).map(|t| (t.entry, t.entry_price, t.qty, t.exit.filter(|&x| x <= cut))).collect::<Vec<_>>();

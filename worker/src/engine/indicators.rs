@@ -28,11 +28,9 @@ use xt_shared::Bars;
 /// A computed series, shared between the parameter combinations that read it.
 pub type Series = Arc<[f64]>;
 
-/// TA-Lib's `TA_IS_ZERO`.
-#[inline]
-fn is_zero(v: f64) -> bool {
-    -0.00000001 < v && v < 0.00000001
-}
+/// Below this a BBANDS variance counts as zero (TA-Lib's `TA_IS_ZERO_OR_NEG`), which turns
+/// the rounding noise of a flat window into exactly 0 rather than a tiny band.
+const ZERO_VARIANCE: f64 = 0.00000001;
 
 fn undefined(n: usize) -> Vec<f64> {
     vec![f64::NAN; n]
@@ -148,7 +146,7 @@ fn bands(x: &[f64], middle: &[f64], period: usize, k: f64) -> (Vec<f64>, Vec<f64
         let old = x[i + 1 - period];
         total2 -= old * old;
         mean2 -= middle[i] * middle[i];
-        let std = if mean2 < 0.00000001 {
+        let std = if mean2 < ZERO_VARIANCE {
             0.0
         } else {
             mean2.sqrt()
@@ -172,7 +170,10 @@ pub fn rsi(x: &[f64], period: usize) -> Vec<f64> {
     let p = period as f64;
     let value = |gain: f64, loss: f64| {
         let total = gain + loss;
-        if is_zero(total) {
+        // Over a flat stretch (suspended days) both averages shrink by the same factor and
+        // the ratio holds; the current TA-Lib keeps it however small they get and gives 0
+        // only when both are 0 (0.4's 1e-8 band zeroed RSI after ~30 flat bars).
+        if total == 0.0 {
             0.0
         } else {
             100.0 * (gain / total)

@@ -53,13 +53,11 @@ pub fn simulate(
     out: &mut SleeveRun,
 ) {
     let n = bars.len();
-    out.cash.clear();
-    out.qty.clear();
-    out.equity.clear();
     out.trades.clear();
-    out.cash.reserve(n);
-    out.qty.reserve(n);
-    out.equity.reserve(n);
+    // Every element is written below; resizing keeps the allocation between combinations.
+    out.cash.resize(n, 0.0);
+    out.qty.resize(n, 0.0);
+    out.equity.resize(n, 0.0);
 
     let mut cash = capital;
     let mut qty = 0.0;
@@ -115,9 +113,9 @@ pub fn simulate(
             }
         }
         let close = bars.close[t];
-        out.cash.push(cash);
-        out.qty.push(qty);
-        out.equity.push(cash + qty * close);
+        out.cash[t] = cash;
+        out.qty[t] = qty;
+        out.equity[t] = cash + qty * close;
 
         // Decide at the close; an order needs a next bar to fill on.
         if t + 1 >= n {

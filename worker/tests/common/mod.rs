@@ -96,17 +96,29 @@ pub fn member_of(universe: &Path, symbol: &str) -> Member {
         .expect("symbol in universe")
 }
 
+/// The market rules and money one sleeve trades with.
+#[derive(Debug, Clone, Copy)]
+pub struct Venue {
+    pub market: Market,
+    pub costs: Costs,
+    pub price_limit: Option<f64>,
+    pub capital: f64,
+}
+
 /// One sleeve of one parameter set, as the runner runs it.
 pub fn run_one(
     bars: &Bars,
     member: &[bool],
-    market: Market,
-    costs: Costs,
-    price_limit: Option<f64>,
-    capital: f64,
+    venue: Venue,
     strategy: &str,
     params: &serde_json::Value,
 ) -> SleeveRun {
+    let Venue {
+        market,
+        costs,
+        price_limit,
+        capital,
+    } = venue;
     let s = strategy::find(strategy).expect("strategy");
     let map = serde_json::from_value(params.clone()).expect("params object");
     let combos: Vec<ParamSet> = strategy::expand(s, Some(&map), None).expect("valid params");

@@ -1,6 +1,6 @@
 //! `macd`: long while TA-Lib's MACD line is above its signal line.
 
-use super::{ParamDef, ParamSet, Signals, Strategy, cross_above, cross_below};
+use super::{ParamDef, ParamSet, Signals, Strategy, crosses};
 use crate::engine::indicators::Indicators;
 
 pub struct Macd;
@@ -29,7 +29,6 @@ impl Strategy for Macd {
 
     fn signals(&self, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {
         let (line, signal) = ind.macd(p.period("fast"), p.period("slow"), p.period("signal"));
-        cross_above(&line, &signal, &mut out.enter);
-        cross_below(&line, &signal, &mut out.exit);
+        crosses(&line, &signal, out);
     }
 }

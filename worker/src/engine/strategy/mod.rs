@@ -128,6 +128,17 @@ impl Signals {
     }
 }
 
+/// Both crosses in one pass: `enter` gets `cross_above(a, b)`, `exit` gets `cross_below(a, b)`.
+pub fn crosses(a: &[f64], b: &[f64], out: &mut Signals) {
+    let n = out.enter.len().min(a.len()).min(b.len());
+    let (enter, exit) = (&mut out.enter[..n], &mut out.exit[..n]);
+    for t in 1..n {
+        let (now, before) = ((a[t], b[t]), (a[t - 1], b[t - 1]));
+        enter[t] = now.0 > now.1 && before.0 <= before.1;
+        exit[t] = now.0 < now.1 && before.0 >= before.1;
+    }
+}
+
 /// `a[t] > b[t] && a[t-1] <= b[t-1]`, false where any of the four is undefined (NaN).
 pub fn cross_above(a: &[f64], b: &[f64], out: &mut [bool]) {
     for t in 1..out.len() {
@@ -313,10 +324,7 @@ mod tests {
     use serde_json::json;
     use xt_shared::Bars;
 
-    fn map<T: Clone>(v: serde_json::Value) -> BTreeMap<String, T>
-    where
-        T: serde::de::DeserializeOwned,
-    {
+    fn map<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> BTreeMap<String, T> {
         serde_json::from_value(v).unwrap()
     }
 

@@ -1,6 +1,6 @@
 //! `sma_cross`: long while the fast simple moving average is above the slow one.
 
-use super::{ParamDef, ParamSet, Signals, Strategy, cross_above, cross_below};
+use super::{ParamDef, ParamSet, Signals, Strategy, crosses};
 use crate::engine::indicators::Indicators;
 
 pub struct SmaCross;
@@ -26,7 +26,6 @@ impl Strategy for SmaCross {
     fn signals(&self, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {
         let fast = ind.sma(p.period("fast"));
         let slow = ind.sma(p.period("slow"));
-        cross_above(&fast, &slow, &mut out.enter);
-        cross_below(&fast, &slow, &mut out.exit);
+        crosses(&fast, &slow, out);
     }
 }

@@ -1,0 +1,209 @@
+//! `xt local` as a user runs it: the real binary, real files out, clear errors in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::AsArray;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn xt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xt"))
+        .args(args)
+        .env_remove("XT_OUT")
+        .output()
+        .expect("run xt")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn rows(
+    path: &Path,
+) -> (
+    usize,
+    arrow::datatypes::SchemaRef,
+    Vec<arrow::record_batch::RecordBatch>,
+) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    (batches.iter().map(|b| b.num_rows()).sum(), schema, batches)
+}
+
+#[test]
+fn runs_a_grid_and_writes_every_table() {
+    let out = out_dir("xt-local-grid");
+    let o = xt(&[
+        "local",
+        "--synthetic",
+        "20",
+        "--years",
+        "2",
+        "--strategy",
+        "sma_cross",
+        "--grid",
+        r#"{"fast":[5,10],"slow":[20,30]}"#,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("20 jobs (0 failed) x 4 parameter sets"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("best parameter sets"), "{stdout}");
+    let (n, schema, _) = rows(&out.join("metrics.parquet"));
+    assert_eq!(n, 80);
+    assert_eq!(schema.fields(), xt_shared::schema::METRICS.fields());
+    let (n, _, _) = rows(&out.join("equity.parquet"));
+    assert_eq!(n, 20 * 4 * 504);
+    let (n, _, batches) = rows(&out.join("portfolio.parquet"));
+    assert_eq!(n, 4 * 504);
+    let params = batches[0].column(0).as_string::<i32>().value(0).to_string();
+    assert_eq!(params, r#"{"fast":5,"slow":20}"#);
+    assert!(out.join("trades.parquet").is_file());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["jobs"], 20);
+    assert_eq!(summary["best_symbols"].as_array().unwrap().len(), 5);
+    assert!(summary["portfolio"][&params]["beta"].is_number());
+}
+
+#[test]
+fn tables_flag_keeps_only_what_is_named() {
+    let out = out_dir("xt-local-tables");
+    let o = xt(&[
+        "local",
+        "--synthetic",
+        "5",
+        "--years",
+        "1",
+        "--strategy",
+        "rsi",
+        "--tables",
+        "metrics,portfolio",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("metrics.parquet").is_file() && out.join("portfolio.parquet").is_file());
+    assert!(!out.join("equity.parquet").exists() && !out.join("trades.parquet").exists());
+}
+
+#[test]
+fn bad_input_exits_non_zero_naming_the_field() {
+    let out = out_dir("xt-local-bad");
+    let o = out.to_str().unwrap();
+    for (args, message) in [
+        (
+            vec!["--strategy", "momentum"],
+            "strategy: unknown strategy \"momentum\"",
+        ),
+        (
+            vec![
+                "--strategy",
+                "sma_cross",
+                "--params",
+                r#"{"fast":50,"slow":10}"#,
+            ],
+            "fast must be < slow",
+        ),
+        (
+            vec!["--strategy", "sma_cross", "--params", "{fast"],
+            "--params: not valid JSON",
+        ),
+        (
+            vec!["--strategy", "macd", "--start", "2030-01-01"],
+            "no symbol has a bar",
+        ),
+        (
+            vec!["--strategy", "macd", "--start", "2020-13-01"],
+            "start: \"2020-13-01\" is not a date",
+        ),
+        (
+            vec!["--strategy", "macd", "--tables", "metrics,pnl"],
+            "unknown table \"pnl\"",
+        ),
+        (vec!["--strategy", "macd", "--market", "hk"], "--market"),
+        (
+            vec!["--strategy", "macd", "--capital=-5"],
+            "capital: must be a finite number > 0",
+        ),
+        (
+            vec!["--strategy", "macd", "--data", "/nonexistent/dir"],
+            "data:",
+        ),
+        (
+            vec![
+                "--strategy",
+                "macd",
+                "--grid",
+                r#"{"fast":[5]}"#,
+                "--params",
+                "{}",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec![
+            "local",
+            "--synthetic",
+            "3",
+            "--years",
+            "1",
+            "--quiet",
+            "--out",
+            o,
+        ];
+        all.extend(args.iter().copied());
+        let r = xt(&all);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn runs_the_real_csi300_with_point_in_time_membership() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cn-csi300");
+    if !data.is_dir() {
+        eprintln!("skipping: ../shared/data/cn-csi300 (real data beside the checkout) is absent");
+        return;
+    }
+    let out = out_dir("xt-local-csi300");
+    let universe = data.join("universe_pit.csv");
+    let o = xt(&[
+        "local",
+        "--data",
+        data.to_str().unwrap(),
+        "--universe",
+        universe.to_str().unwrap(),
+        "--strategy",
+        "macd",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2024-12-31",
+        "--tables",
+        "metrics,portfolio",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let jobs = summary["jobs"].as_u64().unwrap();
+    // Members at any time in 2020-2024 that have bars then: far more than 300 at one date.
+    assert!((300..=590).contains(&jobs), "{jobs} jobs");
+    assert_eq!(summary["failed"], 0);
+}
