@@ -1,2 +1,8 @@
-//! The coordinator: expands batches into per-stock jobs, queues and leases them, collects results.
-//! Built by the cluster issue; the engine it schedules lives in `xt-worker`.
+//! The coordinator: expands batches into per-stock jobs, queues them fairly across batches,
+//! leases them to workers, and tracks every job to exactly one completion.
+//!
+//! `scheduler` is the decision core (no I/O, time passed in), so the failure rules (lease
+//! deadlines, heartbeats, retries, duplicates, cancellation) are unit-tested directly; the
+//! gRPC and Flight services wrap it.
+
+pub mod scheduler;

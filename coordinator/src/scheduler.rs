@@ -1,0 +1,609 @@
+//! Job scheduling: a fair queue across batches, leases with deadlines that heartbeats
+//! extend, bounded retries, idempotent completion and cancellation.
+//!
+//! Fairness is round-robin over batches that have queued jobs: each lease request takes
+//! one job from the next batch in the ring, so a 10-job batch submitted after a 5,000-job
+//! one starts at once instead of waiting behind it.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+pub type BatchId = u64;
+pub type WorkerId = u64;
+
+/// One job of one batch (its index in the batch's job list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub batch: BatchId,
+    pub job: u32,
+}
+
+/// A job handed to a worker; `attempt` counts from 1 and tags the results it sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub key: JobKey,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStatus {
+    Queued,
+    Running {
+        worker: WorkerId,
+        attempt: u32,
+        deadline: Instant,
+    },
+    Done {
+        attempt: u32,
+    },
+    /// Failed `max_attempts` times; the last error is kept.
+    Failed {
+        error: String,
+    },
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    status: JobStatus,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Batch {
+    id: BatchId,
+    jobs: Vec<Job>,
+    queue: VecDeque<u32>,
+    cancelled: bool,
+}
+
+/// Counts of a batch's jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub queued: usize,
+    pub running: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+}
+
+impl Progress {
+    /// Every job has reached a final state.
+    pub fn finished(&self) -> bool {
+        self.queued == 0 && self.running == 0
+    }
+}
+
+/// What a reported completion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The first successful attempt: its results are the job's results.
+    Accepted,
+    /// The job already completed (or was given up or cancelled): drop these results.
+    Duplicate,
+    /// No such batch or job.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("batch {0} already exists")]
+    BatchExists(BatchId),
+    #[error("unknown batch {0}")]
+    UnknownBatch(BatchId),
+    #[error("unknown worker {0}")]
+    UnknownWorker(WorkerId),
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    last_seen: Instant,
+    leases: HashSet<JobKey>,
+    draining: bool,
+}
+
+/// The scheduler's whole state. Time is an argument of every call, never read inside.
+#[derive(Debug)]
+pub struct Scheduler {
+    batches: BTreeMap<BatchId, Batch>,
+    /// Batches with queued jobs, in round-robin order.
+    ring: VecDeque<BatchId>,
+    workers: HashMap<WorkerId, Worker>,
+    next_worker: WorkerId,
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Attempts before a job is recorded as failed.
+    pub max_attempts: u32,
+}
+
+impl Scheduler {
+    pub fn new(lease_ttl: Duration, max_attempts: u32) -> Self {
+        Scheduler {
+            batches: BTreeMap::new(),
+            ring: VecDeque::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            lease_ttl,
+            max_attempts,
+        }
+    }
+
+    /// Queues a batch of `jobs` jobs.
+    pub fn submit(&mut self, batch: BatchId, jobs: u32) -> Result<(), ScheduleError> {
+        if self.batches.contains_key(&batch) {
+            return Err(ScheduleError::BatchExists(batch));
+        }
+        let job = Job {
+            status: JobStatus::Queued,
+            attempts: 0,
+            last_error: None,
+        };
+        self.batches.insert(
+            batch,
+            Batch {
+                id: batch,
+                jobs: vec![job; jobs as usize],
+                queue: (0..jobs).collect(),
+                cancelled: false,
+            },
+        );
+        if jobs > 0 {
+            self.ring.push_back(batch);
+        }
+        Ok(())
+    }
+
+    /// Restores a batch after a restart: jobs already done stay done, everything else is
+    /// queued again (a running attempt's worker will report to a coordinator that no
+    /// longer knows its lease, and its results count only if the job is still open).
+    pub fn restore(&mut self, batch: BatchId, done: &[bool]) -> Result<(), ScheduleError> {
+        self.submit(batch, done.len() as u32)?;
+        let b = self
+            .batches
+            .get_mut(&batch)
+            .ok_or(ScheduleError::UnknownBatch(batch))?;
+        for (i, &d) in done.iter().enumerate() {
+            if d {
+                b.jobs[i].status = JobStatus::Done { attempt: 0 };
+            }
+        }
+        b.queue.retain(|&j| !done[j as usize]);
+        if b.queue.is_empty() {
+            self.ring.retain(|&id| id != batch);
+        }
+        Ok(())
+    }
+
+    pub fn register(&mut self, now: Instant) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                last_seen: now,
+                leases: HashSet::new(),
+                draining: false,
+            },
+        );
+        id
+    }
+
+    /// Up to `slots` jobs for `worker`, one per batch in turn.
+    pub fn lease(
+        &mut self,
+        worker: WorkerId,
+        slots: usize,
+        now: Instant,
+    ) -> Result<Vec<Lease>, ScheduleError> {
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .ok_or(ScheduleError::UnknownWorker(worker))?;
+        w.last_seen = now;
+        if w.draining {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(slots);
+        while out.len() < slots {
+            let Some(batch_id) = self.ring.pop_front() else {
+                break;
+            };
+            let Some(batch) = self.batches.get_mut(&batch_id) else {
+                continue;
+            };
+            let Some(job) = batch.queue.pop_front() else {
+                continue;
+            };
+            if !batch.queue.is_empty() {
+                self.ring.push_back(batch_id);
+            }
+            let j = &mut batch.jobs[job as usize];
+            j.attempts += 1;
+            j.status = JobStatus::Running {
+                worker,
+                attempt: j.attempts,
+                deadline: now + self.lease_ttl,
+            };
+            let key = JobKey {
+                batch: batch_id,
+                job,
+            };
+            w.leases.insert(key);
+            out.push(Lease {
+                key,
+                attempt: j.attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Extends every lease of `worker`; returns the jobs it holds that were cancelled.
+    pub fn heartbeat(
+        &mut self,
+        worker: WorkerId,
+        now: Instant,
+    ) -> Result<Vec<JobKey>, ScheduleError> {
+        let w = self
+            .workers
+            .get_mut(&worker)
+            .ok_or(ScheduleError::UnknownWorker(worker))?;
+        w.last_seen = now;
+        let mut cancelled = Vec::new();
+        for key in &w.leases {
+            if let Some(job) = self
+                .batches
+                .get_mut(&key.batch)
+                .and_then(|b| b.jobs.get_mut(key.job as usize))
+            {
+                match &mut job.status {
+                    JobStatus::Running { deadline, .. } => *deadline = now + self.lease_ttl,
+                    JobStatus::Cancelled => cancelled.push(*key),
+                    _ => {}
+                }
+            }
+        }
+        w.leases.retain(|k| !cancelled.contains(k));
+        Ok(cancelled)
+    }
+
+    /// A worker will take no new jobs (SIGTERM); it keeps its leases until it reports them.
+    pub fn drain(&mut self, worker: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.draining = true;
+        }
+    }
+
+    /// A worker left cleanly: its unfinished leases go back to the queue at once.
+    pub fn deregister(&mut self, worker: WorkerId) -> Vec<JobKey> {
+        let Some(w) = self.workers.remove(&worker) else {
+            return Vec::new();
+        };
+        let mut requeued = Vec::new();
+        for key in w.leases {
+            if self.requeue(key, worker, None) {
+                requeued.push(key);
+            }
+        }
+        requeued
+    }
+
+    /// Leases whose deadline passed go back to the queue (or fail for good after
+    /// `max_attempts`); workers silent for a whole lease period are forgotten.
+    pub fn expire(&mut self, now: Instant) -> Vec<JobKey> {
+        let mut expired = Vec::new();
+        for b in self.batches.values() {
+            for (i, j) in b.jobs.iter().enumerate() {
+                if let JobStatus::Running {
+                    worker, deadline, ..
+                } = j.status
+                    && deadline <= now
+                {
+                    expired.push((
+                        worker,
+                        JobKey {
+                            batch: b.id,
+                            job: i as u32,
+                        },
+                    ));
+                }
+            }
+        }
+        let mut requeued = Vec::new();
+        for (worker, key) in expired {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.leases.remove(&key);
+            }
+            if self.requeue(
+                key,
+                worker,
+                Some("lease expired: the worker stopped sending heartbeats".into()),
+            ) {
+                requeued.push(key);
+            }
+        }
+        let ttl = self.lease_ttl;
+        self.workers
+            .retain(|_, w| now.duration_since(w.last_seen) < ttl || !w.leases.is_empty());
+        requeued
+    }
+
+    /// Puts a running job back in the queue, or records it failed after its last attempt.
+    /// Returns whether it was queued again.
+    fn requeue(&mut self, key: JobKey, worker: WorkerId, error: Option<String>) -> bool {
+        let max = self.max_attempts;
+        let Some(batch) = self.batches.get_mut(&key.batch) else {
+            return false;
+        };
+        let Some(job) = batch.jobs.get_mut(key.job as usize) else {
+            return false;
+        };
+        if !matches!(job.status, JobStatus::Running { worker: w, .. } if w == worker) {
+            return false;
+        }
+        if let Some(e) = error {
+            job.last_error = Some(e);
+        }
+        if job.attempts >= max {
+            let error = job.last_error.clone().unwrap_or_else(|| "gave up".into());
+            job.status = JobStatus::Failed { error };
+            return false;
+        }
+        job.status = JobStatus::Queued;
+        batch.queue.push_back(key.job);
+        if !self.ring.contains(&key.batch) {
+            self.ring.push_back(key.batch);
+        }
+        true
+    }
+
+    /// A worker reports a job's attempt finished with results. The first report of a job
+    /// that is still open wins, whichever attempt it came from; later ones are duplicates.
+    pub fn complete(&mut self, key: JobKey, attempt: u32, worker: WorkerId) -> Completion {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.remove(&key);
+        }
+        let Some(batch) = self.batches.get_mut(&key.batch) else {
+            return Completion::Unknown;
+        };
+        let Some(job) = batch.jobs.get_mut(key.job as usize) else {
+            return Completion::Unknown;
+        };
+        match job.status {
+            JobStatus::Done { .. } | JobStatus::Failed { .. } | JobStatus::Cancelled => {
+                Completion::Duplicate
+            }
+            JobStatus::Queued | JobStatus::Running { .. } => {
+                job.status = JobStatus::Done { attempt };
+                batch.queue.retain(|&j| j != key.job);
+                Completion::Accepted
+            }
+        }
+    }
+
+    /// A worker reports an attempt failed (the engine could not even produce error rows,
+    /// or the worker is shutting down without finishing it).
+    pub fn fail(&mut self, key: JobKey, worker: WorkerId, error: &str) -> bool {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.remove(&key);
+        }
+        self.requeue(key, worker, Some(error.to_string()))
+    }
+
+    /// Drops the batch's queued jobs; running ones are told on their worker's next heartbeat.
+    pub fn cancel(&mut self, batch: BatchId) -> Result<(), ScheduleError> {
+        let b = self
+            .batches
+            .get_mut(&batch)
+            .ok_or(ScheduleError::UnknownBatch(batch))?;
+        b.cancelled = true;
+        b.queue.clear();
+        for j in &mut b.jobs {
+            if matches!(j.status, JobStatus::Queued | JobStatus::Running { .. }) {
+                j.status = JobStatus::Cancelled;
+            }
+        }
+        self.ring.retain(|&id| id != batch);
+        Ok(())
+    }
+
+    pub fn progress(&self, batch: BatchId) -> Result<Progress, ScheduleError> {
+        let b = self
+            .batches
+            .get(&batch)
+            .ok_or(ScheduleError::UnknownBatch(batch))?;
+        let mut p = Progress::default();
+        for j in &b.jobs {
+            match j.status {
+                JobStatus::Queued => p.queued += 1,
+                JobStatus::Running { .. } => p.running += 1,
+                JobStatus::Done { .. } => p.done += 1,
+                JobStatus::Failed { .. } => p.failed += 1,
+                JobStatus::Cancelled => p.cancelled += 1,
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn status(&self, key: JobKey) -> Option<&JobStatus> {
+        self.batches
+            .get(&key.batch)?
+            .jobs
+            .get(key.job as usize)
+            .map(|j| &j.status)
+    }
+
+    /// Jobs waiting in every queue: the autoscaling signal.
+    pub fn queue_depth(&self) -> usize {
+        self.batches.values().map(|b| b.queue.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn key(batch: BatchId, job: u32) -> JobKey {
+        JobKey { batch, job }
+    }
+
+    #[test]
+    fn a_small_batch_is_not_starved_by_a_big_one() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 5_000).unwrap();
+        let w = s.register(t);
+        s.lease(w, 4, t).unwrap();
+        s.submit(2, 10).unwrap();
+        let leases = s.lease(w, 4, t).unwrap();
+        let from_small = leases.iter().filter(|l| l.key.batch == 2).count();
+        assert_eq!(from_small, 2, "{leases:?}");
+        // The small batch finishes within its first ten rounds.
+        let mut done_small = from_small;
+        while done_small < 10 {
+            done_small += s
+                .lease(w, 2, t)
+                .unwrap()
+                .iter()
+                .filter(|l| l.key.batch == 2)
+                .count();
+        }
+        assert_eq!(s.progress(2).unwrap().queued, 0);
+        assert!(s.progress(1).unwrap().queued > 4_900);
+    }
+
+    #[test]
+    fn a_silent_worker_loses_its_leases_and_a_heartbeat_keeps_them() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 2).unwrap();
+        let (a, b) = (s.register(t), s.register(t));
+        let la = s.lease(a, 1, t).unwrap();
+        let lb = s.lease(b, 1, t).unwrap();
+        s.heartbeat(b, t + Duration::from_secs(8)).unwrap();
+        let requeued = s.expire(t + Duration::from_secs(11));
+        assert_eq!(requeued, vec![la[0].key]);
+        assert!(matches!(
+            s.status(lb[0].key),
+            Some(JobStatus::Running { .. })
+        ));
+        // Another worker picks the job up as attempt 2.
+        let again = s.lease(b, 1, t + Duration::from_secs(12)).unwrap();
+        assert_eq!(
+            again,
+            vec![Lease {
+                key: la[0].key,
+                attempt: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn the_first_completion_wins_and_late_duplicates_are_dropped() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 1).unwrap();
+        let (a, b) = (s.register(t), s.register(t));
+        let first = s.lease(a, 1, t).unwrap()[0];
+        s.heartbeat(b, t + TTL / 2).unwrap();
+        s.expire(t + TTL);
+        let second = s.lease(b, 1, t + TTL).unwrap()[0];
+        assert_eq!(second.attempt, 2);
+        // The slow first attempt reports after all: it is the first completion, so it wins.
+        assert_eq!(
+            s.complete(first.key, first.attempt, a),
+            Completion::Accepted
+        );
+        assert_eq!(
+            s.complete(second.key, second.attempt, b),
+            Completion::Duplicate
+        );
+        assert_eq!(
+            s.progress(1).unwrap(),
+            Progress {
+                done: 1,
+                ..Progress::default()
+            }
+        );
+        assert_eq!(s.complete(key(9, 0), 1, a), Completion::Unknown);
+    }
+
+    #[test]
+    fn a_poison_job_fails_after_three_attempts_and_the_batch_finishes() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 2).unwrap();
+        let w = s.register(t);
+        let mut attempts = 0;
+        loop {
+            let leases = s.lease(w, 2, t).unwrap();
+            if leases.is_empty() {
+                break;
+            }
+            for l in leases {
+                if l.key.job == 0 {
+                    attempts += 1;
+                    s.fail(
+                        l.key,
+                        w,
+                        "SYM: bar 3 (2020-01-06): high must be >= max(open, close)",
+                    );
+                } else {
+                    s.complete(l.key, l.attempt, w);
+                }
+            }
+        }
+        assert_eq!(attempts, 3);
+        let p = s.progress(1).unwrap();
+        assert!(p.finished());
+        assert_eq!((p.done, p.failed), (1, 1));
+        assert!(
+            matches!(s.status(key(1, 0)), Some(JobStatus::Failed { error }) if error.contains("high must be"))
+        );
+    }
+
+    #[test]
+    fn cancel_drops_queued_jobs_and_tells_running_ones() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 10).unwrap();
+        let w = s.register(t);
+        let running = s.lease(w, 2, t).unwrap();
+        s.cancel(1).unwrap();
+        assert!(s.lease(w, 5, t).unwrap().is_empty());
+        let told: HashSet<_> = s.heartbeat(w, t).unwrap().into_iter().collect();
+        assert_eq!(told, running.iter().map(|l| l.key).collect());
+        assert_eq!(s.progress(1).unwrap().cancelled, 10);
+        assert_eq!(s.complete(running[0].key, 1, w), Completion::Duplicate);
+    }
+
+    #[test]
+    fn draining_takes_no_new_jobs_and_deregistering_requeues() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 4).unwrap();
+        let w = s.register(t);
+        let held = s.lease(w, 2, t).unwrap();
+        s.drain(w);
+        assert!(s.lease(w, 2, t).unwrap().is_empty());
+        s.complete(held[0].key, 1, w);
+        assert_eq!(s.deregister(w), vec![held[1].key]);
+        assert_eq!(s.queue_depth(), 3);
+    }
+
+    #[test]
+    fn restore_keeps_done_jobs_done() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.restore(7, &[true, false, true, false]).unwrap();
+        let w = s.register(t);
+        let leases = s.lease(w, 10, t).unwrap();
+        assert_eq!(
+            leases.iter().map(|l| l.key.job).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(s.progress(7).unwrap().done, 2);
+    }
+}
