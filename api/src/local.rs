@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use xt_shared::open::{open_source, resolve_universe};
 use xt_shared::spec::{CostsSpec, DataSpec, Table, UniverseSpec};
 use xt_shared::{BatchSpec, Market};
-use xt_worker::runner::{Plan, run_plan};
+use xt_worker::runner::{Plan, concat_tables, run_plan};
 
 use crate::output::write_parquet;
 
@@ -150,7 +150,7 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
         let bar = if args.quiet {
             indicatif::ProgressBar::hidden()
         } else {
-            indicatif::ProgressBar::new(plan.jobs.len() as u64)
+            indicatif::ProgressBar::new(plan.batch.jobs.len() as u64)
         };
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -158,7 +158,7 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let collected = std::sync::Mutex::new(Vec::with_capacity(plan.jobs.len()));
+        let collected = std::sync::Mutex::new(Vec::with_capacity(plan.batch.jobs.len()));
         let outcome = run_plan(
             &plan,
             &|i, t| {
@@ -176,42 +176,15 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
     })?;
     let elapsed = started.elapsed().as_secs_f64();
 
-    let concat = |schema: arrow::datatypes::SchemaRef,
-                  parts: Vec<arrow::record_batch::RecordBatch>| {
-        arrow::compute::concat_batches(&schema, &parts)
-    };
-    let metrics = concat(
-        xt_shared::schema::METRICS.clone(),
-        tables.iter().map(|(_, t)| t.metrics.clone()).collect(),
-    )?;
+    let (metrics, trades, equity) = concat_tables(tables.into_iter().map(|(_, t)| t))?;
     if spec.wants(Table::Metrics) {
         write_parquet(&args.out, "metrics", &metrics)?;
     }
     if spec.wants(Table::Trades) {
-        write_parquet(
-            &args.out,
-            "trades",
-            &concat(
-                xt_shared::schema::TRADES.clone(),
-                tables
-                    .iter()
-                    .filter_map(|(_, t)| t.trades.clone())
-                    .collect(),
-            )?,
-        )?;
+        write_parquet(&args.out, "trades", &trades)?;
     }
     if spec.wants(Table::Equity) {
-        write_parquet(
-            &args.out,
-            "equity",
-            &concat(
-                xt_shared::schema::EQUITY.clone(),
-                tables
-                    .iter()
-                    .filter_map(|(_, t)| t.equity.clone())
-                    .collect(),
-            )?,
-        )?;
+        write_parquet(&args.out, "equity", &equity)?;
     }
     if spec.wants(Table::Portfolio) {
         write_parquet(&args.out, "portfolio", &outcome.portfolio)?;

@@ -1,6 +1,6 @@
-//! The local batch runner: plans a batch (loads and validates every symbol's bars once,
-//! decides which symbols get a job, funds their sleeves) and runs its jobs across every core
-//! with rayon. One job's failure becomes that job's `error` rows; the others carry on.
+//! Running jobs: one `JobSpec` on its bars (what a worker does with a lease), and the local
+//! batch runner that plans a batch and runs all its jobs across every core with rayon. One
+//! job's failure becomes that job's `error` rows; the others carry on.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,135 +8,114 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
+use xt_shared::job::{BatchPlan, JobSpec, plan};
 use xt_shared::metrics::{PortfolioMetrics, portfolio_metrics};
-use xt_shared::portfolio::{PortfolioSum, union_dates};
-use xt_shared::spec::Table;
-use xt_shared::{BarSource, Bars, BatchSpec, Costs, Date, Market, SpecError, Universe};
+use xt_shared::portfolio::PortfolioSum;
+use xt_shared::{BarSource, Bars, BatchSpec, Date, SpecError, Universe};
 
 use crate::engine::strategy::{self, ParamSet, Strategy};
 use crate::engine::tables::{JobTables, TableWriter, portfolio_table};
 use crate::engine::{Exchange, Job, run_job};
 
-/// A symbol's job, ready to run: its validated bars in range, or why it has none.
-#[derive(Debug, Clone)]
-pub struct PlannedJob {
-    pub symbol: String,
-    pub bars: Result<Bars, String>,
-    pub member: Vec<bool>,
-    pub capital: f64,
-    pub price_limit: Option<f64>,
-}
-
-/// A batch expanded into jobs and parameter combinations.
-pub struct Plan {
-    pub strategy: &'static dyn Strategy,
-    pub combos: Vec<ParamSet>,
-    pub jobs: Vec<PlannedJob>,
-    /// The union of every job's dates: the portfolio's calendar.
-    pub dates: Vec<Date>,
-    pub capital: f64,
-    pub market: Market,
-    pub costs: Costs,
-    pub want_trades: bool,
-    pub want_equity: bool,
-}
-
 /// Looks up the strategy and expands its parameters, or says which field is wrong.
 pub fn strategy_combos(
-    spec: &BatchSpec,
+    name: &str,
+    params: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
+    grid: Option<&std::collections::BTreeMap<String, Vec<serde_json::Value>>>,
 ) -> Result<(&'static dyn Strategy, Vec<ParamSet>), SpecError> {
-    let s = strategy::find(&spec.strategy).ok_or_else(|| {
+    let s = strategy::find(name).ok_or_else(|| {
         let names: Vec<_> = strategy::catalog().iter().map(|s| s.name()).collect();
         SpecError::new(
             "strategy",
             format!(
-                "unknown strategy {:?}; built-ins are {}",
-                spec.strategy,
+                "unknown strategy {name:?}; built-ins are {}",
                 names.join(", ")
             ),
         )
     })?;
-    let combos = strategy::expand(s, spec.params.as_ref(), spec.grid.as_ref())
-        .map_err(|e| SpecError::new(e.field, e.message))?;
+    let combos =
+        strategy::expand(s, params, grid).map_err(|e| SpecError::new(e.field, e.message))?;
     Ok((s, combos))
 }
 
+/// Receives each sleeve's equity curve: `(curve, dates, equity)`.
+pub type CurveSink<'a> = dyn FnMut(usize, &[Date], &[f64]) + 'a;
+
+/// Runs one job on its bars (or reports why there are none): its result tables, and each
+/// sleeve's equity curve handed to `curve(i, dates, equity)`, where `i` is the combination
+/// and `combos.len()` the benchmark (the same sleeve as `buy_and_hold`). A failed job hands
+/// no curves: its sleeve stays in cash.
+pub fn execute(
+    job: &JobSpec,
+    strategy: &dyn Strategy,
+    combos: &[ParamSet],
+    bars: &Result<Bars, String>,
+    curve: &mut CurveSink<'_>,
+) -> Result<JobTables, ArrowError> {
+    let mut writer = TableWriter::new(&job.symbol, job.trades, job.equity);
+    let bars = match bars {
+        Ok(b) => b,
+        Err(error) => {
+            for p in combos {
+                writer.push_error(p.json(), error);
+            }
+            return writer.finish();
+        }
+    };
+    let member = job.member().mask(&bars.dates);
+    let exchange = Exchange::new(bars, job.market, job.costs, job.price_limit);
+    let sleeve = Job {
+        bars,
+        member: &member,
+        exchange: &exchange,
+        capital: job.capital,
+    };
+    run_job(&sleeve, strategy, combos, |i, run, metrics| {
+        writer.push(combos[i].json(), &bars.dates, run, metrics);
+        curve(i, &bars.dates, &run.equity);
+    });
+    let benchmark = [ParamSet::new(&[], Vec::new())];
+    run_job(
+        &sleeve,
+        strategy::buy_and_hold(),
+        &benchmark,
+        |_, run, _| curve(combos.len(), &bars.dates, &run.equity),
+    );
+    writer.finish()
+}
+
+/// A batch expanded into jobs and parameter combinations, bars loaded.
+pub struct Plan {
+    pub strategy: &'static dyn Strategy,
+    pub combos: Vec<ParamSet>,
+    pub batch: BatchPlan,
+    pub capital: f64,
+}
+
 impl Plan {
-    /// Checks the spec, loads every member's bars in the batch range (in parallel), and
-    /// funds a sleeve for each symbol that has a bar inside both the range and its
-    /// membership, or whose data failed (its job reports the error). Weights are
-    /// normalised over those symbols.
+    /// Checks the spec and the strategy's parameters, then plans the jobs (loading each
+    /// member's bars once, in parallel on the current rayon pool).
     pub fn new(
         spec: &BatchSpec,
         source: &dyn BarSource,
         universe: &Universe,
     ) -> Result<Plan, SpecError> {
         spec.check()?;
-        let (strategy, combos) = strategy_combos(spec)?;
-        let (start, end) = spec.range()?;
-        let loaded: Vec<_> = universe
-            .members
-            .par_iter()
-            .map(|m| {
-                let bars = source
-                    .load_range(&m.symbol, start, end)
-                    .map_err(|e| e.to_string());
-                let member = bars.as_ref().map(|b| m.mask(&b.dates)).unwrap_or_default();
-                (m, bars, member)
-            })
-            .collect();
-        let mut jobs = Vec::new();
-        let mut weights = Vec::new();
-        for (m, bars, member) in loaded {
-            if bars.is_ok() && !member.iter().any(|&x| x) {
-                continue;
-            }
-            weights.push(m.weight.unwrap_or(1.0));
-            jobs.push(PlannedJob {
-                symbol: m.symbol.clone(),
-                bars,
-                member,
-                capital: 0.0,
-                price_limit: m.price_limit,
-            });
-        }
-        if jobs.is_empty() {
-            return Err(SpecError::new(
-                "universe",
-                "no symbol has a bar inside the date range and its membership",
-            ));
-        }
-        let total: f64 = weights.iter().sum();
-        if total.is_nan() || total <= 0.0 {
-            return Err(SpecError::new(
-                "universe",
-                "the weights of the symbols with jobs sum to 0",
-            ));
-        }
-        for (job, w) in jobs.iter_mut().zip(&weights) {
-            job.capital = spec.capital * w / total;
-        }
-        let dates = union_dates(
-            jobs.iter()
-                .filter_map(|j| j.bars.as_ref().ok())
-                .map(|b| &b.dates[..]),
-        );
+        let (strategy, combos) =
+            strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())?;
+        let batch = plan(spec, source, universe)?;
         Ok(Plan {
             strategy,
             combos,
-            jobs,
-            dates,
+            batch,
             capital: spec.capital,
-            market: spec.market,
-            costs: spec.resolved_costs(),
-            want_trades: spec.wants(Table::Trades),
-            want_equity: spec.wants(Table::Equity),
         })
     }
 
     /// Bar evaluations the batch will perform: bars times combinations, summed over jobs.
     pub fn bar_evaluations(&self) -> u64 {
         let bars: usize = self
+            .batch
             .jobs
             .iter()
             .filter_map(|j| j.bars.as_ref().ok())
@@ -156,48 +135,29 @@ pub struct BatchOutcome {
     pub failed: usize,
 }
 
-/// Runs one planned job: its tables, and its sleeves added to the portfolio sums
-/// (curve `i` for combination `i`, the last curve for the benchmark).
-pub fn execute_job(
-    plan: &Plan,
-    job: &PlannedJob,
-    benchmark: &[ParamSet],
-    portfolio: &Mutex<PortfolioSum>,
-) -> Result<JobTables, ArrowError> {
-    let mut writer = TableWriter::new(&job.symbol, plan.want_trades, plan.want_equity);
-    let bars = match &job.bars {
-        Ok(b) => b,
-        Err(error) => {
-            for p in &plan.combos {
-                writer.push_error(p.json(), error);
-            }
-            lock(portfolio).add_cash(job.capital);
-            return writer.finish();
-        }
-    };
-    let exchange = Exchange::new(bars, plan.market, plan.costs, job.price_limit);
-    let spec = Job {
-        bars,
-        member: &job.member,
-        exchange: &exchange,
-        capital: job.capital,
-    };
-    run_job(&spec, plan.strategy, &plan.combos, |i, run, metrics| {
-        writer.push(plan.combos[i].json(), &bars.dates, run, metrics);
-        lock(portfolio).add_sleeve(i, job.capital, &bars.dates, &run.equity);
-    });
-    // The benchmark: the same sleeve run as buy_and_hold (SEMANTICS section 8).
-    let bench_curve = plan.combos.len();
-    run_job(&spec, strategy::buy_and_hold(), benchmark, |_, run, _| {
-        lock(portfolio).add_sleeve(bench_curve, job.capital, &bars.dates, &run.equity)
-    });
-    writer.finish()
+/// The portfolio sums hold no invariant a panicking job could break halfway (each value is
+/// added whole), so a poisoned lock is still good data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The portfolio sums hold no invariant a panicking job could break halfway (each sleeve
-/// is added whole or the batch fails), so a poisoned lock is still good data.
-fn lock(m: &Mutex<PortfolioSum>) -> std::sync::MutexGuard<'_, PortfolioSum> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// The portfolio table and metrics from summed sleeves (curve `i` per combination, the
+/// last one the benchmark).
+pub fn finish_portfolio(
+    combos: &[ParamSet],
+    capital: f64,
+    sums: &PortfolioSum,
+) -> Result<(RecordBatch, Vec<(String, PortfolioMetrics)>), ArrowError> {
+    let curves: Vec<Vec<f64>> = (0..combos.len()).map(|i| sums.curve(i)).collect();
+    let bench = sums.curve(combos.len());
+    let names: Vec<String> = combos.iter().map(|p| p.json().to_string()).collect();
+    let table = portfolio_table(&names, &sums.dates, &curves, &bench)?;
+    let metrics = names
+        .iter()
+        .cloned()
+        .zip(curves.iter().map(|c| portfolio_metrics(capital, c, &bench)))
+        .collect();
+    Ok((table, metrics))
 }
 
 /// Runs every job on the current rayon pool, handing each job's tables to `sink` as it
@@ -207,35 +167,41 @@ pub fn run_plan(
     sink: &(dyn Fn(usize, JobTables) + Sync),
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BatchOutcome, ArrowError> {
-    let benchmark = [ParamSet::new(&[], Vec::new())];
-    let portfolio = Mutex::new(PortfolioSum::new(plan.dates.clone(), plan.combos.len() + 1));
+    let portfolio = Mutex::new(PortfolioSum::new(
+        plan.batch.dates.clone(),
+        plan.combos.len() + 1,
+    ));
     let done = AtomicUsize::new(0);
-    let total = plan.jobs.len();
-    plan.jobs.par_iter().enumerate().try_for_each(|(i, job)| {
-        let tables = execute_job(plan, job, &benchmark, &portfolio)?;
-        sink(i, tables);
-        progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
-        Ok::<_, ArrowError>(())
-    })?;
+    let total = plan.batch.jobs.len();
+    plan.batch
+        .jobs
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, job)| {
+            if job.bars.is_err() {
+                lock(&portfolio).add_cash(job.spec.capital);
+            }
+            let tables = execute(
+                &job.spec,
+                plan.strategy,
+                &plan.combos,
+                &job.bars,
+                &mut |c, dates, equity| {
+                    lock(&portfolio).add_sleeve(c, job.spec.capital, dates, equity)
+                },
+            )?;
+            sink(i, tables);
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            Ok::<_, ArrowError>(())
+        })?;
     let sums = portfolio.into_inner().unwrap_or_else(|e| e.into_inner());
-    let curves: Vec<Vec<f64>> = (0..plan.combos.len()).map(|i| sums.curve(i)).collect();
-    let bench = sums.curve(plan.combos.len());
-    let names: Vec<String> = plan.combos.iter().map(|p| p.json().to_string()).collect();
-    let portfolio = portfolio_table(&names, &plan.dates, &curves, &bench)?;
-    let portfolio_metrics = names
-        .iter()
-        .cloned()
-        .zip(
-            curves
-                .iter()
-                .map(|c| portfolio_metrics(plan.capital, c, &bench)),
-        )
-        .collect();
+    let (portfolio, portfolio_metrics) = finish_portfolio(&plan.combos, plan.capital, &sums)?;
+    let failed = plan.batch.jobs.iter().filter(|j| j.bars.is_err()).count();
     Ok(BatchOutcome {
         portfolio,
         portfolio_metrics,
         jobs: total,
-        failed: plan.jobs.iter().filter(|j| j.bars.is_err()).count(),
+        failed,
     })
 }
 
@@ -255,48 +221,38 @@ pub fn run_batch(
     universe: &Universe,
 ) -> Result<BatchResult, RunError> {
     let plan = Plan::new(spec, source, universe)?;
-    let collected = Mutex::new(Vec::with_capacity(plan.jobs.len()));
-    let outcome = run_plan(
-        &plan,
-        &|i, t| {
-            collected
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((i, t))
-        },
-        &|_, _| {},
-    )?;
+    let collected = Mutex::new(Vec::with_capacity(plan.batch.jobs.len()));
+    let outcome = run_plan(&plan, &|i, t| lock(&collected).push((i, t)), &|_, _| {})?;
     let mut jobs = collected.into_inner().unwrap_or_else(|e| e.into_inner());
     jobs.sort_by_key(|(i, _)| *i);
-    let concat = |schema, parts: Vec<RecordBatch>| arrow::compute::concat_batches(&schema, &parts);
-    let metrics = concat(
-        xt_shared::schema::METRICS.clone(),
-        jobs.iter().map(|(_, t)| t.metrics.clone()).collect(),
-    )?;
-    let trades = plan
-        .want_trades
-        .then(|| {
-            concat(
-                xt_shared::schema::TRADES.clone(),
-                jobs.iter().filter_map(|(_, t)| t.trades.clone()).collect(),
-            )
-        })
-        .transpose()?;
-    let equity = plan
-        .want_equity
-        .then(|| {
-            concat(
-                xt_shared::schema::EQUITY.clone(),
-                jobs.iter().filter_map(|(_, t)| t.equity.clone()).collect(),
-            )
-        })
-        .transpose()?;
+    let (metrics, trades, equity) = concat_tables(jobs.into_iter().map(|(_, t)| t))?;
+    let trades = spec.wants(xt_shared::spec::Table::Trades).then_some(trades);
+    let equity = spec.wants(xt_shared::spec::Table::Equity).then_some(equity);
     Ok(BatchResult {
         metrics,
         trades,
         equity,
         outcome,
     })
+}
+
+/// Concatenates jobs' tables into one `metrics`, `trades` and `equity` table each.
+pub fn concat_tables(
+    jobs: impl Iterator<Item = JobTables>,
+) -> Result<(RecordBatch, RecordBatch, RecordBatch), ArrowError> {
+    let (mut m, mut t, mut e) = (Vec::new(), Vec::new(), Vec::new());
+    for j in jobs {
+        m.push(j.metrics);
+        t.extend(j.trades);
+        e.extend(j.equity);
+    }
+    use arrow::compute::concat_batches;
+    use xt_shared::schema::{EQUITY, METRICS, TRADES};
+    Ok((
+        concat_batches(&METRICS, &m)?,
+        concat_batches(&TRADES, &t)?,
+        concat_batches(&EQUITY, &e)?,
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
