@@ -18,6 +18,11 @@ pub mod spec;
 pub mod synthetic;
 pub mod universe;
 
+/// The cluster's gRPC contract, generated from `proto/cluster.proto`.
+pub mod wire {
+    tonic::include_proto!("xt.v1");
+}
+
 pub use bars::{Bars, BarsError};
 pub use date::Date;
 pub use market::{Costs, Market};

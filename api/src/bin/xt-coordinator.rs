@@ -1,0 +1,40 @@
+//! `xt-coordinator`: the coordinator as its own process (the distributed mode).
+
+use std::time::Duration;
+
+use clap::Parser;
+use xt_coordinator::service::{Coordinator, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xt-coordinator",
+    version,
+    about = "Queues batch jobs, leases them to workers, collects their results."
+)]
+struct Args {
+    /// Address for the gRPC job service and the Flight result service.
+    #[arg(long, env = "XT_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Directory for finished batches' tables.
+    #[arg(long, env = "XT_STATE", default_value = "xt-state")]
+    state: std::path::PathBuf,
+    /// A lease without a heartbeat for this long goes back to the queue (milliseconds).
+    #[arg(long, env = "XT_LEASE_MS", default_value_t = 10_000)]
+    lease_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    // The bound address, for whoever started us with port 0.
+    println!("listening on {}", listener.local_addr()?);
+    let coordinator = Coordinator::new(
+        args.state.join("batches"),
+        Duration::from_millis(args.lease_ms),
+    );
+    serve(coordinator, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

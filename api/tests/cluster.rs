@@ -1,0 +1,192 @@
+//! The distributed mode with real processes on loopback: a coordinator and worker
+//! processes; one worker is killed with SIGKILL mid-batch and the batch still completes,
+//! every job exactly once, with tables identical to the in-process runner's.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Float64Type;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use xt_shared::wire::jobs_client::JobsClient;
+use xt_shared::wire::{StatusRequest, SubmitRequest};
+use xt_shared::{BatchSpec, SyntheticMarket};
+
+/// Kills the process when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn coordinator(state: &Path) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xt-coordinator"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+            "--lease-ms",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("coordinator prints its address")
+        .to_string();
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn worker(url: &str) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_xt-worker"))
+            .args(["--coordinator", url, "--slots", "1"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// `(symbol, params) -> final_equity` of a metrics table, checking each key appears once.
+fn final_equity(metrics: &RecordBatch) -> BTreeMap<(String, String), Option<f64>> {
+    let s = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
+    let p = metrics.column_by_name("params").unwrap().as_string::<i32>();
+    let f = metrics
+        .column_by_name("final_equity")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let mut out = BTreeMap::new();
+    for i in 0..metrics.num_rows() {
+        let key = (s.value(i).to_string(), p.value(i).to_string());
+        let v = f.is_valid(i).then(|| f.value(i));
+        assert!(
+            out.insert(key.clone(), v).is_none(),
+            "{key:?} appears twice"
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let state = scratch("cluster-kill");
+    let (_coordinator, url) = coordinator(&state);
+    let mut workers: Vec<Proc> = (0..3).map(|_| worker(&url)).collect();
+
+    let mut spec = BatchSpec::new("synthetic://?symbols=40&years=4&seed=3", "macd");
+    spec.grid = Some(serde_json::from_value(serde_json::json!({"fast": [8, 12]})).unwrap());
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let reply = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.jobs, 40);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut killed = false;
+    let status = loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if !killed && s.done >= 5 {
+            // SIGKILL: no drain, no goodbye; its leases must expire and be re-run.
+            workers[0].0.kill().unwrap();
+            workers[0].0.wait().unwrap();
+            killed = true;
+        }
+        if s.finished {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "batch did not finish: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(killed, "the batch finished before a worker could be killed");
+    assert_eq!((status.done, status.failed), (40, 0));
+
+    let dir = state.join("batches").join(reply.batch.to_string());
+    let cluster = read(&dir.join("metrics.parquet"));
+    assert_eq!(cluster.num_rows(), 80);
+    let synth = SyntheticMarket {
+        symbols: 40,
+        years: 4,
+        seed: 3,
+    };
+    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
+    assert_eq!(final_equity(&cluster), final_equity(&local.metrics));
+    let portfolio = read(&dir.join("portfolio.parquet"));
+    assert_eq!(
+        portfolio, local.outcome.portfolio,
+        "portfolio differs from the in-process run"
+    );
+    drop(workers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_refused_with_the_field_named() {
+    let state = scratch("cluster-bad");
+    let (_coordinator, url) = coordinator(&state);
+    let mut client = JobsClient::connect(url).await.unwrap();
+    for (spec, message) in [
+        (
+            r#"{"data": "synthetic://?symbols=3", "strategy": "nope"}"#,
+            "strategy: unknown strategy",
+        ),
+        (
+            r#"{"data": "synthetic://?symbols=3", "strategy": "sma_cross", "params": {"fast": 9, "slow": 3}}"#,
+            "fast must be < slow",
+        ),
+        (r#"{"data": "ftp://x", "strategy": "macd"}"#, "data:"),
+        (
+            r#"{"data": "synthetic://", "strategy": "macd", "start": "2030-01-01", "end": "2020-01-01"}"#,
+            "start",
+        ),
+        (
+            r#"{"data": "synthetic://", "strategy": "macd", "colour": 1}"#,
+            "unknown field",
+        ),
+    ] {
+        let e = client
+            .submit(SubmitRequest {
+                spec_json: spec.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{spec}");
+        assert!(e.message().contains(message), "{spec}: {}", e.message());
+    }
+}

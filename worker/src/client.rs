@@ -1,0 +1,292 @@
+//! The worker process's loop: register with the coordinator, pull as many jobs as there are
+//! free slots, run each on the rayon pool, send its tables over Flight, report it complete,
+//! heartbeat meanwhile. On shutdown it takes no new jobs, finishes those it holds, and
+//! leaves. A finished result is retried until the coordinator takes it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arrow::array::{Date32Builder, Float64Builder, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightData, FlightDescriptor};
+use futures::{TryStreamExt, stream};
+use tonic::transport::Channel;
+use xt_shared::BarSource;
+use xt_shared::job::JobSpec;
+use xt_shared::open::open_source;
+use xt_shared::spec::DataSpec;
+use xt_shared::wire::jobs_client::JobsClient;
+use xt_shared::wire::*;
+
+use crate::runner::{execute, strategy_combos};
+
+/// The internal table a job sends for the portfolio: each sleeve's equity curve
+/// (`curve` is the parameter combination's index; one past the last is the benchmark).
+pub fn sleeves_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("curve", DataType::UInt32, false),
+        Field::new("date", DataType::Date32, false),
+        Field::new("equity", DataType::Float64, false),
+    ]))
+}
+
+/// One finished job, ready to upload.
+pub struct JobOutput {
+    pub tables: Vec<(&'static str, RecordBatch)>,
+    pub bars: u64,
+}
+
+/// Runs a leased job: reads its bars from its data source, runs every combination.
+pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, String> {
+    let (strategy, combos) =
+        strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
+            .map_err(|e| e.to_string())?;
+    let bars = source
+        .load_range(&spec.symbol, spec.start, spec.end)
+        .map_err(|e| e.to_string());
+    let n = bars.as_ref().map_or(0, |b| b.len());
+    let (mut curve, mut date, mut equity) = (
+        UInt32Builder::new(),
+        Date32Builder::new(),
+        Float64Builder::new(),
+    );
+    let tables = execute(spec, strategy, &combos, &bars, &mut |c, dates, eq| {
+        for _ in dates {
+            curve.append_value(c as u32);
+        }
+        date.append_slice(dates);
+        equity.append_slice(eq);
+    })
+    .map_err(|e| e.to_string())?;
+    let sleeves = RecordBatch::try_new(
+        sleeves_schema(),
+        vec![
+            Arc::new(curve.finish()),
+            Arc::new(date.finish()),
+            Arc::new(equity.finish()),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = vec![("metrics", tables.metrics), ("sleeves", sleeves)];
+    out.extend(tables.trades.map(|t| ("trades", t)));
+    out.extend(tables.equity.map(|t| ("equity", t)));
+    Ok(JobOutput {
+        tables: out,
+        bars: (n * combos.len()) as u64,
+    })
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    /// Jobs run at once (rayon threads).
+    pub slots: usize,
+    pub name: String,
+}
+
+async fn connect(url: &str) -> Result<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("--coordinator {url}"))?;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match endpoint.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if delay < Duration::from_secs(30) => {
+                eprintln!("xt-worker: coordinator {url} unreachable ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
+        }
+    }
+}
+
+/// Uploads a job's tables and reports it complete, retrying with backoff until the
+/// coordinator answers: a finished result is never dropped while the worker runs.
+async fn deliver(channel: &Channel, worker: u64, lease: &JobLease, output: &JobOutput) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match try_deliver(channel, worker, lease, output).await {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!(
+                    "xt-worker: delivering batch {} job {}: {e:#}; retrying in {delay:?}",
+                    lease.batch, lease.job
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn try_deliver(
+    channel: &Channel,
+    worker: u64,
+    lease: &JobLease,
+    output: &JobOutput,
+) -> Result<()> {
+    let mut flight = FlightServiceClient::new(channel.clone()).max_encoding_message_size(256 << 20);
+    for (table, batch) in &output.tables {
+        let cmd = serde_json::json!({"batch": lease.batch, "job": lease.job, "attempt": lease.attempt, "table": table});
+        let data: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd.to_string())))
+            .build(stream::iter([Ok(batch.clone())]))
+            .try_collect()
+            .await?;
+        let mut response = flight.do_put(stream::iter(data)).await?.into_inner();
+        while response.message().await?.is_some() {}
+    }
+    let mut jobs = JobsClient::new(channel.clone());
+    jobs.complete(CompleteRequest {
+        worker,
+        batch: lease.batch,
+        job: lease.job,
+        attempt: lease.attempt,
+        bars: output.bars,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
+/// delivered.
+pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let channel = connect(&config.coordinator).await?;
+    let mut jobs = JobsClient::new(channel.clone());
+    let reply = jobs
+        .register(RegisterRequest {
+            name: config.name.clone(),
+            slots: config.slots as u32,
+        })
+        .await?
+        .into_inner();
+    let worker = reply.worker;
+    let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
+    let beat = {
+        let mut jobs = jobs.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(heartbeat).await;
+                if let Err(e) = jobs.heartbeat(HeartbeatRequest { worker }).await {
+                    eprintln!("xt-worker: heartbeat: {e}");
+                }
+            }
+        })
+    };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.slots.max(1))
+            .build()?,
+    );
+    let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let free = config
+            .slots
+            .saturating_sub(in_flight.load(Ordering::SeqCst));
+        let leases = if free > 0 {
+            match jobs
+                .lease(LeaseRequest {
+                    worker,
+                    slots: free as u32,
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().jobs,
+                Err(e) => {
+                    eprintln!("xt-worker: lease: {e}");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let idle = leases.is_empty();
+        for lease in leases {
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            let (pool, sources, in_flight, channel) = (
+                pool.clone(),
+                sources.clone(),
+                in_flight.clone(),
+                channel.clone(),
+            );
+            tasks.spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let spec_json = lease.spec_json.clone();
+                pool.spawn(move || {
+                    let result = (|| {
+                        let spec: JobSpec = serde_json::from_str(&spec_json)
+                            .map_err(|e| format!("job spec: {e}"))?;
+                        let source = {
+                            let mut cache = sources.lock().unwrap_or_else(|e| e.into_inner());
+                            match cache.get(&spec.data) {
+                                Some(s) => s.clone(),
+                                None => {
+                                    let data =
+                                        DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
+                                    let s = open_source(&data).map_err(|e| e.to_string())?;
+                                    cache.insert(spec.data.clone(), s.clone());
+                                    s
+                                }
+                            }
+                        };
+                        run_leased(&spec, source.as_ref())
+                    })();
+                    let _ = tx.send(result);
+                });
+                let mut jobs = JobsClient::new(channel.clone());
+                match rx.await {
+                    Ok(Ok(output)) => deliver(&channel, worker, &lease, &output).await,
+                    Ok(Err(error)) => {
+                        let _ = jobs
+                            .fail(FailRequest {
+                                worker,
+                                batch: lease.batch,
+                                job: lease.job,
+                                attempt: lease.attempt,
+                                error,
+                            })
+                            .await;
+                    }
+                    Err(_) => {
+                        let error = "the job panicked".to_string();
+                        let _ = jobs
+                            .fail(FailRequest {
+                                worker,
+                                batch: lease.batch,
+                                job: lease.job,
+                                attempt: lease.attempt,
+                                error,
+                            })
+                            .await;
+                    }
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        if idle {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    }
+    let _ = jobs.drain(DrainRequest { worker }).await;
+    while tasks.join_next().await.is_some() {}
+    beat.abort();
+    Ok(())
+}
