@@ -1,7 +1,6 @@
 //! `xt local`: one batch on this machine, start to finish: builds the batch spec from flags,
 //! runs it on every core, shows progress, writes the tables and a summary.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -10,12 +9,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Float64Type;
 use clap::Args;
 use serde_json::{Value, json};
-use xt_shared::open::{open_source, resolve_universe};
-use xt_shared::spec::{CostsSpec, DataSpec, Table, UniverseSpec};
+use xt_shared::spec::{CostsSpec, Table, UniverseSpec};
 use xt_shared::{BatchSpec, Market};
-use xt_worker::runner::{Plan, concat_tables, run_plan};
-
-use crate::output::write_parquet;
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
@@ -58,7 +53,7 @@ pub struct LocalArgs {
     /// Costs as JSON: commission_rate, min_commission, stamp_duty, slippage.
     #[arg(long, env = "XT_COSTS")]
     pub costs: Option<String>,
-    /// Worker threads (default: every core).
+    /// Worker services on loopback (default 1); the cores are split between them.
     #[arg(long, env = "XT_WORKERS")]
     pub workers: Option<usize>,
     /// Tables to write, comma separated (default: metrics,trades,equity,portfolio).
@@ -124,94 +119,189 @@ impl LocalArgs {
     }
 }
 
-/// Runs the batch and writes `out/{metrics,trades,equity,portfolio}.parquet` and `summary.json`.
+/// Runs the batch and writes `out/{metrics,trades,equity,portfolio}.parquet` and
+/// `summary.json`. The batch goes through the same coordinator and worker services as the
+/// distributed mode, on loopback ports the OS picks, with the state in a temporary directory.
 pub fn run(args: &LocalArgs) -> Result<Value> {
     let spec = args.spec()?;
-    let data = DataSpec::parse(&spec.data).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let source = open_source(&data).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let universe =
-        resolve_universe(&spec, &data, source.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
-
-    let threads = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(1);
+    if workers == 0 {
         bail!("--workers: must be at least 1");
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+    let slots = (cores / workers).max(1);
+    let state = std::env::temp_dir().join(format!(
+        "xt-local-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()?;
     let started = Instant::now();
-    let (plan, outcome, tables) = pool.install(|| -> Result<_> {
-        let plan =
-            Plan::new(&spec, source.as_ref(), &universe).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let bar = if args.quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            indicatif::ProgressBar::new(plan.batch.jobs.len() as u64)
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs, eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let collected = std::sync::Mutex::new(Vec::with_capacity(plan.batch.jobs.len()));
-        let outcome = run_plan(
-            &plan,
-            &|i, t| {
-                collected
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((i, t))
-            },
-            &|done, _| bar.set_position(done as u64),
-        )?;
-        bar.finish_and_clear();
-        let mut tables = collected.into_inner().unwrap_or_else(|e| e.into_inner());
-        tables.sort_by_key(|(i, _)| *i);
-        Ok((plan, outcome, tables))
-    })?;
+    let result = runtime.block_on(on_loopback(&spec, &state, workers, slots, args.quiet));
     let elapsed = started.elapsed().as_secs_f64();
+    let outcome = result
+        .and_then(|(dir, bars)| summarise(&spec, &dir, &args.out, bars, elapsed, workers * slots));
+    let _ = std::fs::remove_dir_all(&state);
+    outcome
+}
 
-    let (metrics, trades, equity) = concat_tables(tables.into_iter().map(|(_, t)| t))?;
-    if spec.wants(Table::Metrics) {
-        write_parquet(&args.out, "metrics", &metrics)?;
+/// Starts a coordinator and `workers` workers on loopback, runs the batch, returns the
+/// directory of its tables and the bars it processed.
+async fn on_loopback(
+    spec: &BatchSpec,
+    state: &std::path::Path,
+    workers: usize,
+    slots: usize,
+    quiet: bool,
+) -> Result<(PathBuf, u64)> {
+    use xt_shared::wire::jobs_client::JobsClient;
+    use xt_shared::wire::{StatusRequest, SubmitRequest};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let coordinator = xt_coordinator::service::Coordinator::new(
+        state.join("batches"),
+        std::time::Duration::from_secs(30),
+    );
+    let dir_of = coordinator.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut wait = stopped.clone();
+    let server = tokio::spawn(xt_coordinator::service::serve(
+        coordinator,
+        listener,
+        async move {
+            let _ = wait.wait_for(|s| *s).await;
+        },
+    ));
+    let mut client = JobsClient::connect(url.clone()).await?;
+    let submitted = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(spec)?,
+        })
+        .await;
+    let reply = match submitted {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let _ = stop.send(true);
+            let _ = server.await;
+            bail!("{}", status.message());
+        }
+    };
+    let mut pool = Vec::new();
+    for i in 0..workers {
+        let config = xt_worker::client::WorkerConfig {
+            coordinator: url.clone(),
+            slots,
+            name: format!("local-{i}"),
+        };
+        let mut wait = stopped.clone();
+        pool.push(tokio::spawn(xt_worker::client::run_worker(
+            config,
+            async move {
+                let _ = wait.wait_for(|s| *s).await;
+            },
+        )));
     }
-    if spec.wants(Table::Trades) {
-        write_parquet(&args.out, "trades", &trades)?;
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(reply.jobs as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let status = loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await?
+            .into_inner();
+        bar.set_position((s.done + s.failed + s.cancelled) as u64);
+        if s.finished {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    bar.finish_and_clear();
+    let _ = stop.send(true);
+    for w in pool {
+        w.await??;
     }
-    if spec.wants(Table::Equity) {
-        write_parquet(&args.out, "equity", &equity)?;
+    server.await??;
+    let summary: Value = serde_json::from_str(&status.summary_json).unwrap_or(Value::Null);
+    if let Some(e) = summary.get("error").and_then(|e| e.as_str()) {
+        bail!("{e}");
     }
-    if spec.wants(Table::Portfolio) {
-        write_parquet(&args.out, "portfolio", &outcome.portfolio)?;
-    }
+    Ok((dir_of.batch_dir(reply.batch), status.bars))
+}
 
-    // Best parameter sets by portfolio Sharpe; symbols ranked by total return under the best.
-    let mut ranked: Vec<_> = outcome.portfolio_metrics.iter().collect();
-    ranked.sort_by(|a, b| {
-        b.1.sharpe
-            .unwrap_or(f64::NEG_INFINITY)
-            .total_cmp(&a.1.sharpe.unwrap_or(f64::NEG_INFINITY))
-    });
-    let best = ranked.first().map(|(p, _)| p.clone()).unwrap_or_default();
-    let symbols = metrics
-        .column_by_name("symbol")
-        .map(|c| c.as_string::<i32>().clone());
-    let params = metrics
-        .column_by_name("params")
-        .map(|c| c.as_string::<i32>().clone());
-    let ret = metrics
-        .column_by_name("total_return")
-        .map(|c| c.as_primitive::<Float64Type>().clone());
+fn read_parquet(path: &std::path::Path) -> Result<Option<arrow::record_batch::RecordBatch>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path)?,
+    )?
+    .build()?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(arrow::compute::concat_batches(
+        &xt_shared::schema::METRICS,
+        &batches,
+    )?))
+}
+
+/// Copies the batch's tables to `out` and writes the summary: the portfolio per parameter
+/// set, the best parameter sets by portfolio Sharpe, and the best and worst symbols.
+fn summarise(
+    spec: &BatchSpec,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    bars: u64,
+    elapsed: f64,
+    threads: usize,
+) -> Result<Value> {
+    for t in Table::ALL {
+        let name = format!("{}.parquet", t.name());
+        if spec.wants(t) {
+            std::fs::copy(dir.join(&name), out.join(&name))
+                .with_context(|| format!("writing {}", out.join(&name).display()))?;
+        }
+    }
+    let batch: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("summary.json")).context("reading the batch summary")?,
+    )?;
+    let portfolio = batch["portfolio"].as_object().cloned().unwrap_or_default();
+    let sharpe = |m: &Value| m["sharpe"].as_f64().unwrap_or(f64::NEG_INFINITY);
+    let mut ranked: Vec<(&String, &Value)> = portfolio.iter().collect();
+    ranked.sort_by(|a, b| sharpe(b.1).total_cmp(&sharpe(a.1)));
+    let best = ranked
+        .first()
+        .map(|(p, _)| (*p).clone())
+        .unwrap_or_default();
     let mut by_symbol = Vec::new();
-    if let (Some(s), Some(p), Some(r)) = (symbols, params, ret) {
-        for i in 0..metrics.num_rows() {
-            if p.value(i) == best && r.is_valid(i) {
-                by_symbol.push((s.value(i).to_string(), r.value(i)));
+    if let Some(metrics) = read_parquet(&dir.join("metrics.parquet"))? {
+        let s = metrics
+            .column_by_name("symbol")
+            .map(|c| c.as_string::<i32>().clone());
+        let p = metrics
+            .column_by_name("params")
+            .map(|c| c.as_string::<i32>().clone());
+        let r = metrics
+            .column_by_name("total_return")
+            .map(|c| c.as_primitive::<Float64Type>().clone());
+        if let (Some(s), Some(p), Some(r)) = (s, p, r) {
+            for i in 0..metrics.num_rows() {
+                if p.value(i) == best && r.is_valid(i) {
+                    by_symbol.push((s.value(i).to_string(), r.value(i)));
+                }
             }
         }
     }
@@ -224,20 +314,20 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
     let worst: Vec<_> = by_symbol.iter().rev().take(5).cloned().collect();
     let summary = json!({
         "spec": spec,
-        "jobs": outcome.jobs,
-        "failed": outcome.failed,
-        "combinations": plan.combos.len(),
-        "bar_evaluations": plan.bar_evaluations(),
+        "jobs": batch["jobs"],
+        "failed": batch["failed"],
+        "combinations": portfolio.len(),
+        "bar_evaluations": bars,
         "elapsed_seconds": elapsed,
         "threads": threads,
         "best_params": best,
-        "portfolio": outcome.portfolio_metrics.iter().map(|(p, m)| (p.clone(), m)).collect::<BTreeMap<_, _>>(),
-        "best_parameter_sets": ranked.iter().take(5).map(|(p, m)| json!({"params": p, "sharpe": m.sharpe, "total_return": m.total_return})).collect::<Vec<_>>(),
+        "portfolio": portfolio,
+        "best_parameter_sets": ranked.iter().take(5).map(|(p, m)| json!({"params": p, "sharpe": m["sharpe"], "total_return": m["total_return"]})).collect::<Vec<_>>(),
         "best_symbols": top(&by_symbol[..by_symbol.len().min(5)]),
         "worst_symbols": top(&worst),
     });
     std::fs::write(
-        args.out.join("summary.json"),
+        out.join("summary.json"),
         serde_json::to_vec_pretty(&summary)?,
     )
     .context("writing summary.json")?;

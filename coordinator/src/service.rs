@@ -559,7 +559,12 @@ pub async fn serve(
                 .max_decoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small request/response exchanges on loopback stall on Nagle and delayed ACKs
+            // (tens of milliseconds per call) unless the sockets say otherwise.
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|s| {
+                let _ = s.set_nodelay(true);
+                s
+            }),
             shutdown,
         )
         .await?;
