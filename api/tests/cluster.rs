@@ -190,3 +190,139 @@ async fn bad_batches_are_refused_with_the_field_named() {
         assert!(e.message().contains(message), "{spec}: {}", e.message());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
+    let state = scratch("cluster-poison");
+    let data = state.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let synth = SyntheticMarket {
+        symbols: 6,
+        years: 2,
+        seed: 4,
+    };
+    for i in 0..6 {
+        let sym = synth.symbol(i);
+        let bars = xt_shared::BarSource::load(&synth, &sym).unwrap();
+        xt_shared::source::write_csv(
+            &bars,
+            std::fs::File::create(data.join(format!("{sym}.csv"))).unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        data.join("POISON.csv"),
+        "date,open,high,low,close,volume\n2015-01-05,10,9,8,10,100\n",
+    )
+    .unwrap();
+    let (_coordinator, url) = coordinator(&state);
+    let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
+    let spec = BatchSpec::new(format!("file://{}", data.display()), "rsi");
+    let mut client = JobsClient::connect(url).await.unwrap();
+    let reply = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.jobs, 7);
+    let status = loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.finished {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((status.done, status.failed), (6, 1));
+    let metrics = read(
+        &state
+            .join("batches")
+            .join(reply.batch.to_string())
+            .join("metrics.parquet"),
+    );
+    let symbols = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
+    let errors = metrics.column_by_name("error").unwrap().as_string::<i32>();
+    let poison = (0..metrics.num_rows())
+        .find(|&i| symbols.value(i) == "POISON")
+        .unwrap();
+    assert!(
+        errors
+            .value(poison)
+            .contains("POISON: bar 0 (2015-01-05): high must be >= max(open, close)"),
+        "{}",
+        errors.value(poison)
+    );
+    assert_eq!(errors.null_count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
+    let state = scratch("cluster-drain");
+    let (_coordinator, url) = coordinator(&state);
+    let mut first = worker(&url);
+    let spec = BatchSpec::new("synthetic://?symbols=60&years=6&seed=8", "turtle");
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let reply = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.done >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = first.0.wait().unwrap();
+    assert!(exit.success(), "a draining worker exits 0, got {exit:?}");
+    let after = client
+        .status(StatusRequest { batch: reply.batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.running, 0,
+        "the drained worker left a job running: {after:?}"
+    );
+    assert!(
+        after.queued > 0,
+        "the batch finished before the drain: {after:?}"
+    );
+    let _second = worker(&url);
+    let status = loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.finished {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((status.done, status.failed), (60, 0));
+    let metrics = read(
+        &state
+            .join("batches")
+            .join(reply.batch.to_string())
+            .join("metrics.parquet"),
+    );
+    assert_eq!(final_equity(&metrics).len(), 60);
+}

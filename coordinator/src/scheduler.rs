@@ -360,6 +360,28 @@ impl Scheduler {
     /// A worker reports a job's attempt finished with results. The first report of a job
     /// that is still open wins, whichever attempt it came from; later ones are duplicates.
     pub fn complete(&mut self, key: JobKey, attempt: u32, worker: WorkerId) -> Completion {
+        self.finish(key, attempt, worker, None)
+    }
+
+    /// Like `complete`, for a job whose results are error rows (its data failed): it is
+    /// recorded failed with `error` at once, since another attempt would fail the same way.
+    pub fn complete_failed(
+        &mut self,
+        key: JobKey,
+        attempt: u32,
+        worker: WorkerId,
+        error: &str,
+    ) -> Completion {
+        self.finish(key, attempt, worker, Some(error))
+    }
+
+    fn finish(
+        &mut self,
+        key: JobKey,
+        attempt: u32,
+        worker: WorkerId,
+        error: Option<&str>,
+    ) -> Completion {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.leases.remove(&key);
         }
@@ -374,7 +396,12 @@ impl Scheduler {
                 Completion::Duplicate
             }
             JobStatus::Queued | JobStatus::Running { .. } => {
-                job.status = JobStatus::Done { attempt };
+                job.status = match error {
+                    None => JobStatus::Done { attempt },
+                    Some(e) => JobStatus::Failed {
+                        error: e.to_string(),
+                    },
+                };
                 batch.queue.retain(|&j| j != key.job);
                 Completion::Accepted
             }

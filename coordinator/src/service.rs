@@ -355,7 +355,13 @@ impl Jobs for Coordinator {
             batch: r.batch,
             job: r.job,
         };
-        let accepted = s.scheduler.complete(key, r.attempt, r.worker) == Completion::Accepted;
+        let completion = if r.error.is_empty() {
+            s.scheduler.complete(key, r.attempt, r.worker)
+        } else {
+            s.scheduler
+                .complete_failed(key, r.attempt, r.worker, &r.error)
+        };
+        let accepted = completion == Completion::Accepted;
         if let Some(run) = s.batches.get_mut(&r.batch) {
             let staged = run.staged.remove(&(r.job, r.attempt));
             if accepted {

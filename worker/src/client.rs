@@ -41,6 +41,8 @@ pub fn sleeves_schema() -> SchemaRef {
 pub struct JobOutput {
     pub tables: Vec<(&'static str, RecordBatch)>,
     pub bars: u64,
+    /// Why the job's data failed, when its tables are error rows.
+    pub error: Option<String>,
 }
 
 /// Runs a leased job: reads its bars from its data source, runs every combination.
@@ -52,6 +54,7 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
         .load_range(&spec.symbol, spec.start, spec.end)
         .map_err(|e| e.to_string());
     let n = bars.as_ref().map_or(0, |b| b.len());
+    let error = bars.as_ref().err().cloned();
     let (mut curve, mut date, mut equity) = (
         UInt32Builder::new(),
         Date32Builder::new(),
@@ -80,6 +83,7 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
     Ok(JobOutput {
         tables: out,
         bars: (n * combos.len()) as u64,
+        error,
     })
 }
 
@@ -153,6 +157,7 @@ async fn try_deliver(
         job: lease.job,
         attempt: lease.attempt,
         bars: output.bars,
+        error: output.error.clone().unwrap_or_default(),
     })
     .await?;
     Ok(())
