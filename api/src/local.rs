@@ -165,10 +165,10 @@ async fn on_loopback(
     use xt_shared::wire::{StatusRequest, SubmitRequest};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let coordinator = xt_coordinator::service::Coordinator::new(
+    let coordinator = xt_coordinator::service::Coordinator::open(
         state.join("batches"),
         std::time::Duration::from_secs(30),
-    );
+    )?;
     let dir_of = coordinator.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut wait = stopped.clone();

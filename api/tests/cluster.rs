@@ -34,10 +34,14 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn coordinator(state: &Path) -> (Proc, String) {
+    coordinator_at(state, "127.0.0.1:0")
+}
+
+fn coordinator_at(state: &Path, listen: &str) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_xt-coordinator"))
         .args([
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--state",
             state.to_str().unwrap(),
             "--lease-ms",
@@ -325,4 +329,69 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
             .join("metrics.parquet"),
     );
     assert_eq!(final_equity(&metrics).len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_and_restarted_loses_nothing() {
+    let state = scratch("cluster-restart");
+    let (mut first, url) = coordinator(&state);
+    let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
+    let mut spec = BatchSpec::new("synthetic://?symbols=50&years=5&seed=12", "bollinger");
+    spec.grid = Some(serde_json::from_value(serde_json::json!({"k": [1.5, 2.0]})).unwrap());
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let reply = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.done >= 8 {
+            assert!(!s.finished, "finished before the crash");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    // Same state directory, same address: the workers find it again.
+    let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
+    assert_eq!(url, url2);
+    let mut client = JobsClient::connect(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let s = client
+            .status(StatusRequest { batch: reply.batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.finished {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch did not finish after the restart: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((status.done, status.failed), (50, 0));
+    let dir = state.join("batches").join(reply.batch.to_string());
+    let cluster = read(&dir.join("metrics.parquet"));
+    let synth = SyntheticMarket {
+        symbols: 50,
+        years: 5,
+        seed: 12,
+    };
+    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
+    assert_eq!(final_equity(&cluster), final_equity(&local.metrics));
+    assert_eq!(
+        read(&dir.join("portfolio.parquet")),
+        local.outcome.portfolio
+    );
 }

@@ -8,3 +8,4 @@
 
 pub mod scheduler;
 pub mod service;
+pub mod store;

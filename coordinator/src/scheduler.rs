@@ -175,6 +175,19 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Marks a restored job failed (its data failed before the restart).
+    pub fn set_failed(&mut self, key: JobKey, error: &str) {
+        if let Some(job) = self
+            .batches
+            .get_mut(&key.batch)
+            .and_then(|b| b.jobs.get_mut(key.job as usize))
+        {
+            job.status = JobStatus::Failed {
+                error: error.to_string(),
+            };
+        }
+    }
+
     pub fn register(&mut self, now: Instant) -> WorkerId {
         let id = self.next_worker;
         self.next_worker += 1;

@@ -32,6 +32,7 @@ use xt_worker::engine::tables::TableWriter;
 use xt_worker::runner::{concat_tables, finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
+use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore};
 
 /// What a Flight upload says it is (the descriptor's `cmd`, JSON).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
@@ -54,7 +55,6 @@ struct BatchRun {
     combos: Vec<ParamSet>,
     dates: Vec<Date>,
     staged: HashMap<(u32, u32), JobResult>,
-    results: Vec<Option<JobResult>>,
     bars: u64,
     started: Instant,
     summary: Option<Value>,
@@ -70,7 +70,7 @@ struct State {
 #[derive(Clone)]
 pub struct Coordinator {
     state: Arc<Mutex<State>>,
-    out: PathBuf,
+    store: Arc<dyn StateStore>,
     heartbeat: Duration,
 }
 
@@ -79,17 +79,61 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl Coordinator {
-    /// `out` receives each finished batch's tables under `out/<batch>/`.
-    pub fn new(out: PathBuf, lease_ttl: Duration) -> Self {
-        Coordinator {
-            state: Arc::new(Mutex::new(State {
-                scheduler: Scheduler::new(lease_ttl, 3),
-                next_batch: 1,
-                batches: HashMap::new(),
-            })),
-            out,
-            heartbeat: lease_ttl / 4,
+    /// A coordinator on the embedded store in `state`, resuming every batch found there:
+    /// finished jobs stay finished, the others are queued again.
+    pub fn open(state: PathBuf, lease_ttl: Duration) -> anyhow::Result<Self> {
+        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(state)?);
+        let mut scheduler = Scheduler::new(lease_ttl, 3);
+        let mut batches = HashMap::new();
+        let mut next_batch = 1;
+        for stored in store.load_all()? {
+            let r = stored.record;
+            let (_, combos) = strategy_combos(
+                &r.spec.strategy,
+                r.spec.params.as_ref(),
+                r.spec.grid.as_ref(),
+            )?;
+            let done: Vec<bool> = stored.done.iter().map(|d| d.is_some()).collect();
+            scheduler.restore(stored.id, &done)?;
+            for (j, d) in stored.done.iter().enumerate() {
+                if let Some(JobRecord { error: Some(e), .. }) = d {
+                    scheduler.set_failed(
+                        JobKey {
+                            batch: stored.id,
+                            job: j as u32,
+                        },
+                        e,
+                    );
+                }
+            }
+            let bars = stored.done.iter().flatten().map(|d| d.bars).sum();
+            next_batch = next_batch.max(stored.id + 1);
+            batches.insert(
+                stored.id,
+                BatchRun {
+                    spec: r.spec,
+                    jobs: r.jobs,
+                    combos,
+                    dates: r.dates,
+                    staged: HashMap::new(),
+                    bars,
+                    started: Instant::now(),
+                    summary: stored.summary,
+                },
+            );
         }
+        let coordinator = Coordinator {
+            state: Arc::new(Mutex::new(State {
+                scheduler,
+                next_batch,
+                batches,
+            })),
+            store,
+            heartbeat: lease_ttl / 4,
+        };
+        // A batch whose last job finished just before a crash is aggregated now.
+        coordinator.reap();
+        Ok(coordinator)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -110,7 +154,7 @@ impl Coordinator {
 
     /// Where a finished batch's tables are.
     pub fn batch_dir(&self, batch: u64) -> PathBuf {
-        self.out.join(batch.to_string())
+        self.store.batch_dir(batch)
     }
 
     /// Validates and plans a batch, queues its jobs, returns its id and job count.
@@ -128,8 +172,16 @@ impl Coordinator {
         let mut s = self.lock();
         let id = s.next_batch;
         s.next_batch += 1;
+        // Durable before it is acknowledged: an accepted batch survives a crash.
+        let record = BatchRecord {
+            spec: spec.clone(),
+            jobs: jobs.clone(),
+            dates: planned.dates.clone(),
+        };
+        self.store
+            .save_batch(id, &record)
+            .map_err(|e| Status::unavailable(format!("storing the batch: {e}")))?;
         s.scheduler.submit(id, n).map_err(internal)?;
-        let results = (0..n).map(|_| None).collect();
         s.batches.insert(
             id,
             BatchRun {
@@ -138,7 +190,6 @@ impl Coordinator {
                 combos,
                 dates: planned.dates,
                 staged: HashMap::new(),
-                results,
                 bars: 0,
                 started: Instant::now(),
                 summary: None,
@@ -179,10 +230,13 @@ impl Coordinator {
                 _ => None,
             })
             .collect();
-        let summary = match aggregate(run, &failed, &self.batch_dir(batch)) {
+        let summary = match aggregate(run, batch, &failed, self.store.as_ref()) {
             Ok(v) => v,
             Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
         };
+        if let Err(e) = self.store.save_summary(batch, &summary) {
+            eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}");
+        }
         run.summary = Some(summary);
     }
 }
@@ -190,14 +244,17 @@ impl Coordinator {
 /// Writes a finished batch's four tables and returns its summary.
 fn aggregate(
     run: &mut BatchRun,
+    batch: u64,
     failed: &[(u32, String)],
-    dir: &std::path::Path,
+    store: &dyn StateStore,
 ) -> anyhow::Result<Value> {
+    let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
     let mut sums = PortfolioSum::new(run.dates.clone(), run.combos.len() + 1);
     let mut per_job = Vec::new();
-    for (j, result) in run.results.iter().enumerate() {
+    for j in 0..run.jobs.len() {
         let capital = run.jobs[j].capital;
+        let result = store.load_result(batch, j as u32)?;
         let Some(result) = result else {
             // Given up after its attempts (or cancelled): error rows, a sleeve in cash.
             let error = failed
@@ -212,7 +269,7 @@ fn aggregate(
             sums.add_cash(capital);
             continue;
         };
-        let sleeves = result.tables.get("sleeves").cloned().unwrap_or_default();
+        let sleeves = result.get("sleeves").cloned().unwrap_or_default();
         if sleeves.iter().all(|b| b.num_rows() == 0) {
             sums.add_cash(capital);
         }
@@ -240,7 +297,7 @@ fn aggregate(
         let table = |name: &str,
                      schema: &arrow::datatypes::SchemaRef|
          -> anyhow::Result<Option<RecordBatch>> {
-            match result.tables.get(name) {
+            match result.get(name) {
                 None => Ok(None),
                 Some(parts) => Ok(Some(arrow::compute::concat_batches(schema, parts)?)),
             }
@@ -279,10 +336,6 @@ fn aggregate(
         "bars": run.bars,
         "portfolio": portfolio_metrics.iter().map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
     });
-    std::fs::write(
-        dir.join("summary.json"),
-        serde_json::to_vec_pretty(&summary)?,
-    )?;
     Ok(summary)
 }
 
@@ -355,6 +408,25 @@ impl Jobs for Coordinator {
             batch: r.batch,
             job: r.job,
         };
+        let open = matches!(
+            s.scheduler.status(key),
+            Some(JobStatus::Queued | JobStatus::Running { .. })
+        );
+        let staged = s
+            .batches
+            .get_mut(&r.batch)
+            .and_then(|run| run.staged.remove(&(r.job, r.attempt)));
+        if open {
+            // Durable before the job counts as done: a completed result survives a crash.
+            let record = JobRecord {
+                bars: r.bars,
+                error: (!r.error.is_empty()).then(|| r.error.clone()),
+            };
+            let tables = staged.unwrap_or_default().tables;
+            self.store
+                .save_result(r.batch, r.job, &tables, &record)
+                .map_err(|e| Status::unavailable(format!("storing the result: {e}")))?;
+        }
         let completion = if r.error.is_empty() {
             s.scheduler.complete(key, r.attempt, r.worker)
         } else {
@@ -362,12 +434,8 @@ impl Jobs for Coordinator {
                 .complete_failed(key, r.attempt, r.worker, &r.error)
         };
         let accepted = completion == Completion::Accepted;
-        if let Some(run) = s.batches.get_mut(&r.batch) {
-            let staged = run.staged.remove(&(r.job, r.attempt));
-            if accepted {
-                run.results[r.job as usize] = Some(staged.unwrap_or_default());
-                run.bars += r.bars;
-            }
+        if accepted && let Some(run) = s.batches.get_mut(&r.batch) {
+            run.bars += r.bars;
         }
         self.finish_if_done(&mut s, r.batch);
         Ok(Response::new(CompleteReply { accepted }))

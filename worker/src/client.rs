@@ -175,13 +175,15 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         })
         .await?
         .into_inner();
-    let worker = reply.worker;
+    // The id changes when a restarted coordinator no longer knows us and we register again.
+    let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
     let beat = {
-        let mut jobs = jobs.clone();
+        let (mut jobs, id) = (jobs.clone(), id.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(heartbeat).await;
+                let worker = id.load(Ordering::SeqCst);
                 if let Err(e) = jobs.heartbeat(HeartbeatRequest { worker }).await {
                     eprintln!("xt-worker: heartbeat: {e}");
                 }
@@ -202,6 +204,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         let free = config
             .slots
             .saturating_sub(in_flight.load(Ordering::SeqCst));
+        let worker = id.load(Ordering::SeqCst);
         let leases = if free > 0 {
             match jobs
                 .lease(LeaseRequest {
@@ -211,8 +214,22 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                 .await
             {
                 Ok(r) => r.into_inner().jobs,
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    // A restarted coordinator: register again and carry on.
+                    if let Ok(r) = jobs
+                        .register(RegisterRequest {
+                            name: config.name.clone(),
+                            slots: config.slots as u32,
+                        })
+                        .await
+                    {
+                        id.store(r.into_inner().worker, Ordering::SeqCst);
+                    }
+                    Vec::new()
+                }
                 Err(e) => {
                     eprintln!("xt-worker: lease: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     Vec::new()
                 }
             }
@@ -290,7 +307,11 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             }
         }
     }
-    let _ = jobs.drain(DrainRequest { worker }).await;
+    let _ = jobs
+        .drain(DrainRequest {
+            worker: id.load(Ordering::SeqCst),
+        })
+        .await;
     while tasks.join_next().await.is_some() {}
     beat.abort();
     Ok(())

@@ -15,7 +15,8 @@ struct Args {
     /// Address for the gRPC job service and the Flight result service.
     #[arg(long, env = "XT_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
-    /// Directory for finished batches' tables.
+    /// State directory: accepted batches, completed job results, finished tables. A
+    /// coordinator restarted on the same directory resumes every unfinished batch.
     #[arg(long, env = "XT_STATE", default_value = "xt-state")]
     state: std::path::PathBuf,
     /// A lease without a heartbeat for this long goes back to the queue (milliseconds).
@@ -26,13 +27,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Resume every batch in the state directory before taking requests.
+    let coordinator = Coordinator::open(
+        args.state.join("batches"),
+        Duration::from_millis(args.lease_ms),
+    )?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The bound address, for whoever started us with port 0.
     println!("listening on {}", listener.local_addr()?);
-    let coordinator = Coordinator::new(
-        args.state.join("batches"),
-        Duration::from_millis(args.lease_ms),
-    );
     serve(coordinator, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
