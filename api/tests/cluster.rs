@@ -395,3 +395,83 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
         local.outcome.portfolio
     );
 }
+
+async fn wait_finished(
+    client: &mut JobsClient<tonic::transport::Channel>,
+    batch: u64,
+) -> xt_shared::wire::StatusReply {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = client
+            .status(StatusRequest { batch })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.finished {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch {batch} did not finish: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
+    let state = scratch("cluster-fair");
+    let (_coordinator, url) = coordinator(&state);
+    let _worker = worker(&url);
+    let mut client = JobsClient::connect(url).await.unwrap();
+    let submit = |spec: BatchSpec| SubmitRequest {
+        spec_json: serde_json::to_string(&spec).unwrap(),
+    };
+    let big = client
+        .submit(submit(BatchSpec::new(
+            "synthetic://?symbols=400&years=4&seed=1",
+            "macd",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let small = client
+        .submit(submit(BatchSpec::new(
+            "synthetic://?symbols=5&years=4&seed=2",
+            "macd",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let done_small = wait_finished(&mut client, small.batch).await;
+    assert_eq!(done_small.done, 5);
+    let s = client
+        .status(StatusRequest { batch: big.batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        s.done < 100,
+        "the small batch waited behind the big one: big had {} done",
+        s.done
+    );
+    assert!(s.elapsed_seconds > 0.0);
+    client
+        .cancel(xt_shared::wire::CancelRequest { batch: big.batch })
+        .await
+        .unwrap();
+    let s = wait_finished(&mut client, big.batch).await;
+    assert!(s.cancelled > 0 && s.done + s.cancelled == 400, "{s:?}");
+    let metrics = read(
+        &state
+            .join("batches")
+            .join(big.batch.to_string())
+            .join("metrics.parquet"),
+    );
+    let errors = metrics.column_by_name("error").unwrap();
+    assert_eq!(
+        errors.len() - errors.null_count(),
+        s.cancelled as usize,
+        "cancelled jobs are error rows"
+    );
+}

@@ -486,7 +486,17 @@ impl Jobs for Coordinator {
             .batches
             .get(&id)
             .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
+        let elapsed = run.started.elapsed().as_secs_f64();
+        let finished_jobs = p.done + p.failed + p.cancelled;
+        let remaining = p.queued + p.running;
+        let eta = if finished_jobs > 0 {
+            elapsed / finished_jobs as f64 * remaining as f64
+        } else {
+            0.0
+        };
         Ok(Response::new(StatusReply {
+            elapsed_seconds: elapsed,
+            eta_seconds: eta,
             queued: p.queued as u32,
             running: p.running as u32,
             done: p.done as u32,
