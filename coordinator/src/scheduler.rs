@@ -409,13 +409,17 @@ impl Scheduler {
                 Completion::Duplicate
             }
             JobStatus::Queued | JobStatus::Running { .. } => {
+                // Only a requeued job still sits in the queue; scanning it for every
+                // completion would make a big batch quadratic.
+                if job.status == JobStatus::Queued {
+                    batch.queue.retain(|&j| j != key.job);
+                }
                 job.status = match error {
                     None => JobStatus::Done { attempt },
                     Some(e) => JobStatus::Failed {
                         error: e.to_string(),
                     },
                 };
-                batch.queue.retain(|&j| j != key.job);
                 Completion::Accepted
             }
         }
