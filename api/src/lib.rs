@@ -1,4 +1,3 @@
 //! The user-facing edges of the cluster: the `xt` command line (and, later, the HTTP API).
 
 pub mod local;
-pub mod output;

@@ -163,23 +163,9 @@ async fn on_loopback(
 ) -> Result<(PathBuf, u64)> {
     use xt_shared::wire::jobs_client::JobsClient;
     use xt_shared::wire::{StatusRequest, SubmitRequest};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let coordinator = xt_coordinator::service::Coordinator::open(
-        state.join("batches"),
-        std::time::Duration::from_secs(30),
-    )?;
-    let dir_of = coordinator.clone();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut wait = stopped.clone();
-    let server = tokio::spawn(xt_coordinator::service::serve(
-        coordinator,
-        listener,
-        async move {
-            let _ = wait.wait_for(|s| *s).await;
-        },
-    ));
-    let mut client = JobsClient::connect(url.clone()).await?;
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.join("batches"), workers, slots).await?;
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
     let submitted = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(spec)?,
@@ -188,26 +174,10 @@ async fn on_loopback(
     let reply = match submitted {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            let _ = stop.send(true);
-            let _ = server.await;
+            let _ = cluster.stop().await;
             bail!("{}", status.message());
         }
     };
-    let mut pool = Vec::new();
-    for i in 0..workers {
-        let config = xt_worker::client::WorkerConfig {
-            coordinator: url.clone(),
-            slots,
-            name: format!("local-{i}"),
-        };
-        let mut wait = stopped.clone();
-        pool.push(tokio::spawn(xt_worker::client::run_worker(
-            config,
-            async move {
-                let _ = wait.wait_for(|s| *s).await;
-            },
-        )));
-    }
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -231,16 +201,13 @@ async fn on_loopback(
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     };
     bar.finish_and_clear();
-    let _ = stop.send(true);
-    for w in pool {
-        w.await??;
-    }
-    server.await??;
+    let dir = cluster.coordinator.batch_dir(reply.batch);
+    cluster.stop().await?;
     let summary: Value = serde_json::from_str(&status.summary_json).unwrap_or(Value::Null);
     if let Some(e) = summary.get("error").and_then(|e| e.as_str()) {
         bail!("{e}");
     }
-    Ok((dir_of.batch_dir(reply.batch), status.bars))
+    Ok((dir, status.bars))
 }
 
 fn read_parquet(path: &std::path::Path) -> Result<Option<arrow::record_batch::RecordBatch>> {

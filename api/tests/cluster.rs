@@ -231,17 +231,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
         .unwrap()
         .into_inner();
     assert_eq!(reply.jobs, 7);
-    let status = loop {
-        let s = client
-            .status(StatusRequest { batch: reply.batch })
-            .await
-            .unwrap()
-            .into_inner();
-        if s.finished {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (6, 1));
     let metrics = read(
         &state
@@ -310,17 +300,7 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
         "the batch finished before the drain: {after:?}"
     );
     let _second = worker(&url);
-    let status = loop {
-        let s = client
-            .status(StatusRequest { batch: reply.batch })
-            .await
-            .unwrap()
-            .into_inner();
-        if s.finished {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (60, 0));
     let metrics = read(
         &state
@@ -364,22 +344,7 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
     assert_eq!(url, url2);
     let mut client = JobsClient::connect(url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        let s = client
-            .status(StatusRequest { batch: reply.batch })
-            .await
-            .unwrap()
-            .into_inner();
-        if s.finished {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "batch did not finish after the restart: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (50, 0));
     let dir = state.join("batches").join(reply.batch.to_string());
     let cluster = read(&dir.join("metrics.parquet"));

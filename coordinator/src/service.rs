@@ -215,13 +215,20 @@ impl Coordinator {
     }
 
     fn finish_if_done(&self, s: &mut State, batch: u64) {
+        // Finished batches stay in the map; skip them before counting their jobs.
+        if s.batches
+            .get(&batch)
+            .is_none_or(|run| run.summary.is_some())
+        {
+            return;
+        }
         let Ok(progress) = s.scheduler.progress(batch) else {
             return;
         };
         let Some(run) = s.batches.get_mut(&batch) else {
             return;
         };
-        if !progress.finished() || run.summary.is_some() {
+        if !progress.finished() {
             return;
         }
         let failed: Vec<(u32, String)> = (0..run.jobs.len() as u32)

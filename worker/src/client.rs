@@ -269,31 +269,21 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     })();
                     let _ = tx.send(result);
                 });
-                let mut jobs = JobsClient::new(channel.clone());
-                match rx.await {
-                    Ok(Ok(output)) => deliver(&channel, worker, &lease, &output).await,
-                    Ok(Err(error)) => {
-                        let _ = jobs
-                            .fail(FailRequest {
-                                worker,
-                                batch: lease.batch,
-                                job: lease.job,
-                                attempt: lease.attempt,
-                                error,
-                            })
-                            .await;
-                    }
-                    Err(_) => {
-                        let error = "the job panicked".to_string();
-                        let _ = jobs
-                            .fail(FailRequest {
-                                worker,
-                                batch: lease.batch,
-                                job: lease.job,
-                                attempt: lease.attempt,
-                                error,
-                            })
-                            .await;
+                // A dropped sender means the job panicked on the pool.
+                match rx
+                    .await
+                    .unwrap_or_else(|_| Err("the job panicked".to_string()))
+                {
+                    Ok(output) => deliver(&channel, worker, &lease, &output).await,
+                    Err(error) => {
+                        let request = FailRequest {
+                            worker,
+                            batch: lease.batch,
+                            job: lease.job,
+                            attempt: lease.attempt,
+                            error,
+                        };
+                        let _ = JobsClient::new(channel.clone()).fail(request).await;
                     }
                 }
                 in_flight.fetch_sub(1, Ordering::SeqCst);

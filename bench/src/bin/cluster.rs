@@ -34,35 +34,13 @@ async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Dur
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = std::env::temp_dir().join(format!("xt-bench-{}-{workers}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let coordinator =
-        xt_coordinator::service::Coordinator::open(state.clone(), Duration::from_secs(30))?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut wait = stopped.clone();
-    let server = tokio::spawn(xt_coordinator::service::serve(
-        coordinator,
-        listener,
-        async move {
-            let _ = wait.wait_for(|s| *s).await;
-        },
-    ));
-    let mut pool = Vec::new();
-    for i in 0..workers {
-        let config = xt_worker::client::WorkerConfig {
-            coordinator: url.clone(),
-            slots: (cores / workers).max(1),
-            name: format!("bench-{i}"),
-        };
-        let mut wait = stopped.clone();
-        pool.push(tokio::spawn(xt_worker::client::run_worker(
-            config,
-            async move {
-                let _ = wait.wait_for(|s| *s).await;
-            },
-        )));
-    }
-    let mut client = JobsClient::connect(url).await?;
+    let cluster = xt_coordinator::local::LocalCluster::start(
+        state.clone(),
+        workers,
+        (cores / workers).max(1),
+    )
+    .await?;
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
     let started = Instant::now();
     let batch = client
         .submit(SubmitRequest {
@@ -80,11 +58,7 @@ async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Dur
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
-    let _ = stop.send(true);
-    for w in pool {
-        w.await??;
-    }
-    server.await??;
+    cluster.stop().await?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(elapsed)
 }

@@ -124,10 +124,9 @@ impl TableWriter {
             }
             e.date.append_slice(dates);
             e.cash.append_slice(&run.cash);
-            e.qty.append_values(
-                &run.qty.iter().map(|&q| q as i64).collect::<Vec<_>>(),
-                &vec![true; run.qty.len()],
-            );
+            for &q in &run.qty {
+                e.qty.append_value(q as i64);
+            }
             e.equity.append_slice(&run.equity);
         }
     }

@@ -1,0 +1,67 @@
+//! A whole cluster in one process: the coordinator's services and `n` workers on loopback
+//! ports the OS picks, the very same services as the distributed mode. `xt local` and the
+//! cluster bench run batches on it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use xt_worker::client::{WorkerConfig, run_worker};
+
+use crate::service::{Coordinator, serve};
+
+pub struct LocalCluster {
+    /// `http://127.0.0.1:<port>` of the coordinator.
+    pub url: String,
+    pub coordinator: Coordinator,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LocalCluster {
+    /// Starts a coordinator on the embedded store in `state` and `workers` workers with
+    /// `slots` job slots each.
+    pub async fn start(state: PathBuf, workers: usize, slots: usize) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let coordinator = Coordinator::open(state, Duration::from_secs(30))?;
+        let (stop, stopped) = watch::channel(false);
+        let stopped_signal = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let server = tokio::spawn(serve(
+            coordinator.clone(),
+            listener,
+            stopped_signal(stopped.clone()),
+        ));
+        let workers = (0..workers)
+            .map(|i| {
+                let config = WorkerConfig {
+                    coordinator: url.clone(),
+                    slots,
+                    name: format!("local-{i}"),
+                };
+                tokio::spawn(run_worker(config, stopped_signal(stopped.clone())))
+            })
+            .collect();
+        Ok(LocalCluster {
+            url,
+            coordinator,
+            stop,
+            server,
+            workers,
+        })
+    }
+
+    /// Drains the workers, then stops the coordinator.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            w.await??;
+        }
+        self.server.await??;
+        Ok(())
+    }
+}
