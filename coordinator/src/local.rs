@@ -15,7 +15,8 @@ pub struct LocalCluster {
     /// `http://127.0.0.1:<port>` of the coordinator.
     pub url: String,
     pub coordinator: Coordinator,
-    stop: watch::Sender<bool>,
+    stop_workers: watch::Sender<bool>,
+    stop_server: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -27,14 +28,15 @@ impl LocalCluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let coordinator = Coordinator::open(state, Duration::from_secs(30))?;
-        let (stop, stopped) = watch::channel(false);
+        let (stop_workers, workers_stopped) = watch::channel(false);
+        let (stop_server, server_stopped) = watch::channel(false);
         let stopped_signal = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let server = tokio::spawn(serve(
             coordinator.clone(),
             listener,
-            stopped_signal(stopped.clone()),
+            stopped_signal(server_stopped),
         ));
         let workers = (0..workers)
             .map(|i| {
@@ -43,13 +45,14 @@ impl LocalCluster {
                     slots,
                     name: format!("local-{i}"),
                 };
-                tokio::spawn(run_worker(config, stopped_signal(stopped.clone())))
+                tokio::spawn(run_worker(config, stopped_signal(workers_stopped.clone())))
             })
             .collect();
         Ok(LocalCluster {
             url,
             coordinator,
-            stop,
+            stop_workers,
+            stop_server,
             server,
             workers,
         })
@@ -57,10 +60,11 @@ impl LocalCluster {
 
     /// Drains the workers, then stops the coordinator.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
+        let _ = self.stop_workers.send(true);
         for w in self.workers {
             w.await??;
         }
+        let _ = self.stop_server.send(true);
         self.server.await??;
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! The coordinator's network face: the gRPC `Jobs` service (register, lease, heartbeat,
-//! complete, fail, drain, submit, status, cancel) and the Arrow Flight service that receives
-//! result tables (`DoPut`, the descriptor naming batch, job, attempt and table), both on one
-//! port. Results are staged per attempt and become the job's results when that attempt's
-//! `Complete` is the first one accepted, so every job appears exactly once.
+//! fail, drain, submit, status, cancel) and the Arrow Flight service that receives each
+//! job's results, both on one port. A job attempt ends with one Flight `DoPut`: the
+//! descriptor names batch, job and attempt, and the stream carries every result table (each
+//! table's schema message names it in `app_metadata`). The first attempt whose upload is
+//! stored completes the job; later ones are acknowledged and dropped, so every job appears
+//! exactly once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -20,7 +22,7 @@ use arrow_flight::{
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
-use xt_shared::job::{JobSpec, plan};
+use xt_shared::job::{JobSpec, Upload, UploadReply, plan};
 use xt_shared::open::{open_source, resolve_universe};
 use xt_shared::portfolio::PortfolioSum;
 use xt_shared::spec::{DataSpec, Table};
@@ -32,29 +34,13 @@ use xt_worker::engine::tables::TableWriter;
 use xt_worker::runner::{concat_tables, finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
-use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore};
-
-/// What a Flight upload says it is (the descriptor's `cmd`, JSON).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
-pub struct Upload {
-    pub batch: u64,
-    pub job: u32,
-    pub attempt: u32,
-    /// `metrics`, `trades`, `equity` or `sleeves`.
-    pub table: String,
-}
-
-#[derive(Default)]
-struct JobResult {
-    tables: HashMap<String, Vec<RecordBatch>>,
-}
+use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore, Tables};
 
 struct BatchRun {
     spec: BatchSpec,
     jobs: Vec<JobSpec>,
     combos: Vec<ParamSet>,
     dates: Vec<Date>,
-    staged: HashMap<(u32, u32), JobResult>,
     bars: u64,
     started: Instant,
     summary: Option<Value>,
@@ -115,7 +101,6 @@ impl Coordinator {
                     jobs: r.jobs,
                     combos,
                     dates: r.dates,
-                    staged: HashMap::new(),
                     bars,
                     started: Instant::now(),
                     summary: stored.summary,
@@ -189,7 +174,6 @@ impl Coordinator {
                 jobs,
                 combos,
                 dates: planned.dates,
-                staged: HashMap::new(),
                 bars: 0,
                 started: Instant::now(),
                 summary: None,
@@ -198,20 +182,45 @@ impl Coordinator {
         Ok((id, n))
     }
 
-    fn stage(&self, upload: Upload, batches: Vec<RecordBatch>) -> Result<(), Status> {
+    /// Completes a job attempt with its uploaded tables: stored durably if the job is still
+    /// open, then counted, unless another attempt got there first.
+    async fn accept(&self, upload: Upload, tables: Tables) -> Result<bool, Status> {
+        let key = JobKey {
+            batch: upload.batch,
+            job: upload.job,
+        };
+        let open = matches!(
+            self.lock().scheduler.status(key),
+            Some(JobStatus::Queued | JobStatus::Running { .. })
+        );
+        if open {
+            // Durable before the job counts as done: a completed result survives a crash.
+            // Written outside the lock; a second attempt finishing meanwhile writes the same
+            // tables, the store keeps the first, and the scheduler below takes only one.
+            let record = JobRecord {
+                bars: upload.bars,
+                error: upload.error.clone(),
+            };
+            let store = self.store.clone();
+            let (batch, job) = (upload.batch, upload.job);
+            tokio::task::spawn_blocking(move || store.save_result(batch, job, &tables, &record))
+                .await
+                .map_err(internal)?
+                .map_err(|e| Status::unavailable(format!("storing the result: {e}")))?;
+        }
         let mut s = self.lock();
-        let run = s
-            .batches
-            .get_mut(&upload.batch)
-            .ok_or_else(|| Status::not_found(format!("unknown batch {}", upload.batch)))?;
-        run.staged
-            .entry((upload.job, upload.attempt))
-            .or_default()
-            .tables
-            .entry(upload.table)
-            .or_default()
-            .extend(batches);
-        Ok(())
+        let completion = match &upload.error {
+            None => s.scheduler.complete(key, upload.attempt, upload.worker),
+            Some(error) => s
+                .scheduler
+                .complete_failed(key, upload.attempt, upload.worker, error),
+        };
+        let accepted = completion == Completion::Accepted;
+        if accepted && let Some(run) = s.batches.get_mut(&upload.batch) {
+            run.bars += upload.bars;
+        }
+        self.finish_if_done(&mut s, upload.batch);
+        Ok(accepted)
     }
 
     fn finish_if_done(&self, s: &mut State, batch: u64) {
@@ -231,13 +240,16 @@ impl Coordinator {
         if !progress.finished() {
             return;
         }
-        let failed: Vec<(u32, String)> = (0..run.jobs.len() as u32)
-            .filter_map(|j| match s.scheduler.status(JobKey { batch, job: j }) {
-                Some(JobStatus::Failed { error }) => Some((j, error.clone())),
-                _ => None,
+        // Each job's rows follow its final status: a job cancelled while its result was
+        // being stored is a cancelled job, whatever the store holds.
+        let ends: Vec<JobEnd> = (0..run.jobs.len() as u32)
+            .map(|j| match s.scheduler.status(JobKey { batch, job: j }) {
+                Some(JobStatus::Failed { error }) => JobEnd::Failed(error.clone()),
+                Some(JobStatus::Cancelled) => JobEnd::Cancelled,
+                _ => JobEnd::Done,
             })
             .collect();
-        let summary = match aggregate(run, batch, &failed, self.store.as_ref()) {
+        let summary = match aggregate(run, batch, &ends, self.store.as_ref()) {
             Ok(v) => v,
             Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
         };
@@ -248,33 +260,101 @@ impl Coordinator {
     }
 }
 
+/// Rejects an upload that could not have come from running its job: a job the batch does
+/// not have, a table with the wrong columns, a sleeve for a curve that does not exist.
+/// Checked before anything is stored, so a broken client cannot spoil a batch's results.
+fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), String> {
+    if upload.job as usize >= run.jobs.len() {
+        return Err(format!(
+            "batch {} has {} jobs; there is no job {}",
+            upload.batch,
+            run.jobs.len(),
+            upload.job
+        ));
+    }
+    let sleeves = xt_worker::client::sleeves_schema();
+    for (name, batches) in tables {
+        let expected = match name.as_str() {
+            "metrics" => &*xt_shared::schema::METRICS,
+            "trades" => &*xt_shared::schema::TRADES,
+            "equity" => &*xt_shared::schema::EQUITY,
+            _ => &sleeves,
+        };
+        for b in batches {
+            if b.schema().fields() != expected.fields() {
+                return Err(format!(
+                    "table {name}: columns {:?} are not the {name} schema",
+                    b.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    use arrow::array::AsArray;
+    let curves = run.combos.len() + 1;
+    for b in tables.get("sleeves").into_iter().flatten() {
+        let curve = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
+        if let Some(c) = curve.values().iter().find(|&&c| c as usize >= curves) {
+            return Err(format!(
+                "table sleeves: curve {c} does not exist; the batch has {curves} (its parameter sets and the benchmark)"
+            ));
+        }
+        let equity = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+        if let Some(v) = equity
+            .values()
+            .iter()
+            .find(|v| !v.is_finite() || v.abs() > 1e15)
+        {
+            return Err(format!("table sleeves: equity {v} is not a finite amount"));
+        }
+    }
+    Ok(())
+}
+
 /// Writes a finished batch's four tables and returns its summary.
+/// How a job of a finished batch ended.
+enum JobEnd {
+    /// Its result is stored (its rows may still be errors, if its data failed).
+    Done,
+    /// Given up after its attempts, with the last error.
+    Failed(String),
+    Cancelled,
+}
+
 fn aggregate(
     run: &mut BatchRun,
     batch: u64,
-    failed: &[(u32, String)],
+    ends: &[JobEnd],
     store: &dyn StateStore,
 ) -> anyhow::Result<Value> {
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
     let mut sums = PortfolioSum::new(run.dates.clone(), run.combos.len() + 1);
     let mut per_job = Vec::new();
-    for j in 0..run.jobs.len() {
-        let capital = run.jobs[j].capital;
-        let result = store.load_result(batch, j as u32)?;
-        let Some(result) = result else {
-            // Given up after its attempts (or cancelled): error rows, a sleeve in cash.
-            let error = failed
-                .iter()
-                .find(|(f, _)| *f as usize == j)
-                .map_or("cancelled".to_string(), |(_, e)| e.clone());
-            let mut w = TableWriter::new(&run.jobs[j].symbol, false, false);
-            for p in &run.combos {
-                w.push_error(p.json(), &error);
+    for (j, (job, end)) in run.jobs.iter().zip(ends).enumerate() {
+        let capital = job.capital;
+        let result = match end {
+            JobEnd::Done => store.load_result(batch, j as u32)?.ok_or_else(|| {
+                anyhow::anyhow!("job {j} is done but the store has no result for it")
+            }),
+            JobEnd::Failed(error) => Err(anyhow::anyhow!("{error}")),
+            JobEnd::Cancelled => Err(anyhow::anyhow!("cancelled")),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(error) => {
+                // No result: error rows, a sleeve in cash.
+                let mut w = TableWriter::new(&job.symbol, false, false);
+                for p in &run.combos {
+                    w.push_error(p.json(), &error.to_string());
+                }
+                per_job.push(w.finish()?);
+                sums.add_cash(capital);
+                continue;
             }
-            per_job.push(w.finish()?);
-            sums.add_cash(capital);
-            continue;
         };
         let sleeves = result.get("sleeves").cloned().unwrap_or_default();
         if sleeves.iter().all(|b| b.num_rows() == 0) {
@@ -338,7 +418,8 @@ fn aggregate(
     }
     let summary = json!({
         "jobs": run.jobs.len(),
-        "failed": failed.len(),
+        "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
+        "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
         "bars": run.bars,
         "portfolio": portfolio_metrics.iter().map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
@@ -405,49 +486,6 @@ impl Jobs for Coordinator {
         }))
     }
 
-    async fn complete(
-        &self,
-        r: Request<CompleteRequest>,
-    ) -> Result<Response<CompleteReply>, Status> {
-        let r = r.into_inner();
-        let mut s = self.lock();
-        let key = JobKey {
-            batch: r.batch,
-            job: r.job,
-        };
-        let open = matches!(
-            s.scheduler.status(key),
-            Some(JobStatus::Queued | JobStatus::Running { .. })
-        );
-        let staged = s
-            .batches
-            .get_mut(&r.batch)
-            .and_then(|run| run.staged.remove(&(r.job, r.attempt)));
-        if open {
-            // Durable before the job counts as done: a completed result survives a crash.
-            let record = JobRecord {
-                bars: r.bars,
-                error: (!r.error.is_empty()).then(|| r.error.clone()),
-            };
-            let tables = staged.unwrap_or_default().tables;
-            self.store
-                .save_result(r.batch, r.job, &tables, &record)
-                .map_err(|e| Status::unavailable(format!("storing the result: {e}")))?;
-        }
-        let completion = if r.error.is_empty() {
-            s.scheduler.complete(key, r.attempt, r.worker)
-        } else {
-            s.scheduler
-                .complete_failed(key, r.attempt, r.worker, &r.error)
-        };
-        let accepted = completion == Completion::Accepted;
-        if accepted && let Some(run) = s.batches.get_mut(&r.batch) {
-            run.bars += r.bars;
-        }
-        self.finish_if_done(&mut s, r.batch);
-        Ok(Response::new(CompleteReply { accepted }))
-    }
-
     async fn fail(&self, r: Request<FailRequest>) -> Result<Response<FailReply>, Status> {
         let r = r.into_inner();
         let mut s = self.lock();
@@ -459,9 +497,6 @@ impl Jobs for Coordinator {
             r.worker,
             &r.error,
         );
-        if let Some(run) = s.batches.get_mut(&r.batch) {
-            run.staged.remove(&(r.job, r.attempt));
-        }
         self.finish_if_done(&mut s, r.batch);
         Ok(Response::new(FailReply { requeued }))
     }
@@ -542,7 +577,8 @@ impl FlightService for Coordinator {
     type ListActionsStream = FlightStream<ActionType>;
     type DoExchangeStream = FlightStream<FlightData>;
 
-    /// Receives one table of one job attempt; the descriptor's `cmd` is an [`Upload`].
+    /// Receives one job attempt's tables; the descriptor's `cmd` is an [`Upload`], and each
+    /// table's schema message carries its name in `app_metadata`.
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
@@ -558,17 +594,59 @@ impl FlightService for Coordinator {
             .ok_or_else(|| Status::invalid_argument("the first message must carry a descriptor"))?;
         let upload: Upload = serde_json::from_slice(&descriptor.cmd)
             .map_err(|e| Status::invalid_argument(format!("descriptor: {e}")))?;
+        if !self.lock().batches.contains_key(&upload.batch) {
+            return Err(Status::not_found(format!("unknown batch {}", upload.batch)));
+        }
         let all: BoxStream<'static, Result<FlightData, arrow_flight::error::FlightError>> =
             stream::once(async move { Ok(first) })
                 .chain(input.map_err(arrow_flight::error::FlightError::from))
                 .boxed();
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(all)
-            .try_collect()
+        let mut decoder = FlightDataDecoder::new(all);
+        let mut tables = Tables::new();
+        let mut table: Option<String> = None;
+        while let Some(message) = decoder
+            .try_next()
             .await
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.stage(upload, batches)?;
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+        {
+            match message.payload {
+                DecodedPayload::Schema(_) => {
+                    let name = std::str::from_utf8(&message.inner.app_metadata)
+                        .ok()
+                        .filter(|n| matches!(*n, "metrics" | "trades" | "equity" | "sleeves"))
+                        .ok_or_else(|| {
+                            Status::invalid_argument(
+                                "each table's schema must name it in app_metadata: metrics, trades, equity or sleeves",
+                            )
+                        })?;
+                    table = Some(name.to_string());
+                }
+                DecodedPayload::RecordBatch(b) => {
+                    let name = table.clone().ok_or_else(|| {
+                        Status::invalid_argument("a record batch before its schema")
+                    })?;
+                    tables.entry(name).or_default().push(b);
+                }
+                DecodedPayload::None => {}
+            }
+        }
+        {
+            let s = self.lock();
+            let run = s
+                .batches
+                .get(&upload.batch)
+                .ok_or_else(|| Status::not_found(format!("unknown batch {}", upload.batch)))?;
+            check_upload(run, &upload, &tables).map_err(Status::invalid_argument)?;
+        }
+        let accepted = self.accept(upload, tables).await?;
+        let reply = serde_json::to_vec(&UploadReply { accepted }).map_err(internal)?;
         Ok(Response::new(
-            stream::once(async { Ok(PutResult::default()) }).boxed(),
+            stream::once(async move {
+                Ok(PutResult {
+                    app_metadata: reply.into(),
+                })
+            })
+            .boxed(),
         ))
     }
 
@@ -625,6 +703,11 @@ impl FlightService for Coordinator {
     }
 }
 
+/// HTTP/2 flow control and framing for the cluster's connections (server and workers).
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+pub const MAX_FRAME: u32 = 1 << 20;
+
 /// Serves both services on `listener` until `shutdown` resolves, reaping expired leases.
 pub async fn serve(
     coordinator: Coordinator,
@@ -641,6 +724,11 @@ pub async fn serve(
         }
     });
     tonic::transport::Server::builder()
+        // Result uploads are tens to hundreds of kilobytes: HTTP/2's default 64 KiB windows
+        // and 16 KiB frames would cost a window update round trip and several frames each.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .add_service(
             xt_shared::wire::jobs_server::JobsServer::new(coordinator.clone())
                 .max_decoding_message_size(64 << 20),

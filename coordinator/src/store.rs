@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use xt_shared::job::JobSpec;
@@ -28,7 +30,7 @@ pub struct BatchRecord {
 }
 
 /// A job's accepted completion.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub bars: u64,
     /// The job ran but its data failed; its tables are error rows.
@@ -50,6 +52,7 @@ pub struct StoredBatch {
 
 pub trait StateStore: Send + Sync {
     fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()>;
+    /// Stores a job's result; a second result for a job already stored is ignored.
     fn save_result(&self, id: u64, job: u32, tables: &Tables, record: &JobRecord)
     -> io::Result<()>;
     fn load_result(&self, id: u64, job: u32) -> io::Result<Option<Tables>>;
@@ -59,22 +62,53 @@ pub trait StateStore: Send + Sync {
     fn batch_dir(&self, id: u64) -> PathBuf;
 }
 
-/// Batches under `root/<id>/`: `batch.json`, `results/<job>.<table>.arrow` and
-/// `results/<job>.done` (written last: a job without it has no result), and the finished
-/// tables with `summary.json`.
-#[derive(Debug, Clone)]
+/// Batches under `root/<id>/`: `batch.json`, written when the batch is accepted;
+/// `results.log`, to which each job's accepted result is appended as one record; and the
+/// finished tables with `summary.json`. One append per job rather than a file per table:
+/// creating and renaming thousands of small files cost more CPU than the jobs themselves.
+///
+/// A record is `XTR1`, the job (u32 LE), the body's length (u64 LE), the body, and the
+/// length again. The body is a JSON header line (the [`JobRecord`] and each table's name
+/// and size) followed by each table as an Arrow IPC stream. A process killed mid-append
+/// leaves a short last record, which the next open cuts off: that job runs again. Nothing
+/// is fsynced: a killed process loses nothing the kernel already has; surviving a power
+/// loss is the etcd store's job.
+#[derive(Debug)]
 pub struct EmbeddedStore {
     root: PathBuf,
+    logs: Mutex<HashMap<u64, ResultLog>>,
 }
 
-/// Writes a file atomically: a crash of the coordinator leaves the old file or the new,
-/// never half of one. The data is not fsynced: a killed process loses nothing the kernel
-/// already has, and syncing every result file cost milliseconds per job under the state
-/// lock. Surviving a power loss is the etcd store's job.
-fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+/// A batch's open result log and where each job's record starts.
+#[derive(Debug)]
+struct ResultLog {
+    file: File,
+    len: u64,
+    index: HashMap<u32, (u64, JobRecord)>,
+}
+
+const MAGIC: &[u8; 4] = b"XTR1";
+/// Magic, job and body length before the body; the length again after it.
+const FRAME: u64 = 4 + 4 + 8 + 8;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordHeader {
+    record: JobRecord,
+    tables: Vec<(String, u64)>,
+}
+
+/// One record read back: its job, header, table bytes, and where the next one starts.
+struct LogRecord {
+    job: u32,
+    header: RecordHeader,
+    tables: Vec<u8>,
+    next: u64,
+}
+
+/// Writes a file atomically: a crash leaves the old file or the new, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    write(&mut f)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -82,25 +116,136 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+fn encode(job: u32, tables: &Tables, record: &JobRecord) -> io::Result<Vec<u8>> {
+    let mut streams = Vec::new();
+    let mut sizes = Vec::new();
+    let mut names: Vec<&String> = tables.keys().collect();
+    names.sort();
+    for name in names {
+        let batches = &tables[name];
+        let Some(first) = batches.first() else {
+            continue;
+        };
+        let before = streams.len();
+        let mut w = StreamWriter::try_new(&mut streams, &first.schema()).map_err(other)?;
+        for b in batches {
+            w.write(b).map_err(other)?;
+        }
+        w.finish().map_err(other)?;
+        drop(w);
+        sizes.push((name.clone(), (streams.len() - before) as u64));
+    }
+    let mut header = serde_json::to_vec(&RecordHeader {
+        record: record.clone(),
+        tables: sizes,
+    })
+    .map_err(other)?;
+    header.push(b'\n');
+    let body = (header.len() + streams.len()) as u64;
+    let mut out = Vec::with_capacity((body + FRAME) as usize);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&job.to_le_bytes());
+    out.extend_from_slice(&body.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&streams);
+    out.extend_from_slice(&body.to_le_bytes());
+    Ok(out)
+}
+
+/// Reads the record at `offset`, or `None` where the log ends or its last record is cut
+/// short.
+fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<LogRecord>> {
+    if offset + FRAME > file_len {
+        return Ok(None);
+    }
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head, offset)?;
+    let job = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let body = u64::from_le_bytes(head[8..16].try_into().map_err(other)?);
+    if &head[..4] != MAGIC || body > file_len || offset + FRAME + body > file_len {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; body as usize + 8];
+    file.read_exact_at(&mut bytes, offset + 16)?;
+    let trailer = u64::from_le_bytes(bytes[body as usize..].try_into().map_err(other)?);
+    if trailer != body {
+        return Ok(None);
+    }
+    bytes.truncate(body as usize);
+    let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    let Ok(header) = serde_json::from_slice::<RecordHeader>(&bytes[..newline]) else {
+        return Ok(None);
+    };
+    let tables = bytes.split_off(newline + 1);
+    Ok(Some(LogRecord {
+        job,
+        header,
+        tables,
+        next: offset + FRAME + body,
+    }))
+}
+
 impl EmbeddedStore {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(EmbeddedStore { root })
+        Ok(EmbeddedStore {
+            root,
+            logs: Mutex::default(),
+        })
     }
 
-    fn results(&self, id: u64) -> PathBuf {
-        self.root.join(id.to_string()).join("results")
+    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ResultLog>> {
+        // Each log update completes before the guard drops; a poisoned lock holds good data.
+        self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens a batch's log, indexing its records and cutting off a torn last one.
+    fn open_log(&self, id: u64) -> io::Result<ResultLog> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(self.batch_dir(id).join("results.log"))?;
+        let file_len = file.metadata()?.len();
+        let mut index = HashMap::new();
+        let mut offset = 0;
+        while let Some(r) = read_record(&file, offset, file_len)? {
+            // A late duplicate of a job already stored: the first record stays the result.
+            index.entry(r.job).or_insert((offset, r.header.record));
+            offset = r.next;
+        }
+        if offset < file_len {
+            file.set_len(offset)?;
+        }
+        Ok(ResultLog {
+            file,
+            len: offset,
+            index,
+        })
+    }
+
+    fn with_log<T>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut ResultLog) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut logs = self.logs();
+        let log = match logs.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.open_log(id)?),
+        };
+        f(log)
     }
 }
 
 impl StateStore for EmbeddedStore {
     fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()> {
-        std::fs::create_dir_all(self.results(id))?;
+        std::fs::create_dir_all(self.batch_dir(id))?;
         let json = serde_json::to_vec(record).map_err(other)?;
-        write_atomic(&self.batch_dir(id).join("batch.json"), |f| {
-            io::Write::write_all(f, &json)
-        })
+        write_atomic(&self.batch_dir(id).join("batch.json"), &json)
     }
 
     fn save_result(
@@ -110,49 +255,45 @@ impl StateStore for EmbeddedStore {
         tables: &Tables,
         record: &JobRecord,
     ) -> io::Result<()> {
-        let dir = self.results(id);
-        for (name, batches) in tables {
-            let Some(first) = batches.first() else {
-                continue;
-            };
-            write_atomic(&dir.join(format!("{job}.{name}.arrow")), |f| {
-                let mut w = FileWriter::try_new(f, &first.schema()).map_err(other)?;
-                for b in batches {
-                    w.write(b).map_err(other)?;
-                }
-                w.finish().map_err(other)
+        let bytes = encode(job, tables, record)?;
+        self.with_log(id, |log| {
+            if log.index.contains_key(&job) {
+                return Ok(());
+            }
+            io::Write::write_all(&mut log.file, &bytes).inspect_err(|_| {
+                // Cut a partial append off, so the next record starts on a boundary.
+                let _ = log.file.set_len(log.len);
             })?;
-        }
-        let json = serde_json::to_vec(record).map_err(other)?;
-        write_atomic(&dir.join(format!("{job}.done")), |f| {
-            io::Write::write_all(f, &json)
+            log.index.insert(job, (log.len, record.clone()));
+            log.len += bytes.len() as u64;
+            Ok(())
         })
     }
 
     fn load_result(&self, id: u64, job: u32) -> io::Result<Option<Tables>> {
-        let dir = self.results(id);
-        if !dir.join(format!("{job}.done")).is_file() {
-            return Ok(None);
-        }
-        let mut tables = Tables::new();
-        for name in ["metrics", "trades", "equity", "sleeves"] {
-            let path = dir.join(format!("{job}.{name}.arrow"));
-            if path.is_file() {
-                let reader = FileReader::try_new(File::open(&path)?, None).map_err(other)?;
-                tables.insert(
-                    name.to_string(),
-                    reader.collect::<Result<_, _>>().map_err(other)?,
-                );
+        self.with_log(id, |log| {
+            let Some(&(offset, _)) = log.index.get(&job) else {
+                return Ok(None);
+            };
+            let r = read_record(&log.file, offset, log.len)?
+                .ok_or_else(|| other(format!("batch {id} job {job}: result record unreadable")))?;
+            let mut tables = Tables::new();
+            let mut at = 0usize;
+            for (name, size) in r.header.tables {
+                let part = r.tables.get(at..at + size as usize).ok_or_else(|| {
+                    other(format!("batch {id} job {job}: table {name} cut short"))
+                })?;
+                at += size as usize;
+                let reader = StreamReader::try_new(part, None).map_err(other)?;
+                tables.insert(name, reader.collect::<Result<_, _>>().map_err(other)?);
             }
-        }
-        Ok(Some(tables))
+            Ok(Some(tables))
+        })
     }
 
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(summary).map_err(other)?;
-        write_atomic(&self.batch_dir(id).join("summary.json"), |f| {
-            io::Write::write_all(f, &json)
-        })
+        write_atomic(&self.batch_dir(id).join("summary.json"), &json)
     }
 
     fn load_all(&self) -> io::Result<Vec<StoredBatch>> {
@@ -170,14 +311,11 @@ impl StateStore for EmbeddedStore {
                 continue;
             };
             let record: BatchRecord = serde_json::from_slice(&bytes).map_err(other)?;
-            let dir = self.results(id);
-            let done = (0..record.jobs.len())
-                .map(|j| {
-                    std::fs::read(dir.join(format!("{j}.done")))
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                })
-                .collect();
+            let done = self.with_log(id, |log| {
+                Ok((0..record.jobs.len() as u32)
+                    .map(|j| log.index.get(&j).map(|(_, r)| r.clone()))
+                    .collect())
+            })?;
             let summary = std::fs::read(entry.path().join("summary.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
@@ -194,5 +332,77 @@ impl StateStore for EmbeddedStore {
 
     fn batch_dir(&self, id: u64) -> PathBuf {
         self.root.join(id.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int32Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn table(values: &[i32]) -> Tables {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))])
+            .unwrap();
+        Tables::from([("metrics".to_string(), vec![batch.clone(), batch])])
+    }
+
+    #[test]
+    fn results_survive_reopen_first_wins_and_a_torn_tail_is_cut() {
+        let root = std::env::temp_dir().join(format!("xt-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = EmbeddedStore::open(&root).unwrap();
+        let record = BatchRecord {
+            spec: BatchSpec::new("synthetic://?symbols=3", "macd"),
+            jobs: Vec::new(),
+            dates: vec![1, 2],
+        };
+        store.save_batch(7, &record).unwrap();
+        let done = JobRecord {
+            bars: 10,
+            error: None,
+        };
+        store.save_result(7, 0, &table(&[1, 2]), &done).unwrap();
+        store.save_result(7, 0, &table(&[9]), &done).unwrap();
+        let failed = JobRecord {
+            bars: 0,
+            error: Some("bad bar".into()),
+        };
+        store.save_result(7, 2, &table(&[3]), &failed).unwrap();
+        let len = std::fs::metadata(root.join("7/results.log")).unwrap().len();
+        drop(store);
+        // A crash mid-append: half a record at the end.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("7/results.log"))
+            .unwrap();
+        let torn = encode(1, &table(&[4]), &done).unwrap();
+        io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
+        drop(f);
+
+        let store = EmbeddedStore::open(&root).unwrap();
+        let first = store.load_result(7, 0).unwrap().unwrap();
+        assert_eq!(first, table(&[1, 2]), "the first result stays");
+        assert_eq!(
+            store.load_result(7, 1).unwrap(),
+            None,
+            "the torn record is gone"
+        );
+        assert_eq!(store.load_result(7, 2).unwrap().unwrap(), table(&[3]));
+        assert_eq!(
+            std::fs::metadata(root.join("7/results.log")).unwrap().len(),
+            len,
+            "cut back to the last whole record"
+        );
+        // Appending after the cut gives a readable log again.
+        store.save_result(7, 1, &table(&[5]), &done).unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(&root).unwrap();
+        let all = store.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(store.load_result(7, 1).unwrap().unwrap(), table(&[5]));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

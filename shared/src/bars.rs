@@ -106,20 +106,7 @@ impl Bars {
                 ));
             }
         }
-        for t in 1..n {
-            if self.dates[t] <= self.dates[t - 1] {
-                let rule = if self.dates[t] == self.dates[t - 1] {
-                    "duplicate date".to_string()
-                } else {
-                    format!(
-                        "dates must strictly ascend, but it follows {}",
-                        format_date(self.dates[t - 1])
-                    )
-                };
-                return Err(self.error(t, rule));
-            }
-        }
-        Ok(())
+        check_ascending(&self.symbol, &self.dates)
     }
 
     fn check_bar(&self, t: usize) -> Result<(), BarsError> {
@@ -186,6 +173,42 @@ impl Bars {
             volume: self.volume[lo..hi].to_vec(),
         }
     }
+}
+
+/// Fails on the first date that does not strictly follow the one before it.
+pub fn check_ascending(symbol: &str, dates: &[Date]) -> Result<(), BarsError> {
+    for t in 1..dates.len() {
+        if dates[t] <= dates[t - 1] {
+            let rule = if dates[t] == dates[t - 1] {
+                "duplicate date".to_string()
+            } else {
+                format!(
+                    "dates must strictly ascend, but it follows {}",
+                    format_date(dates[t - 1])
+                )
+            };
+            return Err(BarsError {
+                symbol: symbol.to_string(),
+                row: t,
+                date: format_date(dates[t]),
+                rule,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The dates inside `[start, end]` of a history whose dates must strictly ascend.
+pub fn dates_in_range(
+    symbol: &str,
+    dates: &[Date],
+    start: Option<Date>,
+    end: Option<Date>,
+) -> Result<Vec<Date>, BarsError> {
+    check_ascending(symbol, dates)?;
+    let lo = start.map_or(0, |s| dates.partition_point(|&d| d < s));
+    let hi = end.map_or(dates.len(), |e| dates.partition_point(|&d| d <= e));
+    Ok(dates[lo..hi.max(lo)].to_vec())
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! that turns a batch into its jobs (SEMANTICS section 5: which symbols get a job, and the
 //! capital of each sleeve).
 //!
-//! Planning reads the bars once to decide (a symbol with no bar inside both the range and
-//! its membership gets no job, and weights are normalised over the symbols that do), so it
-//! hands them on with the plan: the local runner uses them as they are, the coordinator
-//! drops them and the worker reads its symbol again.
+//! Planning reads only each member's dates (a symbol with no bar inside both the range and
+//! its membership gets no job, and weights are normalised over the symbols that do; the
+//! union of the dates is the portfolio's calendar). Whoever runs a job reads its bars and
+//! checks its prices: the local runner and a worker alike.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +16,6 @@ use crate::source::BarSource;
 use crate::spec::{BatchSpec, SpecError, Table};
 use crate::universe::{Member, Universe};
 use rayon::prelude::*;
-
-use crate::Bars;
 
 /// One symbol's job, as sent to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,11 +52,34 @@ impl JobSpec {
     }
 }
 
-/// A planned job and the bars planning read for it (or why they could not be read).
+/// What a Flight upload is: one job attempt's results (the descriptor's `cmd`, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    pub worker: u64,
+    pub batch: u64,
+    pub job: u32,
+    pub attempt: u32,
+    /// Bar evaluations the job performed.
+    pub bars: u64,
+    /// Set when the job ran but its data failed: its tables are error rows, and it counts
+    /// as failed without a retry (it would fail again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The reply to an upload (`PutResult.app_metadata`, JSON): whether it completed the job.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadReply {
+    pub accepted: bool,
+}
+
+/// A planned job and how many bars it has in range (0 when its dates could not be read: the
+/// job still runs, and reports the error in its rows).
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
     pub spec: JobSpec,
-    pub bars: Result<Bars, String>,
+    pub bars: usize,
 }
 
 /// A batch as jobs.
@@ -69,31 +90,31 @@ pub struct BatchPlan {
     pub dates: Vec<Date>,
 }
 
-/// Splits a batch into jobs, reading the members' bars in parallel on the current rayon pool.
+/// Splits a batch into jobs, reading the members' dates in parallel on the current rayon pool.
 pub fn plan(
     spec: &BatchSpec,
     source: &dyn BarSource,
     universe: &Universe,
 ) -> Result<BatchPlan, SpecError> {
     let (start, end) = spec.range()?;
-    let loaded: Vec<Result<Bars, String>> = universe
+    let loaded: Vec<Result<Vec<Date>, String>> = universe
         .members
         .par_iter()
         .map(|m| {
             source
-                .load_range(&m.symbol, start, end)
+                .dates(&m.symbol, start, end)
                 .map_err(|e| e.to_string())
         })
         .collect();
     let mut chosen = Vec::new();
-    for (m, bars) in universe.members.iter().zip(loaded) {
-        let has_bars = match &bars {
-            Ok(b) => b.dates.iter().any(|&d| m.is_member(d)),
+    for (m, dates) in universe.members.iter().zip(loaded) {
+        let has_bars = match &dates {
+            Ok(d) => d.iter().any(|&d| m.is_member(d)),
             // A job whose data fails still runs: it reports the error in its rows.
             Err(_) => true,
         };
         if has_bars {
-            chosen.push((m, bars));
+            chosen.push((m, dates));
         }
     }
     if chosen.is_empty() {
@@ -110,10 +131,11 @@ pub fn plan(
         ));
     }
     let costs = spec.resolved_costs();
+    let dates = union_dates(chosen.iter().filter_map(|(_, d)| d.as_deref().ok()));
     let jobs: Vec<PlannedJob> = chosen
         .into_iter()
         .enumerate()
-        .map(|(i, (m, bars))| PlannedJob {
+        .map(|(i, (m, dates))| PlannedJob {
             spec: JobSpec {
                 job: i as u32,
                 symbol: m.symbol.clone(),
@@ -131,13 +153,8 @@ pub fn plan(
                 trades: spec.wants(Table::Trades),
                 equity: spec.wants(Table::Equity),
             },
-            bars,
+            bars: dates.map_or(0, |d| d.len()),
         })
         .collect();
-    let dates = union_dates(
-        jobs.iter()
-            .filter_map(|j| j.bars.as_ref().ok())
-            .map(|b| &b.dates[..]),
-    );
     Ok(BatchPlan { jobs, dates })
 }

@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::bars::{Bars, BarsError};
+use crate::bars::{Bars, BarsError, dates_in_range};
 use crate::date::{Date, parse_date};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,20 @@ pub trait BarSource: Send + Sync {
         end: Option<Date>,
     ) -> Result<Bars, DataError> {
         Ok(self.read(symbol)?.validated_range(start, end)?)
+    }
+
+    /// One symbol's trading dates inside `[start, end]`: all that planning a batch needs
+    /// (which members have a bar in range, and the portfolio's calendar). Sources override
+    /// it when dates cost less to read than whole bars; the prices are checked by whoever
+    /// runs the job.
+    fn dates(
+        &self,
+        symbol: &str,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Vec<Date>, DataError> {
+        let bars = self.read(symbol)?;
+        Ok(dates_in_range(symbol, &bars.dates, start, end)?)
     }
 
     /// Every symbol the source holds, sorted.
@@ -183,6 +197,21 @@ impl BarSource for CsvDir {
         read_csv(symbol, file)
     }
 
+    fn dates(
+        &self,
+        symbol: &str,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Vec<Date>, DataError> {
+        let path = self.0.path_of(symbol)?;
+        let file = File::open(&path).map_err(|e| DataError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let dates = read_csv_dates(symbol, file)?;
+        Ok(dates_in_range(symbol, &dates, start, end)?)
+    }
+
     fn symbols(&self) -> Result<Vec<String>, DataError> {
         self.0.symbols()
     }
@@ -234,6 +263,40 @@ pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataEr
         row += 1;
     }
     Ok(bars)
+}
+
+/// Reads only the `date` column of CSV bar text (the prices are not parsed).
+pub fn read_csv_dates(symbol: &str, reader: impl std::io::Read) -> Result<Vec<Date>, DataError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let io = |e: csv::Error| DataError::Io {
+        path: format!("{symbol}.csv"),
+        message: e.to_string(),
+    };
+    let column = csv
+        .headers()
+        .map_err(io)?
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case("date"))
+        .ok_or(DataError::MissingColumn {
+            symbol: symbol.to_string(),
+            column: "date",
+        })?;
+    let mut dates = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    while csv.read_byte_record(&mut record).map_err(io)? {
+        let field = std::str::from_utf8(record.get(column).unwrap_or(b"")).unwrap_or("");
+        let date = parse_date(field).ok_or_else(|| DataError::Parse {
+            symbol: symbol.to_string(),
+            row: dates.len(),
+            column: "date",
+            value: field.to_string(),
+            expected: "a date YYYY-MM-DD",
+        })?;
+        dates.push(date);
+    }
+    Ok(dates)
 }
 
 /// Writes bars as CSV with the standard header. Prices are written in Rust's shortest
@@ -449,7 +512,24 @@ mod tests {
         .unwrap();
         assert_eq!(CsvDir::open(&dir).unwrap().load(&sym).unwrap(), bars);
         assert_eq!(ParquetDir::open(&dir).unwrap().load(&sym).unwrap(), bars);
-        assert_eq!(CsvDir::open(&dir).unwrap().symbols().unwrap(), vec![sym]);
+        assert_eq!(
+            CsvDir::open(&dir).unwrap().symbols().unwrap(),
+            vec![sym.clone()]
+        );
+        // Planning's date-only reads agree with the bars, range applied.
+        let (start, end) = (Some(bars.dates[1]), Some(bars.dates[bars.len() - 2]));
+        let cut = bars.in_range(start, end).dates;
+        assert_eq!(
+            CsvDir::open(&dir).unwrap().dates(&sym, start, end).unwrap(),
+            cut
+        );
+        assert_eq!(
+            ParquetDir::open(&dir)
+                .unwrap()
+                .dates(&sym, start, end)
+                .unwrap(),
+            cut
+        );
     }
 
     #[test]
@@ -494,5 +574,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing column \"volume\""), "{e}");
+        // Dates alone do not look at prices, but still name a bad date and its row.
+        assert_eq!(read_csv_dates("AAA", text.as_bytes()).unwrap().len(), 2);
+        let e = read_csv_dates("AAA", "date,open\n2024-01-02,1\n2024-13-01,1\n".as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 1") && e.contains("2024-13-01"), "{e}");
+        let e = dates_in_range("AAA", &[5, 4], None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("strictly ascend"), "{e}");
     }
 }

@@ -7,7 +7,7 @@
 //! (SplitMix64 and Box-Muller with no platform-dependent maths beyond `ln`, `sqrt`,
 //! `cos`, `exp`), not a crate whose stream could change between versions.
 
-use crate::bars::Bars;
+use crate::bars::{Bars, dates_in_range};
 use crate::date::{Date, weekday, ymd};
 use crate::market::{Limit, limit_price};
 use crate::source::{BarSource, DataError};
@@ -81,7 +81,7 @@ impl SyntheticMarket {
     }
 
     /// Trading days: weekdays from 2015-01-05.
-    fn dates(&self) -> Vec<Date> {
+    fn calendar(&self) -> Vec<Date> {
         let n = self.years * DAYS_PER_YEAR;
         let mut out = Vec::with_capacity(n);
         let mut d = ymd(2015, 1, 5).expect("a valid date");
@@ -96,7 +96,7 @@ impl SyntheticMarket {
 
     /// The bars of symbol `i`.
     pub fn generate(&self, i: usize) -> Bars {
-        let dates = self.dates();
+        let dates = self.calendar();
         let mut rng = Rng(self.seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
         for _ in 0..4 {
             rng.next_u64();
@@ -153,8 +153,8 @@ impl SyntheticMarket {
     }
 }
 
-impl BarSource for SyntheticMarket {
-    fn read(&self, symbol: &str) -> Result<Bars, DataError> {
+impl SyntheticMarket {
+    fn index(&self, symbol: &str) -> Result<usize, DataError> {
         let unknown = || DataError::UnknownSymbol {
             symbol: symbol.to_string(),
             path: format!("synthetic market of {} symbols", self.symbols),
@@ -166,7 +166,24 @@ impl BarSource for SyntheticMarket {
         if i >= self.symbols || symbol != self.symbol(i) {
             return Err(unknown());
         }
-        Ok(self.generate(i))
+        Ok(i)
+    }
+}
+
+impl BarSource for SyntheticMarket {
+    fn read(&self, symbol: &str) -> Result<Bars, DataError> {
+        Ok(self.generate(self.index(symbol)?))
+    }
+
+    /// Every symbol trades (or is suspended with a bar) on every day of one calendar.
+    fn dates(
+        &self,
+        symbol: &str,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Vec<Date>, DataError> {
+        self.index(symbol)?;
+        Ok(dates_in_range(symbol, &self.calendar(), start, end)?)
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
@@ -213,6 +230,16 @@ mod tests {
             m.load("SYN00020"),
             Err(DataError::UnknownSymbol { .. })
         ));
+        // Planning reads only dates: they must be the bars' own.
+        let (start, end) = (ymd(2016, 3, 1), ymd(2017, 6, 30));
+        for i in [0, 7] {
+            let symbol = m.symbol(i);
+            assert_eq!(
+                m.dates(&symbol, start, end).unwrap(),
+                m.load_range(&symbol, start, end).unwrap().dates
+            );
+        }
+        assert!(m.dates("SYN00020", None, None).is_err());
         assert!(matches!(
             m.load("SYN3"),
             Err(DataError::UnknownSymbol { .. })

@@ -19,7 +19,7 @@ use arrow_flight::{FlightData, FlightDescriptor};
 use futures::{TryStreamExt, stream};
 use tonic::transport::Channel;
 use xt_shared::BarSource;
-use xt_shared::job::JobSpec;
+use xt_shared::job::{JobSpec, Upload};
 use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
 use xt_shared::wire::jobs_client::JobsClient;
@@ -98,8 +98,13 @@ pub struct WorkerConfig {
 }
 
 async fn connect(url: &str) -> Result<Channel> {
+    // Windows and frames sized for result uploads of tens to hundreds of kilobytes (the
+    // coordinator's server uses the same).
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("--coordinator {url}"))?;
+        .with_context(|| format!("--coordinator {url}"))?
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .tcp_nodelay(true);
     let mut delay = Duration::from_millis(50);
     loop {
         match endpoint.connect().await {
@@ -114,7 +119,7 @@ async fn connect(url: &str) -> Result<Channel> {
     }
 }
 
-/// Uploads a job's tables and reports it complete, retrying with backoff until the
+/// Uploads a job's tables (which completes it), retrying with backoff until the
 /// coordinator answers: a finished result is never dropped while the worker runs.
 async fn deliver(channel: &Channel, worker: u64, lease: &JobLease, output: &JobOutput) {
     let mut delay = Duration::from_millis(50);
@@ -139,27 +144,32 @@ async fn try_deliver(
     lease: &JobLease,
     output: &JobOutput,
 ) -> Result<()> {
-    let mut flight = FlightServiceClient::new(channel.clone()).max_encoding_message_size(256 << 20);
-    for (table, batch) in &output.tables {
-        let cmd = serde_json::json!({"batch": lease.batch, "job": lease.job, "attempt": lease.attempt, "table": table});
-        let data: Vec<FlightData> = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd.to_string())))
-            .build(stream::iter([Ok(batch.clone())]))
-            .try_collect()
-            .await?;
-        let mut response = flight.do_put(stream::iter(data)).await?.into_inner();
-        while response.message().await?.is_some() {}
-    }
-    let mut jobs = JobsClient::new(channel.clone());
-    jobs.complete(CompleteRequest {
+    let upload = Upload {
         worker,
         batch: lease.batch,
         job: lease.job,
         attempt: lease.attempt,
         bars: output.bars,
-        error: output.error.clone().unwrap_or_default(),
-    })
-    .await?;
+        error: output.error.clone(),
+    };
+    // One stream for all the tables: each starts with its schema, named in app_metadata.
+    let mut data: Vec<FlightData> = Vec::new();
+    for (table, batch) in &output.tables {
+        let mut encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(batch.clone())]))
+            .try_collect()
+            .await?;
+        if let Some(schema) = encoded.first_mut() {
+            schema.app_metadata = table.as_bytes().to_vec().into();
+        }
+        data.extend(encoded);
+    }
+    if let Some(first) = data.first_mut() {
+        first.flight_descriptor = Some(FlightDescriptor::new_cmd(serde_json::to_vec(&upload)?));
+    }
+    let mut flight = FlightServiceClient::new(channel.clone()).max_encoding_message_size(256 << 20);
+    let mut response = flight.do_put(stream::iter(data)).await?.into_inner();
+    while response.message().await?.is_some() {}
     Ok(())
 }
 
@@ -196,14 +206,28 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             .build()?,
     );
     let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Jobs leased and not yet computed. Up to twice the slots, so the pool never waits on
+    // a lease round trip between jobs.
+    let computing = Arc::new(AtomicUsize::new(0));
+    // Results computed and not yet taken by the coordinator. A slot is free again as soon
+    // as its job is computed, while its upload runs; past this many undelivered results
+    // (an unreachable coordinator) the worker stops leasing.
+    let delivering = Arc::new(AtomicUsize::new(0));
+    let (max_computing, max_delivering) = (2 * config.slots.max(1), 4 * config.slots.max(1));
+    let computed = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while tasks.try_join_next().is_some() {}
-        let free = config
-            .slots
-            .saturating_sub(in_flight.load(Ordering::SeqCst));
+        // Leased in rounds of at least `slots` jobs (or all the room there is): a lease call
+        // per finished job would double the calls per job.
+        let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
+        let free =
+            if delivering.load(Ordering::SeqCst) < max_delivering && room >= config.slots.max(1) {
+                room
+            } else {
+                0
+            };
         let worker = id.load(Ordering::SeqCst);
         let leases = if free > 0 {
             match jobs
@@ -238,13 +262,10 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         };
         let idle = leases.is_empty();
         for lease in leases {
-            in_flight.fetch_add(1, Ordering::SeqCst);
-            let (pool, sources, in_flight, channel) = (
-                pool.clone(),
-                sources.clone(),
-                in_flight.clone(),
-                channel.clone(),
-            );
+            computing.fetch_add(1, Ordering::SeqCst);
+            let (pool, sources, channel) = (pool.clone(), sources.clone(), channel.clone());
+            let (computing, delivering, computed) =
+                (computing.clone(), delivering.clone(), computed.clone());
             tasks.spawn(async move {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let spec_json = lease.spec_json.clone();
@@ -270,10 +291,13 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     let _ = tx.send(result);
                 });
                 // A dropped sender means the job panicked on the pool.
-                match rx
+                let result = rx
                     .await
-                    .unwrap_or_else(|_| Err("the job panicked".to_string()))
-                {
+                    .unwrap_or_else(|_| Err("the job panicked".to_string()));
+                delivering.fetch_add(1, Ordering::SeqCst);
+                computing.fetch_sub(1, Ordering::SeqCst);
+                computed.notify_one();
+                match result {
                     Ok(output) => deliver(&channel, worker, &lease, &output).await,
                     Err(error) => {
                         let request = FailRequest {
@@ -286,14 +310,15 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                         let _ = JobsClient::new(channel.clone()).fail(request).await;
                     }
                 }
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                delivering.fetch_sub(1, Ordering::SeqCst);
+                computed.notify_one();
             });
         }
         if idle {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = computed.notified() => {}
             }
         }
     }

@@ -84,7 +84,7 @@ pub fn execute(
     writer.finish()
 }
 
-/// A batch expanded into jobs and parameter combinations, bars loaded.
+/// A batch expanded into jobs and parameter combinations.
 pub struct Plan {
     pub strategy: &'static dyn Strategy,
     pub combos: Vec<ParamSet>,
@@ -93,8 +93,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks the spec and the strategy's parameters, then plans the jobs (loading each
-    /// member's bars once, in parallel on the current rayon pool).
+    /// Checks the spec and the strategy's parameters, then plans the jobs (reading each
+    /// member's dates, in parallel on the current rayon pool).
     pub fn new(
         spec: &BatchSpec,
         source: &dyn BarSource,
@@ -114,13 +114,7 @@ impl Plan {
 
     /// Bar evaluations the batch will perform: bars times combinations, summed over jobs.
     pub fn bar_evaluations(&self) -> u64 {
-        let bars: usize = self
-            .batch
-            .jobs
-            .iter()
-            .filter_map(|j| j.bars.as_ref().ok())
-            .map(|b| b.len())
-            .sum();
+        let bars: usize = self.batch.jobs.iter().map(|j| j.bars).sum();
         (bars * self.combos.len()) as u64
     }
 }
@@ -160,10 +154,12 @@ pub fn finish_portfolio(
     Ok((table, metrics))
 }
 
-/// Runs every job on the current rayon pool, handing each job's tables to `sink` as it
-/// finishes (in completion order, with the job's index) and calling `progress(done, total)`.
+/// Runs every job on the current rayon pool, each reading its bars from `source`, handing
+/// each job's tables to `sink` as it finishes (in completion order, with the job's index)
+/// and calling `progress(done, total)`.
 pub fn run_plan(
     plan: &Plan,
+    source: &dyn BarSource,
     sink: &(dyn Fn(usize, JobTables) + Sync),
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BatchOutcome, ArrowError> {
@@ -171,21 +167,25 @@ pub fn run_plan(
         plan.batch.dates.clone(),
         plan.combos.len() + 1,
     ));
-    let done = AtomicUsize::new(0);
+    let (done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let total = plan.batch.jobs.len();
     plan.batch
         .jobs
         .par_iter()
         .enumerate()
         .try_for_each(|(i, job)| {
-            if job.bars.is_err() {
+            let bars = source
+                .load_range(&job.spec.symbol, job.spec.start, job.spec.end)
+                .map_err(|e| e.to_string());
+            if bars.is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
                 lock(&portfolio).add_cash(job.spec.capital);
             }
             let tables = execute(
                 &job.spec,
                 plan.strategy,
                 &plan.combos,
-                &job.bars,
+                &bars,
                 &mut |c, dates, equity| {
                     lock(&portfolio).add_sleeve(c, job.spec.capital, dates, equity)
                 },
@@ -196,12 +196,11 @@ pub fn run_plan(
         })?;
     let sums = portfolio.into_inner().unwrap_or_else(|e| e.into_inner());
     let (portfolio, portfolio_metrics) = finish_portfolio(&plan.combos, plan.capital, &sums)?;
-    let failed = plan.batch.jobs.iter().filter(|j| j.bars.is_err()).count();
     Ok(BatchOutcome {
         portfolio,
         portfolio_metrics,
         jobs: total,
-        failed,
+        failed: failed.into_inner(),
     })
 }
 
@@ -222,7 +221,12 @@ pub fn run_batch(
 ) -> Result<BatchResult, RunError> {
     let plan = Plan::new(spec, source, universe)?;
     let collected = Mutex::new(Vec::with_capacity(plan.batch.jobs.len()));
-    let outcome = run_plan(&plan, &|i, t| lock(&collected).push((i, t)), &|_, _| {})?;
+    let outcome = run_plan(
+        &plan,
+        source,
+        &|i, t| lock(&collected).push((i, t)),
+        &|_, _| {},
+    )?;
     let mut jobs = collected.into_inner().unwrap_or_else(|e| e.into_inner());
     jobs.sort_by_key(|(i, _)| *i);
     let (metrics, trades, equity) = concat_tables(jobs.into_iter().map(|(_, t)| t))?;
