@@ -32,6 +32,9 @@ struct Args {
     years: usize,
     #[arg(long, default_value = "macd")]
     strategy: String,
+    /// A parameter grid as JSON (`{"fast":[8,10,12]}`); the strategy's defaults otherwise.
+    #[arg(long)]
+    grid: Option<String>,
     /// Near-empty jobs for the scheduling throughput.
     #[arg(long, default_value_t = 20_000)]
     empty_jobs: usize,
@@ -290,6 +293,9 @@ fn main() -> anyhow::Result<()> {
         args.symbols, args.years
     );
     let mut spec = BatchSpec::new(data, &args.strategy);
+    if let Some(grid) = &args.grid {
+        spec.grid = Some(serde_json::from_str(grid).context("--grid")?);
+    }
     spec.tables = Some(vec![
         xt_shared::spec::Table::Metrics,
         xt_shared::spec::Table::Portfolio,
@@ -305,8 +311,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     println!(
-        "| {} symbols x {} years, {} | seconds (median of {}) | spread | CPU seconds | vs in-process |",
-        args.symbols, args.years, args.strategy, args.runs
+        "| {} symbols x {} years, {} {} | seconds (median of {}) | spread | CPU seconds | vs in-process |",
+        args.symbols,
+        args.years,
+        args.strategy,
+        args.grid.as_deref().unwrap_or(""),
+        args.runs
     );
     println!("|---|---|---|---|---|");
     let row = |name: &str, t: &Timing| {
