@@ -163,12 +163,18 @@ async fn on_loopback(
 ) -> Result<(PathBuf, u64)> {
     use xt_shared::wire::jobs_client::JobsClient;
     use xt_shared::wire::{StatusRequest, SubmitRequest};
-    let cluster =
-        xt_coordinator::local::LocalCluster::start(state.join("batches"), workers, slots).await?;
+    let cluster = xt_coordinator::local::LocalCluster::start(
+        state.join("batches"),
+        workers,
+        slots,
+        Default::default(),
+    )
+    .await?;
     let mut client = JobsClient::connect(cluster.url.clone()).await?;
     let submitted = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(spec)?,
+            ..Default::default()
         })
         .await;
     let reply = match submitted {

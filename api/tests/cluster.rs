@@ -46,6 +46,9 @@ fn coordinator_at(state: &Path, listen: &str) -> (Proc, String) {
             state.to_str().unwrap(),
             "--lease-ms",
             "1000",
+            // The tests' data directories are made under here.
+            "--data-root",
+            env!("CARGO_TARGET_TMPDIR"),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -113,6 +116,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let reply = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -187,6 +191,7 @@ async fn bad_batches_are_refused_with_the_field_named() {
         let e = client
             .submit(SubmitRequest {
                 spec_json: spec.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -226,6 +231,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
     let reply = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -264,6 +270,7 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let reply = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -322,6 +329,7 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let reply = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -391,6 +399,7 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
     let mut client = JobsClient::connect(url).await.unwrap();
     let submit = |spec: BatchSpec| SubmitRequest {
         spec_json: serde_json::to_string(&spec).unwrap(),
+        ..Default::default()
     };
     let big = client
         .submit(submit(BatchSpec::new(

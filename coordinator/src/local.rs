@@ -3,13 +3,12 @@
 //! cluster bench run batches on it.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use xt_worker::client::{WorkerConfig, run_worker};
 
-use crate::service::{Coordinator, serve};
+use crate::service::{Config, Coordinator, serve};
 
 pub struct LocalCluster {
     /// `http://127.0.0.1:<port>` of the coordinator.
@@ -24,10 +23,15 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Starts a coordinator on the embedded store in `state` and `workers` workers with
     /// `slots` job slots each.
-    pub async fn start(state: PathBuf, workers: usize, slots: usize) -> anyhow::Result<Self> {
+    pub async fn start(
+        state: PathBuf,
+        workers: usize,
+        slots: usize,
+        config: Config,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let coordinator = Coordinator::open(state, Duration::from_secs(30))?;
+        let coordinator = Coordinator::open(state, config)?;
         let (stop_workers, workers_stopped) = watch::channel(false);
         let (stop_server, server_stopped) = watch::channel(false);
         let stopped_signal = |mut rx: watch::Receiver<bool>| async move {

@@ -481,6 +481,11 @@ impl Scheduler {
     pub fn queue_depth(&self) -> usize {
         self.batches.values().map(|b| b.queue.len()).sum()
     }
+
+    /// Workers registered and not gone.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
 }
 
 #[cfg(test)]

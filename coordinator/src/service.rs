@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -44,12 +45,72 @@ struct BatchRun {
     bars: u64,
     started: Instant,
     summary: Option<Value>,
+    tenant: String,
+    owner: String,
+    submitted_ms: u64,
 }
 
 struct State {
     scheduler: Scheduler,
     next_batch: u64,
     batches: HashMap<u64, BatchRun>,
+    durations: Histogram,
+}
+
+/// Job durations on workers, cumulative per upper bound as Prometheus wants them.
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        let bounds = vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+        Histogram {
+            counts: vec![0; bounds.len()],
+            bounds,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if seconds <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// What an operator decides about a coordinator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A lease without a heartbeat for this long goes back to the queue.
+    pub lease_ttl: Duration,
+    /// Data directories and universe files resolve only inside these (canonical paths).
+    /// `None` serves any path: `xt local`, where the user and the service are one.
+    pub data_roots: Option<Vec<PathBuf>>,
+    /// Per tenant: batches not yet finished.
+    pub max_running_batches: usize,
+    /// Per tenant: jobs waiting in the queue.
+    pub max_queued_jobs: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease_ttl: Duration::from_secs(30),
+            data_roots: None,
+            max_running_batches: 1_000,
+            max_queued_jobs: 10_000_000,
+        }
+    }
 }
 
 /// The coordinator: shared by the gRPC and Flight services and the lease reaper.
@@ -58,6 +119,13 @@ pub struct Coordinator {
     state: Arc<Mutex<State>>,
     store: Arc<dyn StateStore>,
     heartbeat: Duration,
+    config: Arc<Config>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -67,7 +135,15 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl Coordinator {
     /// A coordinator on the embedded store in `state`, resuming every batch found there:
     /// finished jobs stay finished, the others are queued again.
-    pub fn open(state: PathBuf, lease_ttl: Duration) -> anyhow::Result<Self> {
+    pub fn open(state: PathBuf, mut config: Config) -> anyhow::Result<Self> {
+        if let Some(roots) = &mut config.data_roots {
+            for r in roots.iter_mut() {
+                *r = r
+                    .canonicalize()
+                    .map_err(|e| anyhow::anyhow!("data root {}: {e}", r.display()))?;
+            }
+        }
+        let lease_ttl = config.lease_ttl;
         let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(state)?);
         let mut scheduler = Scheduler::new(lease_ttl, 3);
         let mut batches = HashMap::new();
@@ -104,6 +180,9 @@ impl Coordinator {
                     bars,
                     started: Instant::now(),
                     summary: stored.summary,
+                    tenant: r.tenant,
+                    owner: r.owner,
+                    submitted_ms: r.submitted_ms,
                 },
             );
         }
@@ -112,9 +191,11 @@ impl Coordinator {
                 scheduler,
                 next_batch,
                 batches,
+                durations: Histogram::new(),
             })),
             store,
             heartbeat: lease_ttl / 4,
+            config: Arc::new(config),
         };
         // A batch whose last job finished just before a crash is aggregated now.
         coordinator.reap();
@@ -142,18 +223,24 @@ impl Coordinator {
         self.store.batch_dir(batch)
     }
 
-    /// Validates and plans a batch, queues its jobs, returns its id and job count.
-    pub fn submit(&self, spec: BatchSpec) -> Result<(u64, u32), Status> {
+    /// Validates and plans a batch for `tenant`, queues its jobs, returns its id and job count.
+    pub fn submit(&self, spec: BatchSpec, tenant: &str, owner: &str) -> Result<(u64, u32), Status> {
         let bad = |e: xt_shared::SpecError| Status::invalid_argument(e.to_string());
         spec.check().map_err(bad)?;
         let (_, combos) = strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
             .map_err(bad)?;
+        let spec = match &self.config.data_roots {
+            Some(roots) => xt_shared::open::confine(&spec, roots).map_err(bad)?,
+            None => spec,
+        };
+        self.check_limits(tenant, 0)?;
         let data = DataSpec::parse(&spec.data).map_err(bad)?;
         let source = open_source(&data).map_err(bad)?;
         let universe = resolve_universe(&spec, &data, source.as_ref()).map_err(bad)?;
         let planned = plan(&spec, source.as_ref(), &universe).map_err(bad)?;
         let jobs: Vec<JobSpec> = planned.jobs.into_iter().map(|j| j.spec).collect();
         let n = jobs.len() as u32;
+        self.check_limits(tenant, n as usize)?;
         let mut s = self.lock();
         let id = s.next_batch;
         s.next_batch += 1;
@@ -162,6 +249,9 @@ impl Coordinator {
             spec: spec.clone(),
             jobs: jobs.clone(),
             dates: planned.dates.clone(),
+            tenant: tenant.to_string(),
+            owner: owner.to_string(),
+            submitted_ms: now_ms(),
         };
         self.store
             .save_batch(id, &record)
@@ -177,9 +267,117 @@ impl Coordinator {
                 bars: 0,
                 started: Instant::now(),
                 summary: None,
+                tenant: record.tenant,
+                owner: record.owner,
+                submitted_ms: record.submitted_ms,
             },
         );
         Ok((id, n))
+    }
+
+    /// Refuses a tenant's new batch of `jobs` jobs past its limits.
+    fn check_limits(&self, tenant: &str, jobs: usize) -> Result<(), Status> {
+        let s = self.lock();
+        let mut running = 0;
+        let mut queued = 0;
+        for (id, run) in &s.batches {
+            if run.tenant != tenant || run.summary.is_some() {
+                continue;
+            }
+            running += 1;
+            queued += s.scheduler.progress(*id).map_or(0, |p| p.queued);
+        }
+        if running >= self.config.max_running_batches {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant:?} has {running} batches running, its limit; wait for one to finish or cancel one"
+            )));
+        }
+        if queued + jobs > self.config.max_queued_jobs {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant:?} has {queued} jobs queued; {jobs} more would pass its limit of {}",
+                self.config.max_queued_jobs
+            )));
+        }
+        Ok(())
+    }
+
+    /// The status of one batch.
+    fn status_of(&self, s: &State, id: u64) -> Result<StatusReply, Status> {
+        let p = s
+            .scheduler
+            .progress(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let run = s
+            .batches
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
+        let elapsed = run.started.elapsed().as_secs_f64();
+        let finished_jobs = p.done + p.failed + p.cancelled;
+        let remaining = p.queued + p.running;
+        let eta = if finished_jobs > 0 && run.summary.is_none() {
+            elapsed / finished_jobs as f64 * remaining as f64
+        } else {
+            0.0
+        };
+        Ok(StatusReply {
+            elapsed_seconds: elapsed,
+            eta_seconds: eta,
+            queued: p.queued as u32,
+            running: p.running as u32,
+            done: p.done as u32,
+            failed: p.failed as u32,
+            cancelled: p.cancelled as u32,
+            bars: run.bars,
+            finished: run.summary.is_some(),
+            summary_json: run
+                .summary
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            batch: id,
+            tenant: run.tenant.clone(),
+            owner: run.owner.clone(),
+            name: run.spec.name.clone().unwrap_or_default(),
+            submitted_ms: run.submitted_ms,
+            jobs: run.jobs.len() as u32,
+        })
+    }
+
+    /// Which tables a finished batch has.
+    fn table_path(&self, ticket: &str) -> Result<(u64, PathBuf), Status> {
+        let (batch, table) = ticket.split_once('/').ok_or_else(|| {
+            Status::invalid_argument(format!("ticket {ticket:?} is not batch_id/table"))
+        })?;
+        let batch: u64 = batch
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{batch:?} is not a batch id")))?;
+        let table = Table::parse(table).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{table:?} is not a table (metrics, trades, equity, portfolio)"
+            ))
+        })?;
+        let s = self.lock();
+        let run = s
+            .batches
+            .get(&batch)
+            .ok_or_else(|| Status::not_found(format!("unknown batch {batch}")))?;
+        if run.summary.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "batch {batch} has not finished"
+            )));
+        }
+        if !run.spec.wants(table) {
+            return Err(Status::not_found(format!(
+                "batch {batch} did not keep the {} table",
+                table.name()
+            )));
+        }
+        Ok((
+            batch,
+            self.store
+                .batch_dir(batch)
+                .join(format!("{}.parquet", table.name())),
+        ))
     }
 
     /// Completes a job attempt with its uploaded tables: stored durably if the job is still
@@ -216,8 +414,11 @@ impl Coordinator {
                 .complete_failed(key, upload.attempt, upload.worker, error),
         };
         let accepted = completion == Completion::Accepted;
-        if accepted && let Some(run) = s.batches.get_mut(&upload.batch) {
-            run.bars += upload.bars;
+        if accepted {
+            s.durations.observe(upload.seconds);
+            if let Some(run) = s.batches.get_mut(&upload.batch) {
+                run.bars += upload.bars;
+            }
         }
         self.finish_if_done(&mut s, upload.batch);
         Ok(accepted)
@@ -507,51 +708,81 @@ impl Jobs for Coordinator {
     }
 
     async fn submit(&self, r: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
-        let spec: BatchSpec = serde_json::from_str(&r.into_inner().spec_json)
+        let r = r.into_inner();
+        let spec: BatchSpec = serde_json::from_str(&r.spec_json)
             .map_err(|e| Status::invalid_argument(format!("batch spec: {e}")))?;
         let this = self.clone();
-        // Planning reads every member's bars: off the async threads.
-        let (batch, jobs) = tokio::task::spawn_blocking(move || this.submit(spec))
-            .await
-            .map_err(internal)??;
+        // Planning reads every member's dates: off the async threads.
+        let (batch, jobs) =
+            tokio::task::spawn_blocking(move || this.submit(spec, &r.tenant, &r.owner))
+                .await
+                .map_err(internal)??;
         Ok(Response::new(SubmitReply { batch, jobs }))
     }
 
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let id = r.into_inner().batch;
         let s = self.lock();
-        let p = s
-            .scheduler
-            .progress(id)
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        let run = s
+        self.status_of(&s, id).map(Response::new)
+    }
+
+    async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        let r = r.into_inner();
+        let s = self.lock();
+        let mut ids: Vec<u64> = s
             .batches
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
-        let elapsed = run.started.elapsed().as_secs_f64();
-        let finished_jobs = p.done + p.failed + p.cancelled;
-        let remaining = p.queued + p.running;
-        let eta = if finished_jobs > 0 {
-            elapsed / finished_jobs as f64 * remaining as f64
-        } else {
-            0.0
+            .iter()
+            .filter(|(_, run)| r.tenant.is_empty() || run.tenant == r.tenant)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let total = ids.len() as u32;
+        let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
+        let batches = ids
+            .into_iter()
+            .skip(r.offset as usize)
+            .take(limit)
+            .map(|id| self.status_of(&s, id))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(ListReply { batches, total }))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        let s = self.lock();
+        let mut reply = StatsReply {
+            workers: s.scheduler.workers() as u32,
+            batches: s.batches.len() as u32,
+            duration_bounds: s.durations.bounds.clone(),
+            duration_counts: s.durations.counts.clone(),
+            duration_sum: s.durations.sum,
+            duration_count: s.durations.count,
+            ..StatsReply::default()
         };
-        Ok(Response::new(StatusReply {
-            elapsed_seconds: elapsed,
-            eta_seconds: eta,
-            queued: p.queued as u32,
-            running: p.running as u32,
-            done: p.done as u32,
-            failed: p.failed as u32,
-            cancelled: p.cancelled as u32,
-            bars: run.bars,
-            finished: run.summary.is_some(),
-            summary_json: run
-                .summary
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-        }))
+        for (id, run) in &s.batches {
+            if let Ok(p) = s.scheduler.progress(*id) {
+                reply.queued += p.queued as u64;
+                reply.running += p.running as u64;
+                reply.done += p.done as u64;
+                reply.failed += p.failed as u64;
+                reply.cancelled += p.cancelled as u64;
+            }
+            reply.bars += run.bars;
+            if run.summary.is_none() {
+                reply.batches_running += 1;
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn universes(
+        &self,
+        _: Request<UniversesRequest>,
+    ) -> Result<Response<UniversesReply>, Status> {
+        let roots = self.config.data_roots.clone().unwrap_or_default();
+        let files = tokio::task::spawn_blocking(move || xt_shared::open::universe_files(&roots))
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(UniversesReply { files }))
     }
 
     async fn cancel(&self, r: Request<CancelRequest>) -> Result<Response<CancelReply>, Status> {
@@ -656,11 +887,69 @@ impl FlightService for Coordinator {
     ) -> Result<Response<Self::HandshakeStream>, Status> {
         Err(Status::unimplemented("handshake"))
     }
+    /// The tables of finished batches; `criteria.expression` may be `{"tenant": "..."}`.
     async fn list_flights(
         &self,
-        _: Request<Criteria>,
+        r: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented("list_flights"))
+        let expression = r.into_inner().expression;
+        let tenant = if expression.is_empty() {
+            None
+        } else {
+            let v: Value = serde_json::from_slice(&expression)
+                .map_err(|e| Status::invalid_argument(format!("criteria: {e}")))?;
+            v.get("tenant").and_then(|t| t.as_str()).map(str::to_string)
+        };
+        let finished: Vec<(u64, Vec<Table>)> = {
+            let s = self.lock();
+            let mut v: Vec<_> = s
+                .batches
+                .iter()
+                .filter(|(_, run)| run.summary.is_some())
+                .filter(|(_, run)| tenant.as_ref().is_none_or(|t| &run.tenant == t))
+                .map(|(id, run)| {
+                    let tables = Table::ALL
+                        .into_iter()
+                        .filter(|t| run.spec.wants(*t))
+                        .collect();
+                    (*id, tables)
+                })
+                .collect();
+            v.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+            v
+        };
+        let mut infos = Vec::new();
+        for (batch, tables) in finished {
+            for table in tables {
+                let ticket = format!("{batch}/{}", table.name());
+                let path = self
+                    .store
+                    .batch_dir(batch)
+                    .join(format!("{}.parquet", table.name()));
+                let Ok(file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                let Ok(reader) =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                else {
+                    continue;
+                };
+                let rows = reader.metadata().file_metadata().num_rows();
+                let info = FlightInfo::new()
+                    .try_with_schema(reader.schema())
+                    .map_err(internal)?
+                    .with_descriptor(FlightDescriptor::new_path(vec![
+                        batch.to_string(),
+                        table.name().to_string(),
+                    ]))
+                    .with_endpoint(
+                        arrow_flight::FlightEndpoint::new().with_ticket(Ticket::new(ticket)),
+                    )
+                    .with_total_records(rows);
+                infos.push(Ok(info));
+            }
+        }
+        Ok(Response::new(stream::iter(infos).boxed()))
     }
     async fn get_flight_info(
         &self,
@@ -680,8 +969,36 @@ impl FlightService for Coordinator {
     ) -> Result<Response<SchemaResult>, Status> {
         Err(Status::unimplemented("get_schema"))
     }
-    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        Err(Status::unimplemented("do_get"))
+    /// Streams a finished batch's table; the ticket is `batch_id/table`. Read from its
+    /// Parquet file in record batches of 64K rows, so a table of any size streams in
+    /// bounded memory.
+    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = String::from_utf8(r.into_inner().ticket.to_vec())
+            .map_err(|_| Status::invalid_argument("the ticket is not UTF-8"))?;
+        let (_, path) = self.table_path(&ticket)?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| Status::not_found(format!("{ticket}: {e}")))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(65_536).build())
+            .map_err(internal)?;
+        let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
+        // The Parquet reader blocks: it runs on a blocking thread, handing batches over a
+        // small channel (back-pressure: a slow client holds at most a few batches here).
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for batch in reader {
+                let item = batch.map_err(arrow_flight::error::FlightError::from);
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Response::new(data.boxed()))
     }
     async fn do_action(
         &self,

@@ -27,6 +27,14 @@ pub struct BatchRecord {
     pub spec: BatchSpec,
     pub jobs: Vec<JobSpec>,
     pub dates: Vec<Date>,
+    /// Who submitted it: the tenant that may see it, and the user.
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default)]
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub submitted_ms: u64,
 }
 
 /// A job's accepted completion.
@@ -358,6 +366,9 @@ mod tests {
             spec: BatchSpec::new("synthetic://?symbols=3", "macd"),
             jobs: Vec::new(),
             dates: vec![1, 2],
+            tenant: "t".into(),
+            owner: "u".into(),
+            submitted_ms: 1,
         };
         store.save_batch(7, &record).unwrap();
         let done = JobRecord {

@@ -53,7 +53,7 @@ impl JobSpec {
 }
 
 /// What a Flight upload is: one job attempt's results (the descriptor's `cmd`, JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {
     pub worker: u64,
@@ -62,6 +62,9 @@ pub struct Upload {
     pub attempt: u32,
     /// Bar evaluations the job performed.
     pub bars: u64,
+    /// Seconds the job ran on the worker.
+    #[serde(default)]
+    pub seconds: f64,
     /// Set when the job ran but its data failed: its tables are error rows, and it counts
     /// as failed without a retry (it would fail again).
     #[serde(default, skip_serializing_if = "Option::is_none")]

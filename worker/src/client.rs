@@ -43,10 +43,13 @@ pub struct JobOutput {
     pub bars: u64,
     /// Why the job's data failed, when its tables are error rows.
     pub error: Option<String>,
+    /// Seconds it took, reading its bars included.
+    pub seconds: f64,
 }
 
 /// Runs a leased job: reads its bars from its data source, runs every combination.
 pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, String> {
+    let started = std::time::Instant::now();
     let (strategy, combos) =
         strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
             .map_err(|e| e.to_string())?;
@@ -84,6 +87,7 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
         tables: out,
         bars: (n * combos.len()) as u64,
         error,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -150,6 +154,7 @@ async fn try_deliver(
         job: lease.job,
         attempt: lease.attempt,
         bars: output.bars,
+        seconds: output.seconds,
         error: output.error.clone(),
     };
     // One stream for all the tables: each starts with its schema, named in app_metadata.

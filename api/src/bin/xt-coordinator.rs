@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use xt_coordinator::service::{Coordinator, serve};
+use xt_coordinator::service::{Config, Coordinator, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +22,17 @@ struct Args {
     /// A lease without a heartbeat for this long goes back to the queue (milliseconds).
     #[arg(long, env = "XT_LEASE_MS", default_value_t = 10_000)]
     lease_ms: u64,
+    /// A directory batches may read bars and universe files from (repeatable; `XT_DATA_ROOTS`
+    /// separates several with `:`). Paths in a batch resolve only inside these; with none,
+    /// only synthetic data is served.
+    #[arg(long = "data-root", env = "XT_DATA_ROOTS", value_delimiter = ':')]
+    data_roots: Vec<std::path::PathBuf>,
+    /// Per tenant: batches not yet finished.
+    #[arg(long, env = "XT_MAX_RUNNING_BATCHES", default_value_t = 20)]
+    max_running_batches: usize,
+    /// Per tenant: jobs waiting in the queue.
+    #[arg(long, env = "XT_MAX_QUEUED_JOBS", default_value_t = 1_000_000)]
+    max_queued_jobs: usize,
 }
 
 #[tokio::main]
@@ -30,7 +41,12 @@ async fn main() -> anyhow::Result<()> {
     // Resume every batch in the state directory before taking requests.
     let coordinator = Coordinator::open(
         args.state.join("batches"),
-        Duration::from_millis(args.lease_ms),
+        Config {
+            lease_ttl: Duration::from_millis(args.lease_ms),
+            data_roots: Some(args.data_roots),
+            max_running_batches: args.max_running_batches,
+            max_queued_jobs: args.max_queued_jobs,
+        },
     )?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     // The bound address, for whoever started us with port 0.

@@ -89,6 +89,7 @@ async fn submit(client: &mut JobsClient<Channel>, spec: &BatchSpec) -> anyhow::R
     Ok(client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(spec)?,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -115,6 +116,7 @@ async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Dur
         state.clone(),
         workers,
         (cores / workers).max(1),
+        Default::default(),
     )
     .await?;
     let mut client = JobsClient::connect(cluster.url.clone()).await?;
@@ -151,7 +153,8 @@ async fn upload_data(
 /// the first lease to the batch finished.
 async fn scheduling_throughput(jobs: usize, clients: usize, round: u32) -> anyhow::Result<f64> {
     let state = state_dir("empty");
-    let cluster = xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1).await?;
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
     let mut client = JobsClient::connect(cluster.url.clone()).await?;
     let mut spec = BatchSpec::new(
         format!("synthetic://?symbols={jobs}&years=1&seed=1"),
@@ -196,6 +199,7 @@ async fn scheduling_throughput(jobs: usize, clients: usize, round: u32) -> anyho
                             job: l.job,
                             attempt: l.attempt,
                             bars: 0,
+                            seconds: 0.0,
                             error: None,
                         };
                         let data = upload_data(&upload, &[("metrics", empty)]).await?;
@@ -223,7 +227,8 @@ async fn scheduling_throughput(jobs: usize, clients: usize, round: u32) -> anyho
 /// Arrow IPC) per second, the coordinator storing it before it answers.
 async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
     let state = state_dir("flight");
-    let cluster = xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1).await?;
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
     let channel = Channel::from_shared(cluster.url.clone())?
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
@@ -269,6 +274,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         job: lease.job,
         attempt: lease.attempt,
         bars: 0,
+        seconds: 0.0,
         error: None,
     };
     let data = upload_data(&upload, &[("sleeves", table)]).await?;
