@@ -1,3 +1,8 @@
-//! The user-facing edges of the cluster: the `xt` command line (and, later, the HTTP API).
+//! The user-facing edges of the cluster: the HTTP API (`serve`), its Arrow Flight face for
+//! programs (`flight`), tokens (`auth`), and the `xt` command line (`local`, `client`).
 
+pub mod auth;
+pub mod client;
+pub mod flight;
 pub mod local;
+pub mod serve;

@@ -311,7 +311,12 @@ impl Coordinator {
             .batches
             .get(&id)
             .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
-        let elapsed = run.started.elapsed().as_secs_f64();
+        // A finished batch's clock stopped when it was aggregated.
+        let elapsed = run
+            .summary
+            .as_ref()
+            .and_then(|v| v["elapsed_seconds"].as_f64())
+            .unwrap_or_else(|| run.started.elapsed().as_secs_f64());
         let finished_jobs = p.done + p.failed + p.cancelled;
         let remaining = p.queued + p.running;
         let eta = if finished_jobs > 0 && run.summary.is_none() {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The market whose rules a batch trades under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Market {
     /// China A-shares: lots of 100, daily price limits, stamp duty on sells.

@@ -50,6 +50,19 @@ pub fn resolve_universe(
     let field = |f: &'static str| move |e: crate::UniverseError| SpecError::new(f, e.to_string());
     match (&spec.universe, data) {
         (Some(UniverseSpec::Symbols(s)), _) => {
+            // Typed by hand, so a symbol the source does not have is a mistake to report
+            // now (a universe file's former member without data becomes error rows instead).
+            let known: std::collections::HashSet<String> = source
+                .symbols()
+                .map_err(|e| SpecError::new("data", e.to_string()))?
+                .into_iter()
+                .collect();
+            if let Some(unknown) = s.iter().find(|sym| !known.contains(*sym)) {
+                return Err(SpecError::new(
+                    "universe.symbols",
+                    format!("unknown symbol {unknown:?}: the data source has no such symbol"),
+                ));
+            }
             Universe::from_symbols(s).map_err(field("universe.symbols"))
         }
         (Some(UniverseSpec::File(path)), _) => {
@@ -123,10 +136,11 @@ pub fn confine(spec: &BatchSpec, roots: &[std::path::PathBuf]) -> Result<BatchSp
                 "this service has no data roots to read universe files from",
             )
         })?;
-        let real = base
-            .join(file)
-            .canonicalize()
-            .map_err(|_| SpecError::new(field, format!("no universe file {file}")))?;
+        // Relative to the data directory, else to a root (as `/v1/universes` lists them).
+        let real = std::iter::once(&base)
+            .chain(roots)
+            .find_map(|b| b.join(file).canonicalize().ok())
+            .ok_or_else(|| SpecError::new(field, format!("no universe file {file}")))?;
         if !inside(&real) || !real.is_file() {
             return Err(SpecError::new(
                 field,
@@ -200,6 +214,11 @@ mod tests {
             s
         };
         let ok = confine(&spec("file://cn", Some("members.csv")), &roots).unwrap();
+        assert_eq!(
+            confine(&spec("file://cn", Some("cn/members.csv")), &roots).unwrap(),
+            ok,
+            "as the universe listing names it"
+        );
         assert_eq!(ok.data, format!("file://{}", roots[0].join("cn").display()));
         let abs = format!("file://{}", root.join("cn").display());
         assert!(confine(&spec(&abs, None), &roots).is_ok());

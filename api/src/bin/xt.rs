@@ -1,8 +1,10 @@
 //! `xt`: the command line of the backtest cluster.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use xt_api::client::{self, Remote, ServeArgs, TokenArgs};
 use xt_api::local::{LocalArgs, render, run};
 
 #[derive(Debug, Parser)]
@@ -20,21 +22,122 @@ struct Cli {
 enum Command {
     /// Run one batch on this machine and write its tables to --out.
     Local(LocalArgs),
+    /// Submit a batch spec (JSON) to the API.
+    Submit {
+        spec: PathBuf,
+        /// Follow it to the end with a progress bar, then print its summary.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Your batches, newest first.
+    List {
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One batch's state, counts and, when done, summary.
+    Status {
+        id: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a batch with a progress bar until it ends.
+    Watch {
+        id: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a batch.
+    Cancel {
+        id: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Download a finished batch's table.
+    Download {
+        id: u64,
+        /// metrics, trades, equity or portfolio.
+        #[arg(long, default_value = "metrics")]
+        table: String,
+        /// parquet, arrow, csv or json.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+        /// Only this symbol's rows.
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Only this parameter set's rows (its canonical JSON).
+        #[arg(long)]
+        params: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Mint a bearer token from the service's secret (for operators).
+    Token(TokenArgs),
+    /// Run the HTTP API in front of a coordinator.
+    Serve(ServeArgs),
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Local(args) => match run(&args) {
             Ok(summary) => {
                 print!("{}", render(&summary));
                 println!("tables and summary.json written to {}", args.out.display());
-                ExitCode::SUCCESS
+                Ok(())
             }
-            Err(e) => {
-                eprintln!("xt local: {e:#}");
-                ExitCode::from(2)
-            }
+            Err(e) => Err(e.context("xt local")),
         },
+        Command::Submit { spec, wait, remote } => {
+            runtime().block_on(client::submit(&remote, &spec, wait))
+        }
+        Command::List {
+            offset,
+            limit,
+            remote,
+        } => runtime().block_on(client::list(&remote, offset, limit)),
+        Command::Status { id, remote } => runtime().block_on(client::status(&remote, id)),
+        Command::Watch { id, remote } => runtime().block_on(client::watch(&remote, id)),
+        Command::Cancel { id, remote } => runtime().block_on(client::cancel(&remote, id)),
+        Command::Download {
+            id,
+            table,
+            format,
+            out,
+            symbol,
+            params,
+            remote,
+        } => runtime().block_on(client::download(
+            &remote,
+            id,
+            &table,
+            &format,
+            &out,
+            symbol.as_deref(),
+            params.as_deref(),
+        )),
+        Command::Token(args) => client::token(&args).map(|t| println!("{t}")),
+        Command::Serve(args) => runtime().block_on(client::serve(&args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xt: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }

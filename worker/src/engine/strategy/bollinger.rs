@@ -16,6 +16,10 @@ impl Strategy for Bollinger {
         &PARAMS
     }
 
+    fn rules(&self) -> &'static str {
+        "k > 0"
+    }
+
     fn check(&self, p: &ParamSet) -> Result<(), String> {
         if p.get("k") <= 0.0 {
             return Err("k must be > 0".into());

@@ -20,6 +20,10 @@ impl Strategy for Macd {
         &PARAMS
     }
 
+    fn rules(&self) -> &'static str {
+        "fast < slow"
+    }
+
     fn check(&self, p: &ParamSet) -> Result<(), String> {
         if p.get("fast") >= p.get("slow") {
             return Err("fast must be < slow".into());

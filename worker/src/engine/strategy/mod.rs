@@ -159,6 +159,11 @@ pub trait Strategy: Send + Sync {
 
     fn params(&self) -> &'static [ParamDef];
 
+    /// The rules between parameters that `check` enforces, for people (`fast < slow`).
+    fn rules(&self) -> &'static str {
+        ""
+    }
+
     /// Rules between parameters (`fast < slow`, `0 < lower < upper < 100`); the per-kind
     /// rules (periods are integers >= 1, numbers are finite) are checked before this.
     fn check(&self, _params: &ParamSet) -> Result<(), String> {

@@ -20,6 +20,10 @@ impl Strategy for Rsi {
         &PARAMS
     }
 
+    fn rules(&self) -> &'static str {
+        "0 < lower < upper < 100"
+    }
+
     fn check(&self, p: &ParamSet) -> Result<(), String> {
         let (lower, upper) = (p.get("lower"), p.get("upper"));
         if !(0.0 < lower && lower < upper && upper < 100.0) {

@@ -16,6 +16,10 @@ impl Strategy for SmaCross {
         &PARAMS
     }
 
+    fn rules(&self) -> &'static str {
+        "fast < slow"
+    }
+
     fn check(&self, p: &ParamSet) -> Result<(), String> {
         if p.get("fast") >= p.get("slow") {
             return Err("fast must be < slow".into());

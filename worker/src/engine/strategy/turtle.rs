@@ -25,6 +25,10 @@ impl Strategy for Turtle {
         &PARAMS
     }
 
+    fn rules(&self) -> &'static str {
+        "0 < risk <= 1; stop_atr > 0"
+    }
+
     fn check(&self, p: &ParamSet) -> Result<(), String> {
         let risk = p.get("risk");
         if !(0.0 < risk && risk <= 1.0) {

@@ -1,0 +1,323 @@
+//! The `xt` commands that talk to the HTTP API (`submit`, `list`, `status`, `watch`,
+//! `cancel`, `download`), mint tokens (`token`) and run the API (`serve`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::auth::{Role, Verifier, mint, secret};
+
+/// Where the API is and who is asking.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The API's base URL.
+    #[arg(
+        long,
+        env = "XT_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub api: String,
+    /// A bearer token (see `xt token`).
+    #[arg(long, env = "XT_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Remote {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api.trim_end_matches('/'))
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.auth(reqwest::Client::new().get(self.url(path)))
+    }
+
+    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+}
+
+/// Turns an API error body into a message naming the field.
+async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let e = &body["error"];
+    let message = e["message"].as_str().unwrap_or("no message");
+    match e["field"].as_str() {
+        Some(field) => bail!("{status}: {field}: {message}"),
+        None => bail!("{status}: {message}"),
+    }
+}
+
+pub async fn submit(remote: &Remote, spec: &std::path::Path, wait: bool) -> Result<()> {
+    let body = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
+    let r = remote
+        .auth(reqwest::Client::new().post(remote.url("/v1/batches")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let reply: Value = check(r).await?.json().await?;
+    let id = reply["id"]
+        .as_u64()
+        .context("the API answered without a batch id")?;
+    println!("batch {id}: {} jobs", reply["jobs"]);
+    if wait {
+        watch(remote, id).await?;
+    }
+    Ok(())
+}
+
+pub async fn list(remote: &Remote, offset: u32, limit: u32) -> Result<()> {
+    let r = remote
+        .get(&format!("/v1/batches?offset={offset}&limit={limit}"))
+        .send()
+        .await?;
+    let reply: Value = check(r).await?.json().await?;
+    println!(
+        "{:>6}  {:<10} {:>6} {:>6} {:>6}  {:<20} name",
+        "id", "state", "jobs", "done", "failed", "submitted"
+    );
+    for b in reply["batches"].as_array().into_iter().flatten() {
+        println!(
+            "{:>6}  {:<10} {:>6} {:>6} {:>6}  {:<20} {}",
+            b["id"],
+            b["state"].as_str().unwrap_or(""),
+            b["jobs"],
+            b["counts"]["done"],
+            b["counts"]["failed"],
+            b["submitted"].as_str().unwrap_or(""),
+            b["name"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "{} of {} batches",
+        reply["batches"].as_array().map_or(0, |a| a.len()),
+        reply["total"]
+    );
+    Ok(())
+}
+
+pub async fn status(remote: &Remote, id: u64) -> Result<()> {
+    let r = remote.get(&format!("/v1/batches/{id}")).send().await?;
+    let reply: Value = check(r).await?.json().await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
+pub async fn cancel(remote: &Remote, id: u64) -> Result<()> {
+    let r = remote
+        .auth(reqwest::Client::new().delete(remote.url(&format!("/v1/batches/{id}"))))
+        .send()
+        .await?;
+    let reply: Value = check(r).await?.json().await?;
+    println!(
+        "batch {id}: {}",
+        reply["state"].as_str().unwrap_or("cancelling")
+    );
+    Ok(())
+}
+
+/// Follows a batch's event stream with a progress bar, then prints its summary.
+pub async fn watch(remote: &Remote, id: u64) -> Result<()> {
+    let r = remote
+        .get(&format!("/v1/batches/{id}/events"))
+        .send()
+        .await?;
+    let mut body = check(r).await?.bytes_stream();
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} jobs {msg} [{elapsed_precise}, eta {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut buffer = String::new();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let mut kind = "message";
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(k) = line.strip_prefix("event:") {
+                    kind = if k.trim() == "done" {
+                        "done"
+                    } else if k.trim() == "error" {
+                        "error"
+                    } else {
+                        "progress"
+                    };
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            if kind == "error" {
+                bar.abandon();
+                bail!(
+                    "{}",
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap_or("the event stream failed")
+                );
+            }
+            let c = &v["counts"];
+            let ended = c["done"].as_u64().unwrap_or(0)
+                + c["failed"].as_u64().unwrap_or(0)
+                + c["cancelled"].as_u64().unwrap_or(0);
+            bar.set_length(v["jobs"].as_u64().unwrap_or(0));
+            bar.set_position(ended);
+            bar.set_message(format!("({} failed)", c["failed"]));
+            if kind == "done" {
+                bar.finish();
+                println!("batch {id} {}", v["state"].as_str().unwrap_or("done"));
+                println!("{}", serde_json::to_string_pretty(&v["summary"])?);
+                return Ok(());
+            }
+        }
+    }
+    bar.abandon();
+    bail!("the event stream ended before batch {id} finished")
+}
+
+pub async fn download(
+    remote: &Remote,
+    id: u64,
+    table: &str,
+    format: &str,
+    out: &std::path::Path,
+    symbol: Option<&str>,
+    params: Option<&str>,
+) -> Result<()> {
+    let mut query = vec![("format", format)];
+    query.extend(symbol.map(|s| ("symbol", s)));
+    query.extend(params.map(|p| ("params", p)));
+    let r = remote
+        .get(&format!("/v1/batches/{id}/results/{table}"))
+        .query(&query)
+        .send()
+        .await?;
+    let mut body = check(r).await?.bytes_stream();
+    let tmp = out.with_extension("part");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let mut bytes = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len();
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    drop(file);
+    std::fs::rename(&tmp, out)?;
+    println!(
+        "{table} of batch {id}: {bytes} bytes written to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `xt token`: mints a token from the service's secret.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// viewer, researcher or admin.
+    #[arg(long)]
+    pub role: String,
+    /// The user the token names.
+    #[arg(long, default_value = "operator")]
+    pub sub: String,
+    /// Lifetime in hours.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+    /// The HS256 secret's file (`XT_JWT_SECRET` wins when set).
+    #[arg(long, env = "XT_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+pub fn token(args: &TokenArgs) -> Result<String> {
+    let role = Role::parse(&args.role)
+        .with_context(|| format!("--role {:?}: one of viewer, researcher, admin", args.role))?;
+    if args.tenant.is_empty() {
+        bail!("--tenant must not be empty");
+    }
+    let secret = secret(args.jwt_secret_file.as_deref())?;
+    mint(&secret, &args.sub, &args.tenant, &[role], args.hours * 3600)
+}
+
+/// `xt serve`: the HTTP API in front of a coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The coordinator's URL.
+    #[arg(long, env = "XT_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Address of the HTTP API.
+    #[arg(long, env = "XT_LISTEN_HTTP", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Address of the Arrow Flight service for programs (none when omitted).
+    #[arg(long, env = "XT_LISTEN_FLIGHT")]
+    pub flight_listen: Option<String>,
+    /// The HS256 secret's file (`XT_JWT_SECRET` wins when set).
+    #[arg(long, env = "XT_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Verify RS256 tokens with this PEM public key instead of an HS256 secret.
+    #[arg(long, env = "XT_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+}
+
+pub async fn serve(args: &ServeArgs) -> Result<()> {
+    let verifier = match &args.jwt_public_key {
+        Some(pem) => Verifier::rs256(
+            &std::fs::read(pem).with_context(|| format!("--jwt-public-key {}", pem.display()))?,
+        )?,
+        None => Verifier::hs256(&secret(args.jwt_secret_file.as_deref())?),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
+        .with_context(|| format!("--coordinator {}", args.coordinator))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .connect_timeout(Duration::from_secs(5))
+        // Connects on first use: the API starts (and answers /healthz) before the
+        // coordinator does; /readyz says when it can serve.
+        .connect_lazy();
+    let app = crate::serve::App::new(channel.clone(), verifier);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("--listen {}", args.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Some(addr) = &args.flight_listen {
+        let flight = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--flight-listen {addr}"))?;
+        println!("flight on {}", flight.local_addr()?);
+        let proxy = crate::flight::FlightProxy::new(channel, app.verifier.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(proxy.service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(flight)),
+        );
+    }
+    std::io::stdout().flush()?;
+    crate::serve::serve_http(app, listener, shutdown).await
+}

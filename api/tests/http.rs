@@ -1,0 +1,688 @@
+//! The HTTP API end to end, with real processes: a coordinator, two workers and `xt serve`
+//! on loopback, clients speaking HTTP (reqwest here, pyarrow and polars when the peers'
+//! Python is present) and Arrow Flight (pyarrow.flight). Results must equal `xt local`'s
+//! for the same spec, and every forbidden or malformed request must be a 4xx with a message.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Value, json};
+use xt_api::auth::{Role, mint};
+use xt_shared::SyntheticMarket;
+
+const SECRET: &str = "test-secret-0123456789";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a binary and reads the `prefix ADDR` lines it prints, in order.
+fn start(bin: &str, args: &[&str], prefixes: &[&str]) -> (Proc, Vec<String>) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("XT_JWT_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for prefix in prefixes {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{bin} printed {line:?}, not {prefix}"));
+        addrs.push(addr.trim().to_string());
+    }
+    (Proc(child), addrs)
+}
+
+struct Cluster {
+    _procs: Vec<Proc>,
+    api: String,
+    flight: String,
+    root: PathBuf,
+}
+
+/// A data root with six synthetic symbols as CSV and a weighted universe file, and the
+/// whole stack on loopback.
+fn cluster(name: &str) -> Cluster {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&base);
+    let data = base.join("root/cn");
+    std::fs::create_dir_all(&data).unwrap();
+    let synth = SyntheticMarket::new(6, 3, 9);
+    for i in 0..6 {
+        let bars = synth.generate(i);
+        xt_shared::source::write_csv(
+            &bars,
+            std::fs::File::create(data.join(format!("{}.csv", bars.symbol))).unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        data.join("members.csv"),
+        "symbol,weight\nSYN00000,2\nSYN00001,1\nSYN00002,1\nSYN00003,1\nSYN00004,1\n",
+    )
+    .unwrap();
+    let root = base.join("root").canonicalize().unwrap();
+    let state = base.join("state");
+    let (coordinator, addr) = start(
+        env!("CARGO_BIN_EXE_xt-coordinator"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            state.to_str().unwrap(),
+            "--data-root",
+            root.to_str().unwrap(),
+            "--max-running-batches",
+            "3",
+        ],
+        &["listening on "],
+    );
+    let url = format!("http://{}", addr[0]);
+    let workers: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc(
+                Command::new(env!("CARGO_BIN_EXE_xt-worker"))
+                    .args(["--coordinator", &url, "--slots", "1"])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (api, addrs) = start(
+        env!("CARGO_BIN_EXE_xt"),
+        &[
+            "serve",
+            "--coordinator",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--flight-listen",
+            "127.0.0.1:0",
+        ],
+        &["listening on ", "flight on "],
+    );
+    let mut procs = vec![coordinator, api];
+    procs.extend(workers);
+    Cluster {
+        _procs: procs,
+        api: format!("http://{}", addrs[0]),
+        flight: format!("grpc://{}", addrs[1]),
+        root,
+    }
+}
+
+fn token(sub: &str, tenant: &str, role: Role) -> String {
+    mint(SECRET.as_bytes(), sub, tenant, &[role], 3600).unwrap()
+}
+
+struct Client {
+    http: reqwest::Client,
+    api: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.api));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    async fn bytes(&self, path: &str, token: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    /// Follows the event stream to its `done` event; returns (progress events, final status).
+    async fn follow(&self, id: u64, token: &str) -> (usize, Value) {
+        let r = self
+            .http
+            .get(format!("{}/v1/batches/{id}/events", self.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = tokio::time::timeout(Duration::from_secs(120), r.text())
+            .await
+            .expect("the event stream ends when the batch does")
+            .unwrap();
+        let mut progress = 0;
+        let mut last = Value::Null;
+        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+            let kind = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(str::trim);
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim)
+                .collect();
+            match kind {
+                Some("progress") => progress += 1,
+                Some("done") => last = serde_json::from_str(&data).unwrap(),
+                _ => {}
+            }
+        }
+        (progress, last)
+    }
+}
+
+fn batches(bytes: &[u8]) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec()))
+        .unwrap()
+        .build()
+        .unwrap();
+    let all: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&all[0].schema(), &all).unwrap()
+}
+
+fn spec(name: &str) -> Value {
+    json!({"name": name, "data": "file://cn", "universe": {"file": "members.csv"},
+           "start": "2015-06-01", "strategy": "sma_cross",
+           "grid": {"fast": [5, 10], "slow": [20]}, "capital": 1000000, "market": "cn",
+           "costs": {"commission_rate": 0.0003, "min_commission": 5, "stamp_duty": 0.0005, "slippage": 0}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_follow_and_download_every_table_in_every_format() {
+    let c = cluster("http-e2e");
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: c.api.clone(),
+    };
+    let ann = token("ann", "desk1", Role::Researcher);
+    let (code, body) = client
+        .call(
+            reqwest::Method::POST,
+            "/v1/batches",
+            Some(&ann),
+            Some(&spec("e2e").to_string()),
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_u64().unwrap();
+    assert_eq!(body["jobs"], 5);
+    assert_eq!(body["location"], format!("/v1/batches/{id}"));
+    let (_, done) = client.follow(id, &ann).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["counts"]["done"], 5);
+    assert!(done["summary"]["portfolio"].as_object().unwrap().len() == 2);
+
+    // The same spec through `xt local`.
+    let local = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-e2e-local");
+    let o = Command::new(env!("CARGO_BIN_EXE_xt"))
+        .args([
+            "local",
+            "--data",
+            c.root.join("cn").to_str().unwrap(),
+            "--universe",
+            c.root.join("cn/members.csv").to_str().unwrap(),
+            "--start",
+            "2015-06-01",
+            "--strategy",
+            "sma_cross",
+            "--grid",
+            r#"{"fast":[5,10],"slow":[20]}"#,
+            "--costs",
+            r#"{"commission_rate":0.0003,"min_commission":5,"stamp_duty":0.0005,"slippage":0}"#,
+            "--quiet",
+            "--out",
+            local.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    for table in ["metrics", "trades", "equity", "portfolio"] {
+        let expected = batches(&std::fs::read(local.join(format!("{table}.parquet"))).unwrap());
+        let (code, parquet) = client
+            .bytes(
+                &format!("/v1/batches/{id}/results/{table}?format=parquet"),
+                &ann,
+            )
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(batches(&parquet), expected, "{table} as Parquet");
+        let (_, ipc) = client
+            .bytes(
+                &format!("/v1/batches/{id}/results/{table}?format=arrow"),
+                &ann,
+            )
+            .await;
+        let reader = arrow::ipc::reader::StreamReader::try_new(&ipc[..], None).unwrap();
+        let all: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let got = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
+        assert_eq!(got, expected, "{table} as Arrow IPC");
+        let (_, csv) = client
+            .bytes(
+                &format!("/v1/batches/{id}/results/{table}?format=csv"),
+                &ann,
+            )
+            .await;
+        let mut csv_reader = csv::Reader::from_reader(&csv[..]);
+        let header: Vec<String> = csv_reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(String::from)
+            .collect();
+        let names: Vec<String> = expected
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(header, names, "{table} CSV header");
+        assert_eq!(
+            csv_reader.records().count(),
+            expected.num_rows(),
+            "{table} CSV rows"
+        );
+        let (_, json_rows) = client
+            .get(
+                &format!("/v1/batches/{id}/results/{table}?format=json"),
+                &ann,
+            )
+            .await;
+        let rows = json_rows.as_array().unwrap();
+        assert_eq!(rows.len(), expected.num_rows(), "{table} JSON rows");
+        let first_equity = expected
+            .column(
+                expected
+                    .schema()
+                    .index_of(if table == "metrics" {
+                        "final_equity"
+                    } else if table == "trades" {
+                        "qty"
+                    } else {
+                        "equity"
+                    })
+                    .unwrap_or(0),
+            )
+            .clone();
+        assert!(first_equity.len() == expected.num_rows());
+    }
+    // Filters.
+    let (_, one) = client
+        .bytes(
+            &format!("/v1/batches/{id}/results/metrics?format=parquet&symbol=SYN00001"),
+            &ann,
+        )
+        .await;
+    assert_eq!(batches(&one).num_rows(), 2);
+    let params = r#"{"fast":5,"slow":20}"#;
+    let (_, one) = client
+        .bytes(
+            &format!(
+                "/v1/batches/{id}/results/metrics?format=parquet&symbol=SYN00001&params={}",
+                params
+                    .replace('{', "%7B")
+                    .replace('}', "%7D")
+                    .replace('"', "%22")
+                    .replace(':', "%3A")
+                    .replace(',', "%2C")
+            ),
+            &ann,
+        )
+        .await;
+    assert_eq!(batches(&one).num_rows(), 1);
+
+    // Real clients: pyarrow over HTTP and Flight, polars over HTTP.
+    if let Some(python) = peers_python() {
+        let script = r#"
+import sys, io, json, urllib.request
+import pyarrow.flight as fl, pyarrow.parquet as pq, polars as pl
+api, flight, token, batch = sys.argv[1:5]
+req = urllib.request.Request(f"{api}/v1/batches/{batch}/results/metrics?format=parquet", headers={"Authorization": f"Bearer {token}"})
+table = pq.read_table(io.BytesIO(urllib.request.urlopen(req).read()))
+req = urllib.request.Request(f"{api}/v1/batches/{batch}/results/equity?format=arrow", headers={"Authorization": f"Bearer {token}"})
+frame = pl.read_ipc_stream(io.BytesIO(urllib.request.urlopen(req).read()))
+client = fl.connect(flight)
+opts = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+names = sorted("/".join(p.decode() for p in i.descriptor.path) for i in client.list_flights(options=opts))
+flown = client.do_get(fl.Ticket(f"{batch}/metrics".encode()), options=opts).read_all()
+print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "flights": names,
+                  "flight_rows": flown.num_rows, "same": flown.equals(table)}))
+"#;
+        let o = Command::new(python)
+            .args(["-c", script, &c.api, &c.flight, &ann, &id.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let metrics = batches(&std::fs::read(local.join("metrics.parquet")).unwrap());
+        let equity = batches(&std::fs::read(local.join("equity.parquet")).unwrap());
+        assert_eq!(v["http_rows"], metrics.num_rows());
+        assert_eq!(v["polars_rows"], equity.num_rows());
+        assert_eq!(v["flight_rows"], metrics.num_rows());
+        assert_eq!(v["same"], true, "Flight and HTTP give the same table");
+        assert_eq!(
+            v["flights"],
+            json!([
+                format!("{id}/equity"),
+                format!("{id}/metrics"),
+                format!("{id}/portfolio"),
+                format!("{id}/trades")
+            ])
+        );
+    }
+}
+
+/// The peers' Python (pyarrow, polars), or `None` with a message; `XT_REQUIRE_PEERS=1`
+/// turns its absence into a failure.
+fn peers_python() -> Option<String> {
+    let candidates = [
+        std::env::var("XT_PYTHON").ok(),
+        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let ok = Command::new(&p)
+            .args(["-c", "import pyarrow.flight, polars"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    assert!(
+        std::env::var("XT_REQUIRE_PEERS").is_err(),
+        "XT_REQUIRE_PEERS is set but no Python with pyarrow and polars was found"
+    );
+    eprintln!("skipping the pyarrow/polars clients: no Python with them (set XT_PYTHON)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
+    let c = cluster("http-guard");
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: c.api.clone(),
+    };
+    let ann = token("ann", "desk1", Role::Researcher);
+    let bob = token("bob", "desk1", Role::Researcher);
+    let viewer = token("vic", "desk1", Role::Viewer);
+    let eve = token("eve", "desk2", Role::Researcher);
+    let admin = token("root", "ops", Role::Admin);
+    let post = |t: Option<String>, body: String| {
+        let client = &client;
+        async move {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/batches",
+                    t.as_deref(),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    let small =
+        json!({"data": "synthetic://?symbols=40&years=2&seed=3", "strategy": "macd"}).to_string();
+    let (code, body) = post(Some(ann.clone()), small.clone()).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_u64().unwrap();
+
+    // Who may do what.
+    assert_eq!(
+        post(Some(viewer.clone()), small.clone()).await.0,
+        403,
+        "a viewer cannot submit"
+    );
+    assert_eq!(
+        client.get(&format!("/v1/batches/{id}"), &viewer).await.0,
+        200,
+        "a viewer reads"
+    );
+    for path in [
+        format!("/v1/batches/{id}"),
+        format!("/v1/batches/{id}/events"),
+        format!("/v1/batches/{id}/results/metrics"),
+    ] {
+        let (code, body) = client.get(&path, &eve).await;
+        assert_eq!(
+            code, 404,
+            "another tenant's batch is not found at {path}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    let (code, _) = client
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            Some(&eve),
+            None,
+        )
+        .await;
+    assert_eq!(
+        code, 404,
+        "another tenant cannot cancel, nor learn the batch exists"
+    );
+    let (code, body) = client
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(code, 403, "a researcher cancels only their own: {body}");
+    let (code, body) = client
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (_, list) = client.get("/v1/batches", &eve).await;
+    assert_eq!(list["total"], 0, "eve sees none of desk1's batches");
+    let (_, list) = client.get("/v1/batches", &viewer).await;
+    assert_eq!(list["total"], 1);
+    let (_, list) = client.get("/v1/batches", &admin).await;
+    assert_eq!(list["total"], 1, "an admin sees every tenant");
+    assert_eq!(
+        client.get(&format!("/v1/batches/{id}"), &admin).await.0,
+        200
+    );
+    let (code, body) = client
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!(code, 202, "the owner cancels: {body}");
+    let (_, done) = client.follow(id, &ann).await;
+    assert!(
+        done["state"] == "cancelled" || done["state"] == "done",
+        "{done}"
+    );
+
+    // Tokens.
+    let expired = {
+        let claims = xt_api::auth::Claims {
+            sub: "ann".into(),
+            tenant: "desk1".into(),
+            roles: vec!["admin".into()],
+            exp: 1000,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let forged = mint(
+        b"not-the-service-secret!",
+        "ann",
+        "desk1",
+        &[Role::Admin],
+        3600,
+    )
+    .unwrap();
+    for (t, why) in [
+        (None, "missing"),
+        (Some("garbage".to_string()), "malformed"),
+        (Some(expired), "expired"),
+        (Some(forged), "wrongly signed"),
+    ] {
+        let (code, body) = client
+            .call(reqwest::Method::GET, "/v1/batches", t.as_deref(), None)
+            .await;
+        assert_eq!(code, 401, "{why} token: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 5);
+    }
+
+    // Bad input: each a 4xx naming the field where there is one.
+    let huge_grid = json!({"data": "synthetic://", "strategy": "sma_cross",
+        "grid": {"fast": (1..=400).collect::<Vec<_>>(), "slow": (401..=800).collect::<Vec<_>>()}});
+    let cases: Vec<(String, u16, Option<&str>)> = vec![
+        ("{not json".into(), 400, None),
+        (json!({"data": "synthetic://", "strategy": 5}).to_string(), 422, Some("strategy")),
+        (json!({"data": "synthetic://", "strategy": "macd", "colour": "red"}).to_string(), 422, Some("colour")),
+        (json!({"data": "synthetic://", "strategy": "momentum"}).to_string(), 422, Some("strategy")),
+        (json!({"data": "synthetic://", "strategy": "macd", "params": {"fast": 30, "slow": 26}}).to_string(), 422, Some("params")),
+        (json!({"data": "synthetic://", "strategy": "macd", "params": {"fast": -3}}).to_string(), 422, Some("params.fast")),
+        (json!({"data": "synthetic://", "strategy": "macd", "capital": -1}).to_string(), 422, Some("capital")),
+        (json!({"data": "synthetic://", "strategy": "macd", "start": "2024-01-01", "end": "2020-01-01"}).to_string(), 422, Some("start")),
+        (json!({"data": "synthetic://", "strategy": "macd", "start": "yesterday"}).to_string(), 422, Some("start")),
+        (json!({"data": "synthetic://?symbols=0", "strategy": "macd"}).to_string(), 422, Some("data")),
+        (json!({"data": "file://cn", "universe": {"symbols": ["SYN00000", "NOPE"]}, "strategy": "macd"}).to_string(), 422, Some("universe.symbols")),
+        (json!({"data": "file://../..", "strategy": "macd"}).to_string(), 422, Some("data")),
+        (json!({"data": "file:///etc", "strategy": "macd"}).to_string(), 422, Some("data")),
+        (json!({"data": "file://cn", "universe": {"file": "../../../../etc/passwd"}, "strategy": "macd"}).to_string(), 422, Some("universe.file")),
+        (json!({"data": "s3://bucket", "strategy": "macd"}).to_string(), 422, Some("data")),
+        (huge_grid.to_string(), 422, Some("grid")),
+        (format!("{{\"data\": \"{}\"}}", "x".repeat(2 << 20)), 413, None),
+    ];
+    for (body, want, field) in cases {
+        let (code, reply) = post(Some(ann.clone()), body.clone()).await;
+        let shown = &body[..body.len().min(120)];
+        assert_eq!(code, want, "{shown}: {reply}");
+        if code == 413 {
+            continue;
+        }
+        let e = &reply["error"];
+        assert!(
+            !e["message"].as_str().unwrap_or("").is_empty(),
+            "{shown}: {reply}"
+        );
+        if let Some(f) = field {
+            assert!(
+                e["field"].as_str().unwrap_or("").starts_with(f),
+                "{shown}: field {} not {f}: {reply}",
+                e["field"]
+            );
+        }
+    }
+    let (code, _) = client
+        .call(reqwest::Method::POST, "/v1/batches", Some(&ann), None)
+        .await;
+    assert!(code == 415 || code == 400, "no body: {code}");
+    for (path, want) in [
+        ("/v1/batches/abc", 400),
+        ("/v1/batches/99999", 404),
+        (&*format!("/v1/batches/{id}/results/pnl"), 404),
+        (
+            &*format!("/v1/batches/{id}/results/metrics?format=xlsx"),
+            400,
+        ),
+        ("/v1/batches?limit=0", 400),
+        ("/v1/batches?limit=x", 400),
+        ("/v1/nothing", 404),
+    ] {
+        let (code, body) = client.get(path, &ann).await;
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+    }
+
+    // Tenant limits: 3 running batches, then 429.
+    let big = json!({"data": "synthetic://?symbols=2000&years=10", "strategy": "macd"}).to_string();
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(post(Some(eve.clone()), big.clone()).await.0);
+    }
+    assert_eq!(
+        codes,
+        vec![202, 202, 202, 429],
+        "the fourth running batch passes desk2's limit"
+    );
+
+    // The catalog and the service's own endpoints.
+    let (code, s) = client.get("/v1/strategies", &viewer).await;
+    assert_eq!(code, 200);
+    let macd = s
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "macd")
+        .unwrap();
+    assert_eq!(macd["rules"], "fast < slow");
+    assert_eq!(macd["params"].as_array().unwrap().len(), 3);
+    let (_, u) = client.get("/v1/universes", &viewer).await;
+    assert_eq!(u["files"], json!(["cn/members.csv"]));
+    let (code, text) = client.bytes("/metrics", &viewer).await;
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("xt_workers 2") && text.contains("xt_job_duration_seconds_count"),
+        "{text}"
+    );
+    assert_eq!(client.bytes("/healthz", "").await.0, 200);
+    assert_eq!(client.bytes("/readyz", "").await.0, 200);
+    let (code, doc) = client.get("/openapi.json", "").await;
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/v1/batches/{id}/results/{table}"].is_object());
+}
