@@ -686,3 +686,47 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/v1/batches/{id}/results/{table}"].is_object());
 }
+
+/// Schemathesis fuzzes every operation from `/openapi.json`: no 5xx, every status code and
+/// body as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
+    let Some(python) = peers_python() else { return };
+    let st = Path::new(&python).with_file_name("st");
+    if !st.is_file() {
+        assert!(
+            std::env::var("XT_REQUIRE_PEERS").is_err(),
+            "XT_REQUIRE_PEERS is set but schemathesis (st) is not beside {python}"
+        );
+        eprintln!("skipping schemathesis: not installed beside {python}");
+        return;
+    }
+    let c = cluster("http-schemathesis");
+    for role in [Role::Admin, Role::Viewer] {
+        let t = token("fuzz", "desk1", role);
+        let mut cmd = Command::new(&st);
+        cmd
+            .args([
+                "run",
+                &format!("{}/openapi.json", c.api),
+                "-H",
+                &format!("Authorization: Bearer {t}"),
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+                "-n",
+                "30",
+            ])
+            .env("SCHEMATHESIS_TELEMETRY", "false");
+        let o = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "schemathesis as {role:?}:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("passed"), "{out}");
+    }
+}
