@@ -374,6 +374,51 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         .await;
     assert_eq!(batches(&one).num_rows(), 1);
 
+    // The `xt` client: submit and follow to the end, then download.
+    let spec_file = local.with_extension("json");
+    std::fs::write(&spec_file, spec("from the cli").to_string()).unwrap();
+    let xt = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xt"))
+            .args(args)
+            .env("XT_API", &c.api)
+            .env("XT_TOKEN", &ann)
+            .output()
+            .unwrap()
+    };
+    let o = xt(&["submit", spec_file.to_str().unwrap(), "--wait"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("5 jobs") && stdout.contains("done"),
+        "{stdout}"
+    );
+    let cli_id: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.trim_end_matches(':').parse().ok())
+        .unwrap();
+    let downloaded = local.with_extension("trades.parquet");
+    let o = xt(&[
+        "download",
+        &cli_id.to_string(),
+        "--table",
+        "trades",
+        "-o",
+        downloaded.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        batches(&std::fs::read(&downloaded).unwrap()),
+        batches(&std::fs::read(local.join("trades.parquet")).unwrap())
+    );
+    let o = xt(&["status", "999999"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
+
     // Real clients: pyarrow over HTTP and Flight, polars over HTTP.
     if let Some(python) = peers_python() {
         let script = r#"
@@ -403,14 +448,15 @@ print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "fli
         assert_eq!(v["polars_rows"], equity.num_rows());
         assert_eq!(v["flight_rows"], metrics.num_rows());
         assert_eq!(v["same"], true, "Flight and HTTP give the same table");
+        let mut flights: Vec<String> = [id, cli_id]
+            .iter()
+            .flat_map(|b| ["equity", "metrics", "portfolio", "trades"].map(|t| format!("{b}/{t}")))
+            .collect();
+        flights.sort();
         assert_eq!(
             v["flights"],
-            json!([
-                format!("{id}/equity"),
-                format!("{id}/metrics"),
-                format!("{id}/portfolio"),
-                format!("{id}/trades")
-            ])
+            json!(flights),
+            "the tenant's finished batches' tables"
         );
     }
 }
