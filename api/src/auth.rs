@@ -156,6 +156,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rs256_tokens_verify_with_the_public_key_only() {
+        // A key pair made for this test alone.
+        let private = include_bytes!("../tests/fixtures/rs256-test-private.pem");
+        let public = include_bytes!("../tests/fixtures/rs256-test-public.pem");
+        let claims = Claims {
+            sub: "ann".into(),
+            tenant: "desk1".into(),
+            roles: vec!["viewer".into()],
+            exp: u64::MAX / 4,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(private).unwrap(),
+        )
+        .unwrap();
+        let v = Verifier::rs256(public).unwrap();
+        let c = v.caller(Some(&format!("Bearer {token}"))).unwrap();
+        assert_eq!((c.tenant.as_str(), c.role), ("desk1", Role::Viewer));
+        // An HS256 token, even one signed with the public key's bytes, is refused.
+        let hs = mint(public, "ann", "desk1", &[Role::Admin], 60).unwrap();
+        assert!(v.caller(Some(&format!("Bearer {hs}"))).is_err());
+    }
+
+    #[test]
     fn tokens_round_trip_and_bad_ones_are_refused() {
         let v = Verifier::hs256(b"0123456789abcdef-secret");
         let t = mint(
