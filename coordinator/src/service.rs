@@ -32,7 +32,7 @@ use xt_shared::wire::*;
 use xt_shared::{BatchSpec, Date};
 use xt_worker::engine::strategy::ParamSet;
 use xt_worker::engine::tables::TableWriter;
-use xt_worker::runner::{concat_tables, finish_portfolio, strategy_combos};
+use xt_worker::runner::{finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
 use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore, Tables};
@@ -539,7 +539,9 @@ fn aggregate(
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
     let mut sums = PortfolioSum::new(run.dates.clone(), run.combos.len() + 1);
-    let mut per_job = Vec::new();
+    // Each job's rows go straight to the files, in job order: memory holds one row group
+    // of each table, not the batch's tables (an equity table runs to millions of rows).
+    let mut files = TableFiles::create(dir, &run.spec)?;
     for (j, (job, end)) in run.jobs.iter().zip(ends).enumerate() {
         let capital = job.capital;
         let result = match end {
@@ -557,7 +559,7 @@ fn aggregate(
                 for p in &run.combos {
                     w.push_error(p.json(), &error.to_string());
                 }
-                per_job.push(w.finish()?);
+                files.write(&w.finish()?)?;
                 sums.add_cash(capital);
                 continue;
             }
@@ -597,31 +599,14 @@ fn aggregate(
         };
         let metrics = table("metrics", &xt_shared::schema::METRICS)?
             .unwrap_or_else(|| RecordBatch::new_empty(xt_shared::schema::METRICS.clone()));
-        per_job.push(xt_worker::engine::tables::JobTables {
+        files.write(&xt_worker::engine::tables::JobTables {
             metrics,
             trades: table("trades", &xt_shared::schema::TRADES)?,
             equity: table("equity", &xt_shared::schema::EQUITY)?,
-        });
+        })?;
     }
-    let (metrics, trades, equity) = concat_tables(per_job.into_iter())?;
     let (portfolio, portfolio_metrics) = finish_portfolio(&run.combos, run.spec.capital, &sums)?;
-    let write = |name: &str, b: &RecordBatch| -> anyhow::Result<()> {
-        let file = std::fs::File::create(dir.join(format!("{name}.parquet")))?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, b.schema(), None)?;
-        w.write(b)?;
-        w.close()?;
-        Ok(())
-    };
-    for (t, b) in [
-        (Table::Metrics, &metrics),
-        (Table::Trades, &trades),
-        (Table::Equity, &equity),
-        (Table::Portfolio, &portfolio),
-    ] {
-        if run.spec.wants(t) {
-            write(t.name(), b)?;
-        }
-    }
+    files.finish(&portfolio)?;
     let summary = json!({
         "jobs": run.jobs.len(),
         "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
@@ -631,6 +616,88 @@ fn aggregate(
         "portfolio": portfolio_metrics.iter().map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
     });
     Ok(summary)
+}
+
+/// A finished batch's Parquet files, written job by job. Each is written under a temporary
+/// name and renamed when whole, so a reader never sees half a table.
+struct TableFiles {
+    dir: PathBuf,
+    writers: Vec<(Table, parquet::arrow::ArrowWriter<std::fs::File>)>,
+    portfolio: bool,
+}
+
+impl TableFiles {
+    /// Rows per row group: what a file writer holds before it writes, and what `DoGet`
+    /// reads at a time.
+    const ROW_GROUP: usize = 131_072;
+
+    fn create(dir: &std::path::Path, spec: &BatchSpec) -> anyhow::Result<Self> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(Self::ROW_GROUP))
+            .build();
+        let mut writers = Vec::new();
+        for (table, schema) in [
+            (Table::Metrics, &*xt_shared::schema::METRICS),
+            (Table::Trades, &*xt_shared::schema::TRADES),
+            (Table::Equity, &*xt_shared::schema::EQUITY),
+        ] {
+            if spec.wants(table) {
+                let file =
+                    std::fs::File::create(dir.join(format!("{}.parquet.tmp", table.name())))?;
+                writers.push((
+                    table,
+                    parquet::arrow::ArrowWriter::try_new(
+                        file,
+                        schema.clone(),
+                        Some(props.clone()),
+                    )?,
+                ));
+            }
+        }
+        Ok(TableFiles {
+            dir: dir.to_path_buf(),
+            writers,
+            portfolio: spec.wants(Table::Portfolio),
+        })
+    }
+
+    fn write(&mut self, job: &xt_worker::engine::tables::JobTables) -> anyhow::Result<()> {
+        for (table, w) in &mut self.writers {
+            let batch = match table {
+                Table::Metrics => Some(&job.metrics),
+                Table::Trades => job.trades.as_ref(),
+                Table::Equity => job.equity.as_ref(),
+                Table::Portfolio => None,
+            };
+            if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
+                w.write(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
+        let mut done = Vec::new();
+        for (table, w) in self.writers {
+            w.close()?;
+            done.push(table);
+        }
+        if self.portfolio {
+            let file = std::fs::File::create(self.dir.join("portfolio.parquet.tmp"))?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, portfolio.schema(), None)?;
+            w.write(portfolio)?;
+            w.close()?;
+            done.push(Table::Portfolio);
+        }
+        for table in done {
+            let name = table.name();
+            std::fs::rename(
+                self.dir.join(format!("{name}.parquet.tmp")),
+                self.dir.join(format!("{name}.parquet")),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
