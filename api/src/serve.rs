@@ -38,6 +38,12 @@ use crate::auth::{Caller, Role, Verifier};
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How much of an oversized body is still read (and dropped) before the 413 goes out. A
+/// server that answers while the client is still sending closes a socket with unread data,
+/// the kernel resets it, and the client loses the answer; reading on lets an honest client
+/// that sent too much see why. Beyond this the connection is simply closed.
+const DRAIN_LIMIT: usize = 32 << 20;
+
 #[derive(Clone)]
 pub struct App {
     pub jobs: JobsClient<Channel>,
@@ -279,6 +285,47 @@ pub struct Submitted {
     location: String,
 }
 
+/// Reads a request body of at most [`MAX_BODY`] bytes; a larger one is a 413 with the limit
+/// named, answered after the rest is drained (up to [`DRAIN_LIMIT`]).
+async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body must be at most {MAX_BODY} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY));
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(kept))
+}
+
 /// Submit a batch.
 #[utoipa::path(post, path = "/v1/batches", request_body = BatchSpec,
     responses(
@@ -296,9 +343,10 @@ async fn submit(
     State(app): State<App>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     require(&caller, Role::Researcher)?;
+    let body = read_limited(&headers, body).await?;
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -1026,6 +1074,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
         .fallback(fallback)
+        // `submit` reads its body itself (see `read_limited`); the other routes take none.
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
