@@ -14,11 +14,49 @@ const SCALE: f64 = (1u128 << 60) as f64;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FixedSum(i128);
 
+/// `(x * 2^60) as i128`: the product is exact (a power of two) and truncated toward zero,
+/// saturating like `as`. Written out because the compiler's f64 -> i128 conversion is a
+/// library call that cost 7% of a batch's CPU; this is a few shifts.
+#[inline]
+pub fn to_fixed(x: f64) -> i128 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    let negative = bits >> 63 == 1;
+    if exponent == 0x7ff {
+        // NaN is 0, infinities saturate, as `as` does.
+        return if x.is_nan() {
+            0
+        } else if negative {
+            i128::MIN
+        } else {
+            i128::MAX
+        };
+    }
+    if exponent == 0 {
+        // Zero and subnormals: |x| * 2^60 < 1.
+        return 0;
+    }
+    let mantissa = ((bits & ((1u64 << 52) - 1)) | (1u64 << 52)) as i128;
+    // x = mantissa * 2^(exponent - 1075), so x * 2^60 = mantissa * 2^(exponent - 1015).
+    let shift = exponent - 1015;
+    let magnitude = if shift >= 0 {
+        // The mantissa has 53 bits: beyond 74 places it leaves i128.
+        if shift > 74 {
+            return if negative { i128::MIN } else { i128::MAX };
+        }
+        mantissa << shift
+    } else if shift > -64 {
+        mantissa >> -shift
+    } else {
+        0
+    };
+    if negative { -magnitude } else { magnitude }
+}
+
 impl FixedSum {
     #[inline]
     pub fn add(&mut self, value: f64) {
-        // Multiplying by a power of two is exact; the cast truncates toward zero.
-        self.0 += (value * SCALE) as i128;
+        self.0 += to_fixed(value);
     }
 
     #[inline]
@@ -82,15 +120,108 @@ impl PortfolioSum {
 }
 
 /// The sorted union of several calendars.
+///
+/// Calendars are ascending, and most of a universe's are the same exchange calendar: each is
+/// compared with the union so far and merged in only where it differs, a linear pass where
+/// sorting every date of a 300-symbol batch was 5% of its CPU.
 pub fn union_dates<'a>(calendars: impl Iterator<Item = &'a [Date]>) -> Vec<Date> {
-    let mut all: Vec<Date> = calendars.flat_map(|c| c.iter().copied()).collect();
-    all.sort_unstable();
-    all.dedup();
-    all
+    let mut union: Vec<Date> = Vec::new();
+    for calendar in calendars {
+        debug_assert!(calendar.windows(2).all(|w| w[0] < w[1]), "ascending dates");
+        if calendar == union.as_slice() {
+            continue;
+        }
+        let mut merged = Vec::with_capacity(union.len().max(calendar.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < union.len() || j < calendar.len() {
+            let next = match (union.get(i), calendar.get(j)) {
+                (Some(&a), Some(&b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                    a
+                }
+                (Some(&a), Some(&b)) if a < b => {
+                    i += 1;
+                    a
+                }
+                (Some(&a), None) => {
+                    i += 1;
+                    a
+                }
+                (_, Some(&b)) => {
+                    j += 1;
+                    b
+                }
+                (None, None) => unreachable!("the loop condition"),
+            };
+            merged.push(next);
+        }
+        union = merged;
+    }
+    union
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn union_of_calendars_is_sorted_and_distinct() {
+        use super::union_dates;
+        let cals: Vec<Vec<i32>> = vec![
+            vec![3, 5, 8],
+            vec![3, 5, 8],
+            vec![1, 5, 9, 12],
+            vec![],
+            vec![2, 3, 12, 20],
+            (0..40).step_by(7).collect(),
+        ];
+        let mut want: Vec<i32> = cals.iter().flatten().copied().collect();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(union_dates(cals.iter().map(|c| c.as_slice())), want);
+        assert!(union_dates(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn to_fixed_is_the_truncating_cast() {
+        use super::{SCALE, to_fixed};
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            1e-18,
+            -1e-18,
+            1e-19,
+            3e-19,
+            1e6,
+            -2.5e9,
+            1e20,
+            1.5e22,
+            -1.5e22,
+            1e300,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MAX,
+            f64::MIN,
+        ];
+        for _ in 0..100_000 {
+            // xorshift64*: random bit patterns over every exponent
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            values.push(f64::from_bits(x.wrapping_mul(0x2545_F491_4F6C_DD1D)));
+            values.push((x % 1_000_000_000) as f64 / 97.0);
+        }
+        for v in values {
+            assert_eq!(to_fixed(v), (v * SCALE) as i128, "{v:e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -219,8 +219,10 @@ impl BarSource for CsvDir {
 
 /// Reads bars from CSV text; does not validate them.
 pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataError> {
+    // Headers are trimmed by the reader, values as they are parsed (the reader's own trim
+    // rebuilds every record).
     let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(reader);
     let io = |e: csv::Error| DataError::Io {
         path: format!("{symbol}.csv"),
@@ -241,7 +243,7 @@ pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataEr
     let mut record = csv::StringRecord::new();
     let mut row = 0;
     while csv.read_record(&mut record).map_err(io)? {
-        let field = |i: usize| record.get(idx[i]).unwrap_or("");
+        let field = |i: usize| record.get(idx[i]).unwrap_or("").trim();
         let date = parse_date(field(0)).ok_or_else(|| DataError::Parse {
             symbol: symbol.to_string(),
             row,
@@ -268,7 +270,7 @@ pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataEr
 /// Reads only the `date` column of CSV bar text (the prices are not parsed).
 pub fn read_csv_dates(symbol: &str, reader: impl std::io::Read) -> Result<Vec<Date>, DataError> {
     let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(reader);
     let io = |e: csv::Error| DataError::Io {
         path: format!("{symbol}.csv"),
@@ -286,7 +288,9 @@ pub fn read_csv_dates(symbol: &str, reader: impl std::io::Read) -> Result<Vec<Da
     let mut dates = Vec::new();
     let mut record = csv::ByteRecord::new();
     while csv.read_byte_record(&mut record).map_err(io)? {
-        let field = std::str::from_utf8(record.get(column).unwrap_or(b"")).unwrap_or("");
+        let field = std::str::from_utf8(record.get(column).unwrap_or(b""))
+            .unwrap_or("")
+            .trim();
         let date = parse_date(field).ok_or_else(|| DataError::Parse {
             symbol: symbol.to_string(),
             row: dates.len(),

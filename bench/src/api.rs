@@ -1,32 +1,24 @@
 //! API load: 200 concurrent clients polling a batch's status over HTTP while the batch
 //! runs (p50, p99, max), and the time from submission to the first job running. The whole
 //! stack is in this process on loopback: coordinator, workers on every core, `xt serve`'s
-//! router. Prints a markdown table. Run it in release:
-//!
-//! `cargo run --release -p bench --bin api -- [--clients 200] [--seconds 5]`
+//! router.
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde_json::{Value, json};
 use xt_api::auth::{Role, Verifier, mint};
 use xt_api::serve::{App, router};
 
-#[derive(Debug, Parser)]
-struct Args {
-    #[arg(long, default_value_t = 200)]
-    clients: usize,
-    /// How long the clients poll.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
-}
+use crate::report::{Table, Target};
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Polling latency under `clients` concurrent clients for `seconds`, submission to first job
+/// running, and a 5-million-row download's memory.
+pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Target>)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = std::env::temp_dir().join(format!("xt-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
@@ -106,9 +98,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let id = reply["id"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("submit: {reply}"))?;
-    let until = Instant::now() + Duration::from_secs_f64(args.seconds);
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
+    for _ in 0..clients {
         let (http, url, token) = (
             http.clone(),
             format!("{api}/v1/batches/{id}"),
@@ -151,32 +143,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .send()
         .await?;
 
-    println!("| API on loopback, {cores} cores shared with the running batch | value |");
-    println!("|---|---|");
-    println!(
-        "| status polls by {} clients in {:.0} s | {} ({:.0}/s), {} errors |",
-        args.clients,
-        args.seconds,
-        times.len(),
-        times.len() as f64 / args.seconds,
-        errors
+    let mut table = Table::new(
+        format!("HTTP API on loopback, {cores} cores shared with a running batch"),
+        &["measurement", "value"],
     );
-    println!("| status latency p50 | {:.1} ms |", percentile(&times, 0.5));
-    println!(
-        "| status latency p99 | {:.1} ms |",
-        percentile(&times, 0.99)
-    );
-    println!("| status latency max | {:.1} ms |", percentile(&times, 1.0));
-    println!(
-        "| jobs the batch finished meanwhile | {} of {} |",
-        s["counts"]["done"], s["jobs"]
-    );
-    println!(
-        "| submission to first job running (median of 5, 50-symbol batch) | {:.1} ms (min {:.1}, max {:.1}) |",
-        percentile(&first, 0.5),
-        percentile(&first, 0.0),
-        percentile(&first, 1.0)
-    );
+    table.row(vec![
+        format!("status polls by {clients} clients in {seconds:.0} s"),
+        format!(
+            "{} ({:.0}/s), {errors} errors",
+            times.len(),
+            times.len() as f64 / seconds
+        ),
+    ]);
+    table.row(vec![
+        "status latency p50 / p99 / max".into(),
+        format!(
+            "{:.1} / {:.1} / {:.1} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            percentile(&times, 1.0)
+        ),
+    ]);
+    table.row(vec![
+        "jobs the batch finished meanwhile".into(),
+        format!("{} of {}", s["counts"]["done"], s["jobs"]),
+    ]);
+    table.row(vec![
+        "submission to first job running (median of 5, 50-symbol batch)".into(),
+        format!(
+            "{:.1} ms (min {:.1}, max {:.1})",
+            percentile(&first, 0.5),
+            percentile(&first, 0.0),
+            percentile(&first, 1.0)
+        ),
+    ]);
     drop(tasks);
 
     // A 5-million-row equity table downloaded as Parquet: peak memory of this process
@@ -207,16 +207,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rss = |key: &str| -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(key)
-                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0)
-    };
+    let rss = crate::report::status_kb;
     // Forget the peak so far (the batch's own), so the next peak is the download's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = rss("VmRSS:");
@@ -234,24 +225,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(chunk) = body.next().await {
         bytes += chunk?.len();
     }
-    let seconds = t.elapsed().as_secs_f64();
+    let took = t.elapsed().as_secs_f64();
     let peak = rss("VmHWM:");
     let rows = 400 * 10 * 252 * 5;
-    println!(
-        "| download of the {rows}-row equity table as Parquet | {:.0} MB in {seconds:.2} s; peak memory +{:.0} MB over {:.0} MB before |",
-        bytes as f64 / 1e6,
-        peak.saturating_sub(before) as f64 / 1e3,
-        before as f64 / 1e3
-    );
+    table.row(vec![
+        format!("download of the {rows}-row equity table as Parquet"),
+        format!(
+            "{:.0} MB in {took:.2} s; peak memory +{:.0} MB over {:.0} MB before",
+            bytes as f64 / 1e6,
+            peak.saturating_sub(before) as f64 / 1e3,
+            before as f64 / 1e3
+        ),
+    ]);
     cluster.stop().await?;
     let _ = std::fs::remove_dir_all(&state);
-    Ok(())
-}
-
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    let p99 = percentile(&times, 0.99);
+    let first_ms = percentile(&first, 0.5);
+    let targets = vec![
+        Target::new(
+            format!("API status p99, {clients} clients polling"),
+            "< 50 ms",
+            format!("{p99:.1} ms"),
+            p99 < 50.0,
+        ),
+        Target::new(
+            "API submission to first job running",
+            "< 100 ms",
+            format!("{first_ms:.1} ms"),
+            first_ms < 100.0,
+        ),
+    ];
+    Ok((table, targets))
 }

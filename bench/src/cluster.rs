@@ -1,0 +1,560 @@
+//! Cluster overheads: the same batch through the in-process rayon runner and through the
+//! coordinator and worker services on loopback (`xt local`'s path) with 1, 2 and 4 workers,
+//! and with 1, 2 and 4 worker processes; the jobs per second the coordinator sustains for
+//! near-empty jobs over its real gRPC and Flight services; the latency of a 1-job batch;
+//! and Flight upload throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arrow::array::{Date32Array, Float64Array, UInt32Array};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightData, FlightDescriptor};
+use futures::{TryStreamExt, stream};
+use tonic::transport::Channel;
+use xt_coordinator::scheduler::Scheduler;
+use xt_shared::job::Upload;
+use xt_shared::wire::jobs_client::JobsClient;
+use xt_shared::wire::{LeaseRequest, RegisterRequest, StatsRequest, StatusRequest, SubmitRequest};
+use xt_shared::{BatchSpec, SyntheticMarket};
+
+use crate::report::{Table, Target, Timing, count, cpu_seconds, secs, timed};
+
+fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("xt-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn submit(client: &mut JobsClient<Channel>, spec: &BatchSpec) -> anyhow::Result<u64> {
+    Ok(client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(spec)?,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .batch)
+}
+
+async fn wait_finished(client: &mut JobsClient<Channel>, batch: u64) -> anyhow::Result<()> {
+    while !client
+        .status(StatusRequest { batch })
+        .await?
+        .into_inner()
+        .finished
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Submission to finished (tables written), through `workers` workers on loopback.
+async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Duration> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let state = state_dir(&format!("cluster-{workers}"));
+    let cluster = xt_coordinator::local::LocalCluster::start(
+        state.clone(),
+        workers,
+        (cores / workers).max(1),
+        Default::default(),
+    )
+    .await?;
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let started = Instant::now();
+    let batch = submit(&mut client, spec).await?;
+    wait_finished(&mut client, batch).await?;
+    let elapsed = started.elapsed();
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(elapsed)
+}
+
+/// One job attempt's upload, as a worker sends it: the descriptor, then each table.
+async fn upload_data(
+    upload: &Upload,
+    tables: &[(&str, RecordBatch)],
+) -> anyhow::Result<Vec<FlightData>> {
+    let mut data = Vec::new();
+    for (name, batch) in tables {
+        let mut encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
+            .build(stream::iter([Ok(batch.clone())]))
+            .try_collect()
+            .await?;
+        encoded[0].app_metadata = name.as_bytes().to_vec().into();
+        data.extend(encoded);
+    }
+    data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(serde_json::to_vec(upload)?));
+    Ok(data)
+}
+
+/// A coordinator with no workers but `clients` thin ones that lease near-empty jobs in
+/// rounds of `round` and upload an empty result for each at once: what the coordinator's
+/// gRPC and Flight services sustain when jobs cost nothing. Returns jobs per second from
+/// the first lease to the batch finished.
+async fn scheduling_throughput(
+    jobs: usize,
+    clients: usize,
+    round: u32,
+) -> anyhow::Result<(f64, f64)> {
+    let state = state_dir("empty");
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut spec = BatchSpec::new(
+        format!("synthetic://?symbols={jobs}&years=1&seed=1"),
+        "buy_and_hold",
+    );
+    spec.tables = Some(vec![xt_shared::spec::Table::Metrics]);
+    let batch = submit(&mut client, &spec).await?;
+    // The thin clients run in a process of their own, so this process's CPU time is the
+    // coordinator's alone.
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "thin-clients",
+            "--url",
+            &cluster.url,
+            "--clients",
+            &clients.to_string(),
+            "--round",
+            &round.to_string(),
+        ])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "the thin clients failed");
+    wait_finished(&mut client, batch).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let per_cpu_second = jobs as f64 / (cpu_seconds() - cpu).max(0.01);
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok((jobs as f64 / seconds, per_cpu_second))
+}
+
+/// `clients` thin workers that lease near-empty jobs in rounds of `round` and upload an
+/// empty result for each at once, until the queue is empty.
+pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Result<()> {
+    let empty = RecordBatch::new_empty(xt_shared::schema::METRICS.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (url, empty) = (url.clone(), empty.clone());
+        tasks.spawn(async move {
+            let channel = Channel::from_shared(url)?.connect().await?;
+            let mut jobs = JobsClient::new(channel.clone());
+            let worker = jobs
+                .register(RegisterRequest {
+                    name: "bench".into(),
+                    slots: round,
+                })
+                .await?
+                .into_inner()
+                .worker;
+            loop {
+                let leases = jobs
+                    .lease(LeaseRequest {
+                        worker,
+                        slots: round,
+                    })
+                    .await?
+                    .into_inner()
+                    .jobs;
+                if leases.is_empty() {
+                    return anyhow::Ok(());
+                }
+                let uploads = leases.into_iter().map(|l| {
+                    let (channel, empty) = (channel.clone(), empty.clone());
+                    async move {
+                        let upload = Upload {
+                            worker,
+                            batch: l.batch,
+                            job: l.job,
+                            attempt: l.attempt,
+                            bars: 0,
+                            seconds: 0.0,
+                            error: None,
+                        };
+                        let data = upload_data(&upload, &[("metrics", empty)]).await?;
+                        let mut flight = FlightServiceClient::new(channel);
+                        let mut r = flight.do_put(stream::iter(data)).await?.into_inner();
+                        while r.message().await?.is_some() {}
+                        anyhow::Ok(())
+                    }
+                });
+                futures::future::try_join_all(uploads).await?;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// Uploads one job's `sleeves` table of `rows` rows over Flight and returns megabytes (of
+/// Arrow IPC) per second, the coordinator storing it before it answers.
+async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
+    let state = state_dir("flight");
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+    let channel = Channel::from_shared(cluster.url.clone())?
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .connect()
+        .await?;
+    let mut jobs = JobsClient::new(channel.clone());
+    // Two jobs, one uploaded: the batch stays open, so the time is the upload and its
+    // storing, not the aggregation.
+    let spec = BatchSpec::new("synthetic://?symbols=2&years=1&seed=1", "buy_and_hold");
+    let batch = submit(&mut jobs, &spec).await?;
+    let worker = jobs
+        .register(RegisterRequest {
+            name: "bench".into(),
+            slots: 1,
+        })
+        .await?
+        .into_inner()
+        .worker;
+    let lease = jobs
+        .lease(LeaseRequest { worker, slots: 1 })
+        .await?
+        .into_inner()
+        .jobs
+        .pop()
+        .context("no job leased")?;
+    let table = RecordBatch::try_new(
+        xt_worker::client::sleeves_schema(),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(
+                (0..rows).map(|i| u32::from(i >= rows / 2)),
+            )),
+            Arc::new(Date32Array::from_iter_values(
+                (0..rows).map(|i| (i % 2500) as i32),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|i| 1e6 + i as f64),
+            )),
+        ],
+    )?;
+    let upload = Upload {
+        worker,
+        batch,
+        job: lease.job,
+        attempt: lease.attempt,
+        bars: 0,
+        seconds: 0.0,
+        error: None,
+    };
+    let data = upload_data(&upload, &[("sleeves", table)]).await?;
+    let bytes: usize = data
+        .iter()
+        .map(|d| d.data_body.len() + d.data_header.len())
+        .sum();
+    let mut flight = FlightServiceClient::new(channel).max_encoding_message_size(256 << 20);
+    let started = Instant::now();
+    let mut r = flight.do_put(stream::iter(data)).await?.into_inner();
+    while r.message().await?.is_some() {}
+    let seconds = started.elapsed().as_secs_f64();
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok((bytes as f64 / 1e6, bytes as f64 / 1e6 / seconds))
+}
+
+/// Submission to finished through `processes` worker processes (this binary's `worker`
+/// command) of `slots` slots each, registered before the batch goes in.
+pub async fn through_processes(
+    spec: &BatchSpec,
+    processes: usize,
+    slots: usize,
+) -> anyhow::Result<Duration> {
+    let state = state_dir(&format!("processes-{processes}"));
+    let cluster =
+        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        children.push(
+            tokio::process::Command::new(std::env::current_exe()?)
+                .args(["worker", "--coordinator", &cluster.url, "--slots"])
+                .arg(slots.to_string())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+    }
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.stats(StatsRequest {}).await?.into_inner().workers < processes as u32 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker processes did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let batch = submit(&mut client, spec).await?;
+    wait_finished(&mut client, batch).await?;
+    let elapsed = started.elapsed();
+    for mut c in children {
+        c.kill().await?;
+    }
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(elapsed)
+}
+
+/// The batch of the overhead and scaling measurements.
+pub fn batch_spec(
+    symbols: usize,
+    years: usize,
+    strategy: &str,
+    grid: Option<&str>,
+) -> anyhow::Result<BatchSpec> {
+    let data = format!("synthetic://?symbols={symbols}&years={years}&seed=42");
+    let mut spec = BatchSpec::new(data, strategy);
+    if let Some(grid) = grid {
+        spec.grid = Some(serde_json::from_str(grid).context("--grid")?);
+    }
+    spec.tables = Some(vec![
+        xt_shared::spec::Table::Metrics,
+        xt_shared::spec::Table::Portfolio,
+    ]);
+    Ok(spec)
+}
+
+/// The in-process runner's time for `spec` on a rayon pool of `threads`.
+pub fn in_process(spec: &BatchSpec, threads: usize, runs: usize) -> anyhow::Result<Timing> {
+    let synth = match xt_shared::spec::DataSpec::parse(&spec.data)? {
+        xt_shared::spec::DataSpec::Synthetic {
+            symbols,
+            years,
+            seed,
+        } => SyntheticMarket::new(symbols, years, seed),
+        other => anyhow::bail!("a synthetic batch, not {other:?}"),
+    };
+    let universe = synth.universe();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    timed(runs, 1, || {
+        let t = Instant::now();
+        pool.install(|| xt_worker::runner::run_batch(spec, &synth, &universe))?;
+        Ok(t.elapsed())
+    })
+}
+
+/// The same batch in process and through the cluster on loopback: in-process workers
+/// (`xt local`) and worker processes.
+pub fn overhead(
+    runtime: &tokio::runtime::Runtime,
+    symbols: usize,
+    years: usize,
+    strategy: &str,
+    grid: Option<&str>,
+    runs: usize,
+) -> anyhow::Result<(Table, Target)> {
+    let spec = batch_spec(symbols, years, strategy, grid)?;
+    let cores = crate::machine::cores();
+    let local = in_process(&spec, cores, runs)?;
+    let mut table = Table::new(
+        format!(
+            "Cluster overhead: {symbols} symbols x {years} years, {strategy}{} ({} bar evaluations), submission to tables written",
+            grid.map(|g| format!(" grid {g}")).unwrap_or_default(),
+            count(spec_evaluations(&spec, symbols, years)?),
+        ),
+        &[
+            "path",
+            "seconds (median, spread)",
+            "CPU seconds",
+            "vs in-process",
+        ],
+    );
+    let mut best: f64 = f64::INFINITY;
+    let mut row = |name: String, t: &Timing| {
+        if !name.starts_with("in-process") {
+            best = best.min(t.median / local.median);
+        }
+        table.row(vec![
+            name,
+            t.show(),
+            format!("{:.2}", t.cpu),
+            format!("{:.2}x", t.median / local.median),
+        ]);
+    };
+    row(format!("in-process rayon runner, {cores} threads"), &local);
+    for workers in [1, 2, 4] {
+        let t = timed(runs, 1, || {
+            runtime.block_on(through_cluster(&spec, workers))
+        })?;
+        row(
+            format!(
+                "xt local: coordinator + {workers} in-process worker(s) on loopback gRPC/Flight"
+            ),
+            &t,
+        );
+    }
+    let t = timed(runs, 1, || {
+        runtime.block_on(through_processes(&spec, 1, cores))
+    })?;
+    row(
+        format!("coordinator + 1 worker process of {cores} slots"),
+        &t,
+    );
+    table.note(
+        "CPU seconds are this process's: the coordinator, and the in-process workers where there are some (a worker process's CPU is not in it).",
+    );
+    let target = Target::new(
+        format!("cluster overhead, {symbols} x {years} y {strategy}"),
+        "< 10% over in-process",
+        format!("{:+.0}% (best cluster path)", (best - 1.0) * 100.0),
+        best < 1.10,
+    );
+    Ok((table, target))
+}
+
+/// `runs` batches through one path: `in-process`, `local` (in-process workers on loopback)
+/// or `process` (one worker process with every core).
+pub fn one_path(
+    runtime: &tokio::runtime::Runtime,
+    path: &str,
+    symbols: usize,
+    years: usize,
+    runs: usize,
+) -> anyhow::Result<Timing> {
+    let spec = batch_spec(symbols, years, "macd", None)?;
+    let cores = crate::machine::cores();
+    match path {
+        "in-process" => in_process(&spec, cores, runs),
+        "local" => timed(runs, 1, || runtime.block_on(through_cluster(&spec, 1))),
+        _ => timed(runs, 1, || {
+            runtime.block_on(through_processes(&spec, 1, cores))
+        }),
+    }
+}
+
+fn spec_evaluations(spec: &BatchSpec, symbols: usize, years: usize) -> anyhow::Result<f64> {
+    let (_, combos) = xt_worker::runner::strategy_combos(
+        &spec.strategy,
+        spec.params.as_ref(),
+        spec.grid.as_ref(),
+    )?;
+    Ok((symbols * years * xt_shared::synthetic::DAYS_PER_YEAR * combos.len()) as f64)
+}
+
+/// Submission to finished of a 1-job batch (one symbol, one year) on an idle cluster with a
+/// worker waiting: median and spread of `runs`.
+async fn one_job_latency(runs: usize) -> anyhow::Result<Timing> {
+    let state = state_dir("one-job");
+    let cluster = xt_coordinator::local::LocalCluster::start(
+        state.clone(),
+        1,
+        crate::machine::cores(),
+        Default::default(),
+    )
+    .await?;
+    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut t = Vec::new();
+    for i in 0..runs + 1 {
+        let spec = BatchSpec::new(format!("synthetic://?symbols=1&years=1&seed={i}"), "macd");
+        let started = Instant::now();
+        let batch = submit(&mut client, &spec).await?;
+        wait_finished(&mut client, batch).await?;
+        if i > 0 {
+            t.push(started.elapsed().as_secs_f64());
+        }
+    }
+    cluster.stop().await?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(Timing::from_seconds(t, 0.0))
+}
+
+/// Scheduling throughput, 1-job latency and Flight throughput; and the coordinator's jobs
+/// per CPU-second.
+pub fn overheads(
+    runtime: &tokio::runtime::Runtime,
+    empty_jobs: usize,
+    runs: usize,
+) -> anyhow::Result<(Table, Target, f64)> {
+    let mut table = Table::new(
+        "Coordinator and transport",
+        &["measurement", "value (median, spread)"],
+    );
+    // Scheduling alone: lease and complete near-empty jobs as fast as the core allows.
+    let jobs = 200_000u32;
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let mut s = Scheduler::new(Duration::from_secs(30), 3);
+        s.submit(1, jobs)?;
+        let now = Instant::now();
+        let w = s.register(now);
+        let t = Instant::now();
+        loop {
+            let leases = s.lease(w, 64, now)?;
+            if leases.is_empty() {
+                break;
+            }
+            for l in leases {
+                s.complete(l.key, l.attempt, w);
+            }
+        }
+        rates.push(jobs as f64 / t.elapsed().as_secs_f64());
+    }
+    let r = Timing::from_seconds(rates, 0.0);
+    table.row(vec![
+        "scheduler core: lease + complete in memory".into(),
+        format!(
+            "{} jobs/s ({}-{})",
+            count(r.median),
+            count(r.min),
+            count(r.max)
+        ),
+    ]);
+    let (mut rates, mut per_cpu) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (rate, per_core) = runtime.block_on(scheduling_throughput(empty_jobs, 4, 64))?;
+        rates.push(rate);
+        per_cpu.push(per_core);
+    }
+    let (r, c) = (
+        Timing::from_seconds(rates, 0.0),
+        Timing::from_seconds(per_cpu, 0.0),
+    );
+    let target = Target::new(
+        "scheduling throughput, near-empty jobs end to end",
+        ">= 20,000 jobs/s",
+        format!("{} jobs/s", count(r.median)),
+        r.median >= 20_000.0,
+    );
+    table.row(vec![
+        format!("near-empty jobs through gRPC lease + Flight DoPut, stored ({empty_jobs} jobs, 4 clients in another process)"),
+        format!("{} jobs/s ({}-{})", count(r.median), count(r.min), count(r.max)),
+    ]);
+    table.row(vec![
+        "the same per CPU-second of the coordinator".into(),
+        format!(
+            "{} jobs/s ({}-{})",
+            count(c.median),
+            count(c.min),
+            count(c.max)
+        ),
+    ]);
+    let l = runtime.block_on(one_job_latency(runs.max(5)))?;
+    table.row(vec![
+        "1-job batch (1 symbol x 1 year, macd), submission to finished".into(),
+        format!("{} ({}-{})", secs(l.median), secs(l.min), secs(l.max)),
+    ]);
+    let mut rates = Vec::new();
+    let mut size = 0.0;
+    for _ in 0..runs {
+        let (mb, rate) = runtime.block_on(flight_throughput(2_500_000))?;
+        size = mb;
+        rates.push(rate);
+    }
+    let r = Timing::from_seconds(rates, 0.0);
+    table.row(vec![
+        format!("Flight DoPut on loopback, one {size:.0} MB result table, stored"),
+        format!("{:.0} MB/s ({:.0}-{:.0})", r.median, r.min, r.max),
+    ]);
+    Ok((table, target, c.median))
+}
