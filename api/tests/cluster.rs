@@ -449,3 +449,118 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
         "cancelled jobs are error rows"
     );
 }
+
+/// One Flight upload carrying several job attempts, as a busy worker sends them: each job
+/// completes once (a repeated attempt in the same upload or a later one is answered "not
+/// accepted"), an upload naming no attempt for a record batch is refused whole, and the
+/// batch's tables equal the in-process run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_completes_several_jobs_each_once() {
+    use xt_shared::job::{JobSpec, Upload};
+    use xt_shared::wire::{LeaseRequest, RegisterRequest};
+    use xt_worker::client::{run_leased, upload, upload_messages};
+
+    let state = scratch("cluster-multi-upload");
+    let (_coordinator, url) = coordinator(&state);
+    let spec = BatchSpec::new("synthetic://?symbols=3&years=2&seed=11", "sma_cross");
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let batch = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch;
+    let worker = client
+        .register(RegisterRequest {
+            name: "test".into(),
+            slots: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker;
+    let leases = client
+        .lease(LeaseRequest { worker, slots: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(leases.len(), 3);
+    let synth = SyntheticMarket {
+        symbols: 3,
+        years: 2,
+        seed: 11,
+    };
+    let outputs: Vec<_> = leases
+        .iter()
+        .map(|l| {
+            let job: JobSpec = serde_json::from_str(&l.spec_json).unwrap();
+            run_leased(&job, &synth).unwrap()
+        })
+        .collect();
+    let attempt = |i: usize| {
+        let (l, o) = (&leases[i], &outputs[i]);
+        let upload = Upload {
+            worker,
+            batch,
+            job: l.job,
+            attempt: l.attempt,
+            bars: o.bars,
+            seconds: o.seconds,
+            error: None,
+        };
+        (upload, o.tables.as_slice())
+    };
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let accepted = upload(&channel, &[attempt(0), attempt(1), attempt(0)])
+        .await
+        .unwrap();
+    assert_eq!(accepted, [true, true, false]);
+
+    // A record batch that names an attempt the upload does not have: refused, nothing kept.
+    let mut data = upload_messages(&[attempt(2)]).unwrap();
+    data[1].app_metadata = "5".into();
+    let mut flight = arrow_flight::flight_service_client::FlightServiceClient::new(channel.clone());
+    let refused = async {
+        let mut r = flight
+            .do_put(futures::stream::iter(data))
+            .await?
+            .into_inner();
+        while r.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    }
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("app_metadata"), "{refused:?}");
+    let s = client
+        .status(StatusRequest { batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.done, s.running, s.finished), (2, 1, false));
+
+    let accepted = upload(&channel, &[attempt(2), attempt(1)]).await.unwrap();
+    assert_eq!(accepted, [true, false]);
+    let s = wait_finished(&mut client, batch).await;
+    assert_eq!((s.done, s.failed), (3, 0));
+
+    let dir = state.join("batches").join(batch.to_string());
+    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
+    assert_eq!(
+        final_equity(&read(&dir.join("metrics.parquet"))),
+        final_equity(&local.metrics)
+    );
+    assert_eq!(
+        read(&dir.join("portfolio.parquet")),
+        local.outcome.portfolio
+    );
+}

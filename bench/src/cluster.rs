@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arrow::array::{Date32Array, Float64Array, UInt32Array};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightData, FlightDescriptor};
-use futures::{TryStreamExt, stream};
+use futures::stream;
 use tonic::transport::Channel;
 use xt_coordinator::scheduler::Scheduler;
 use xt_shared::job::Upload;
@@ -73,24 +71,6 @@ async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Dur
     Ok(elapsed)
 }
 
-/// One job attempt's upload, as a worker sends it: the descriptor, then each table.
-async fn upload_data(
-    upload: &Upload,
-    tables: &[(&str, RecordBatch)],
-) -> anyhow::Result<Vec<FlightData>> {
-    let mut data = Vec::new();
-    for (name, batch) in tables {
-        let mut encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
-            .build(stream::iter([Ok(batch.clone())]))
-            .try_collect()
-            .await?;
-        encoded[0].app_metadata = name.as_bytes().to_vec().into();
-        data.extend(encoded);
-    }
-    data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(serde_json::to_vec(upload)?));
-    Ok(data)
-}
-
 /// A coordinator with no workers but `clients` thin ones that lease near-empty jobs in
 /// rounds of `round` and upload an empty result for each at once: what the coordinator's
 /// gRPC and Flight services sustain when jobs cost nothing. Returns jobs per second from
@@ -136,7 +116,7 @@ async fn scheduling_throughput(
 }
 
 /// `clients` thin workers that lease near-empty jobs in rounds of `round` and upload an
-/// empty result for each at once, until the queue is empty.
+/// empty result for each round at once, until the queue is empty.
 pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Result<()> {
     let empty = RecordBatch::new_empty(xt_shared::schema::METRICS.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -165,9 +145,11 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                 if leases.is_empty() {
                     return anyhow::Ok(());
                 }
-                let uploads = leases.into_iter().map(|l| {
-                    let (channel, empty) = (channel.clone(), empty.clone());
-                    async move {
+                // One upload for the round, as a worker sends what it has finished.
+                let tables = [("metrics", empty.clone())];
+                let attempts: Vec<(Upload, &[(&str, RecordBatch)])> = leases
+                    .iter()
+                    .map(|l| {
                         let upload = Upload {
                             worker,
                             batch: l.batch,
@@ -177,14 +159,10 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                             seconds: 0.0,
                             error: None,
                         };
-                        let data = upload_data(&upload, &[("metrics", empty)]).await?;
-                        let mut flight = FlightServiceClient::new(channel);
-                        let mut r = flight.do_put(stream::iter(data)).await?.into_inner();
-                        while r.message().await?.is_some() {}
-                        anyhow::Ok(())
-                    }
-                });
-                futures::future::try_join_all(uploads).await?;
+                        (upload, &tables[..])
+                    })
+                    .collect();
+                xt_worker::client::upload(&channel, &attempts).await?;
             }
         });
     }
@@ -248,7 +226,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         seconds: 0.0,
         error: None,
     };
-    let data = upload_data(&upload, &[("sleeves", table)]).await?;
+    let data = xt_worker::client::upload_messages(&[(upload, &[("sleeves", table)])])?;
     let bytes: usize = data
         .iter()
         .map(|d| d.data_body.len() + d.data_header.len())

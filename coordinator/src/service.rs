@@ -39,11 +39,14 @@ use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore, Tables};
 
 struct BatchRun {
     spec: BatchSpec,
-    jobs: Vec<JobSpec>,
-    combos: Vec<ParamSet>,
-    dates: Vec<Date>,
+    // Shared with the aggregation, which runs outside the state lock.
+    jobs: Arc<Vec<JobSpec>>,
+    combos: Arc<Vec<ParamSet>>,
+    dates: Arc<Vec<Date>>,
     bars: u64,
     started: Instant,
+    /// Its tables are being written (every job has ended); `summary` follows.
+    aggregating: bool,
     summary: Option<Value>,
     tenant: String,
     owner: String,
@@ -174,11 +177,12 @@ impl Coordinator {
                 stored.id,
                 BatchRun {
                     spec: r.spec,
-                    jobs: r.jobs,
-                    combos,
-                    dates: r.dates,
+                    jobs: Arc::new(r.jobs),
+                    combos: Arc::new(combos),
+                    dates: Arc::new(r.dates),
                     bars,
                     started: Instant::now(),
+                    aggregating: false,
                     summary: stored.summary,
                     tenant: r.tenant,
                     owner: r.owner,
@@ -261,11 +265,12 @@ impl Coordinator {
             id,
             BatchRun {
                 spec,
-                jobs,
-                combos,
-                dates: planned.dates,
+                jobs: Arc::new(jobs),
+                combos: Arc::new(combos),
+                dates: Arc::new(planned.dates),
                 bars: 0,
                 started: Instant::now(),
+                aggregating: false,
                 summary: None,
                 tenant: record.tenant,
                 owner: record.owner,
@@ -385,55 +390,97 @@ impl Coordinator {
         ))
     }
 
-    /// Completes a job attempt with its uploaded tables: stored durably if the job is still
-    /// open, then counted, unless another attempt got there first.
-    async fn accept(&self, upload: Upload, tables: Tables) -> Result<bool, Status> {
-        let key = JobKey {
-            batch: upload.batch,
-            job: upload.job,
+    /// Completes job attempts with their uploaded tables: those whose job is still open are
+    /// stored durably (one append per batch), then counted, unless another attempt got there
+    /// first. Returns, for each, whether it completed its job.
+    async fn accept(&self, uploads: Vec<(Upload, Tables)>) -> Result<Vec<bool>, Status> {
+        let key = |u: &Upload| JobKey {
+            batch: u.batch,
+            job: u.job,
         };
-        let open = matches!(
-            self.lock().scheduler.status(key),
-            Some(JobStatus::Queued | JobStatus::Running { .. })
-        );
-        if open {
-            // Durable before the job counts as done: a completed result survives a crash.
+        let open: Vec<bool> = {
+            let s = self.lock();
+            uploads
+                .iter()
+                .map(|(u, _)| {
+                    matches!(
+                        s.scheduler.status(key(u)),
+                        Some(JobStatus::Queued | JobStatus::Running { .. })
+                    )
+                })
+                .collect()
+        };
+        let uploads = Arc::new(uploads);
+        if open.iter().any(|&o| o) {
+            // Durable before a job counts as done: a completed result survives a crash.
             // Written outside the lock; a second attempt finishing meanwhile writes the same
             // tables, the store keeps the first, and the scheduler below takes only one.
-            let record = JobRecord {
-                bars: upload.bars,
-                error: upload.error.clone(),
-            };
-            let store = self.store.clone();
-            let (batch, job) = (upload.batch, upload.job);
-            tokio::task::spawn_blocking(move || store.save_result(batch, job, &tables, &record))
-                .await
-                .map_err(internal)?
-                .map_err(|e| Status::unavailable(format!("storing the result: {e}")))?;
+            let (store, uploads, open) = (self.store.clone(), uploads.clone(), open.clone());
+            tokio::task::spawn_blocking(move || {
+                let records: Vec<JobRecord> = uploads
+                    .iter()
+                    .map(|(u, _)| JobRecord {
+                        bars: u.bars,
+                        error: u.error.clone(),
+                    })
+                    .collect();
+                let mut batches: Vec<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
+                batches.sort_unstable();
+                batches.dedup();
+                for batch in batches {
+                    let results: Vec<_> = uploads
+                        .iter()
+                        .zip(&records)
+                        .zip(&open)
+                        .filter(|(((u, _), _), open)| **open && u.batch == batch)
+                        .map(|(((u, tables), record), _)| (u.job, tables, record))
+                        .collect();
+                    store.save_results(batch, &results)?;
+                }
+                std::io::Result::Ok(())
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::unavailable(format!("storing the results: {e}")))?;
         }
         let mut s = self.lock();
-        let completion = match &upload.error {
-            None => s.scheduler.complete(key, upload.attempt, upload.worker),
-            Some(error) => s
-                .scheduler
-                .complete_failed(key, upload.attempt, upload.worker, error),
-        };
-        let accepted = completion == Completion::Accepted;
-        if accepted {
-            s.durations.observe(upload.seconds);
-            if let Some(run) = s.batches.get_mut(&upload.batch) {
-                run.bars += upload.bars;
+        let mut accepted = Vec::with_capacity(uploads.len());
+        for (upload, _) in uploads.iter() {
+            let completion = match &upload.error {
+                None => s
+                    .scheduler
+                    .complete(key(upload), upload.attempt, upload.worker),
+                Some(error) => {
+                    s.scheduler
+                        .complete_failed(key(upload), upload.attempt, upload.worker, error)
+                }
+            };
+            let done = completion == Completion::Accepted;
+            if done {
+                s.durations.observe(upload.seconds);
+                if let Some(run) = s.batches.get_mut(&upload.batch) {
+                    run.bars += upload.bars;
+                }
             }
+            accepted.push(done);
         }
-        self.finish_if_done(&mut s, upload.batch);
+        let mut batches: Vec<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
+        batches.dedup();
+        for batch in batches {
+            self.finish_if_done(&mut s, batch);
+        }
         Ok(accepted)
     }
 
+    /// Once every job of `batch` has ended, writes its tables and summary on a thread of
+    /// their own: a big batch's tables take seconds, and the state lock (every lease,
+    /// upload and status call) must not wait on them. The batch counts as finished when
+    /// its summary is in.
     fn finish_if_done(&self, s: &mut State, batch: u64) {
         // Finished batches stay in the map; skip them before counting their jobs.
         if s.batches
             .get(&batch)
-            .is_none_or(|run| run.summary.is_some())
+            .is_none_or(|run| run.summary.is_some() || run.aggregating)
         {
             return;
         }
@@ -455,15 +502,43 @@ impl Coordinator {
                 _ => JobEnd::Done,
             })
             .collect();
-        let summary = match aggregate(run, batch, &ends, self.store.as_ref()) {
-            Ok(v) => v,
-            Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
+        run.aggregating = true;
+        let ended = Ended {
+            spec: run.spec.clone(),
+            jobs: run.jobs.clone(),
+            combos: run.combos.clone(),
+            dates: run.dates.clone(),
+            bars: run.bars,
+            started: run.started,
+            ends,
         };
-        if let Err(e) = self.store.save_summary(batch, &summary) {
-            eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}");
-        }
-        run.summary = Some(summary);
+        let (store, state) = (self.store.clone(), self.state.clone());
+        std::thread::spawn(move || {
+            let summary = match aggregate(&ended, batch, store.as_ref()) {
+                Ok(v) => v,
+                Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
+            };
+            if let Err(e) = store.save_summary(batch, &summary) {
+                eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}");
+            }
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(run) = s.batches.get_mut(&batch) {
+                run.summary = Some(summary);
+                run.aggregating = false;
+            }
+        });
     }
+}
+
+/// What the aggregation of a batch whose jobs have all ended reads.
+struct Ended {
+    spec: BatchSpec,
+    jobs: Arc<Vec<JobSpec>>,
+    combos: Arc<Vec<ParamSet>>,
+    dates: Arc<Vec<Date>>,
+    bars: u64,
+    started: Instant,
+    ends: Vec<JobEnd>,
 }
 
 /// Rejects an upload that could not have come from running its job: a job the batch does
@@ -520,7 +595,6 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
     Ok(())
 }
 
-/// Writes a finished batch's four tables and returns its summary.
 /// How a job of a finished batch ended.
 enum JobEnd {
     /// Its result is stored (its rows may still be errors, if its data failed).
@@ -530,19 +604,16 @@ enum JobEnd {
     Cancelled,
 }
 
-fn aggregate(
-    run: &mut BatchRun,
-    batch: u64,
-    ends: &[JobEnd],
-    store: &dyn StateStore,
-) -> anyhow::Result<Value> {
+/// Writes a finished batch's four tables and returns its summary.
+fn aggregate(run: &Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<Value> {
+    let ends = &run.ends;
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
-    let mut sums = PortfolioSum::new(run.dates.clone(), run.combos.len() + 1);
+    let mut sums = PortfolioSum::new(run.dates.to_vec(), run.combos.len() + 1);
     // Each job's rows go straight to the files, in job order: memory holds one row group
     // of each table, not the batch's tables (an equity table runs to millions of rows).
     let mut files = TableFiles::create(dir, &run.spec)?;
-    for (j, (job, end)) in run.jobs.iter().zip(ends).enumerate() {
+    for (j, (job, end)) in run.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => store.load_result(batch, j as u32)?.ok_or_else(|| {
@@ -556,7 +627,7 @@ fn aggregate(
             Err(error) => {
                 // No result: error rows, a sleeve in cash.
                 let mut w = TableWriter::new(&job.symbol, false, false);
-                for p in &run.combos {
+                for p in run.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
                 }
                 files.write(&w.finish()?)?;
@@ -880,8 +951,9 @@ impl FlightService for Coordinator {
     type ListActionsStream = FlightStream<ActionType>;
     type DoExchangeStream = FlightStream<FlightData>;
 
-    /// Receives one job attempt's tables; the descriptor's `cmd` is an [`Upload`], and each
-    /// table's schema message carries its name in `app_metadata`.
+    /// Receives the tables of one or more job attempts (see [`Upload`] for the layout): the
+    /// descriptor's `cmd` lists the attempts, each table's schema message names it, each
+    /// record batch names its attempt.
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
@@ -895,17 +967,26 @@ impl FlightService for Coordinator {
             .flight_descriptor
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first message must carry a descriptor"))?;
-        let upload: Upload = serde_json::from_slice(&descriptor.cmd)
+        let uploads: Vec<Upload> = serde_json::from_slice(&descriptor.cmd)
             .map_err(|e| Status::invalid_argument(format!("descriptor: {e}")))?;
-        if !self.lock().batches.contains_key(&upload.batch) {
-            return Err(Status::not_found(format!("unknown batch {}", upload.batch)));
+        if uploads.is_empty() || uploads.len() > MAX_UPLOADS {
+            return Err(Status::invalid_argument(format!(
+                "an upload carries 1 to {MAX_UPLOADS} job attempts, not {}",
+                uploads.len()
+            )));
+        }
+        {
+            let s = self.lock();
+            if let Some(u) = uploads.iter().find(|u| !s.batches.contains_key(&u.batch)) {
+                return Err(Status::not_found(format!("unknown batch {}", u.batch)));
+            }
         }
         let all: BoxStream<'static, Result<FlightData, arrow_flight::error::FlightError>> =
             stream::once(async move { Ok(first) })
                 .chain(input.map_err(arrow_flight::error::FlightError::from))
                 .boxed();
         let mut decoder = FlightDataDecoder::new(all);
-        let mut tables = Tables::new();
+        let mut tables: Vec<Tables> = vec![Tables::new(); uploads.len()];
         let mut table: Option<String> = None;
         while let Some(message) = decoder
             .try_next()
@@ -928,20 +1009,34 @@ impl FlightService for Coordinator {
                     let name = table.clone().ok_or_else(|| {
                         Status::invalid_argument("a record batch before its schema")
                     })?;
-                    tables.entry(name).or_default().push(b);
+                    let index = std::str::from_utf8(&message.inner.app_metadata)
+                        .ok()
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .filter(|&i| i < uploads.len())
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "each record batch must name its job attempt in app_metadata: an index below {}",
+                                uploads.len()
+                            ))
+                        })?;
+                    tables[index].entry(name).or_default().push(b);
                 }
                 DecodedPayload::None => {}
             }
         }
         {
             let s = self.lock();
-            let run = s
-                .batches
-                .get(&upload.batch)
-                .ok_or_else(|| Status::not_found(format!("unknown batch {}", upload.batch)))?;
-            check_upload(run, &upload, &tables).map_err(Status::invalid_argument)?;
+            for (upload, tables) in uploads.iter().zip(&tables) {
+                let run = s
+                    .batches
+                    .get(&upload.batch)
+                    .ok_or_else(|| Status::not_found(format!("unknown batch {}", upload.batch)))?;
+                check_upload(run, upload, tables).map_err(Status::invalid_argument)?;
+            }
         }
-        let accepted = self.accept(upload, tables).await?;
+        let accepted = self
+            .accept(uploads.into_iter().zip(tables).collect())
+            .await?;
         let reply = serde_json::to_vec(&UploadReply { accepted }).map_err(internal)?;
         Ok(Response::new(
             stream::once(async move {
@@ -1091,6 +1186,9 @@ impl FlightService for Coordinator {
         Err(Status::unimplemented("do_exchange"))
     }
 }
+
+/// Most job attempts one upload may carry.
+pub const MAX_UPLOADS: usize = 4096;
 
 /// HTTP/2 flow control and framing for the cluster's connections (server and workers).
 pub const STREAM_WINDOW: u32 = 8 << 20;

@@ -48,6 +48,9 @@ pub struct JobRecord {
 /// A job's result tables by name (`metrics`, `trades`, `equity`, `sleeves`).
 pub type Tables = HashMap<String, Vec<RecordBatch>>;
 
+/// One job's result, as stored: its job, tables and record.
+pub type JobResult<'a> = (u32, &'a Tables, &'a JobRecord);
+
 /// A batch as found on restart.
 #[derive(Debug, Clone)]
 pub struct StoredBatch {
@@ -60,9 +63,9 @@ pub struct StoredBatch {
 
 pub trait StateStore: Send + Sync {
     fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()>;
-    /// Stores a job's result; a second result for a job already stored is ignored.
-    fn save_result(&self, id: u64, job: u32, tables: &Tables, record: &JobRecord)
-    -> io::Result<()>;
+    /// Stores the results of several of a batch's jobs at once (all or none); a result for
+    /// a job already stored, or given twice, is ignored after its first.
+    fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()>;
     fn load_result(&self, id: u64, job: u32) -> io::Result<Option<Tables>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<StoredBatch>>;
@@ -256,24 +259,44 @@ impl StateStore for EmbeddedStore {
         write_atomic(&self.batch_dir(id).join("batch.json"), &json)
     }
 
-    fn save_result(
-        &self,
-        id: u64,
-        job: u32,
-        tables: &Tables,
-        record: &JobRecord,
-    ) -> io::Result<()> {
-        let bytes = encode(job, tables, record)?;
+    fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()> {
+        // Encoded outside the log's lock; one append for all of them.
+        let mut bytes = Vec::new();
+        let mut starts = Vec::with_capacity(results.len());
+        for (job, tables, record) in results {
+            starts.push(bytes.len());
+            bytes.extend_from_slice(&encode(*job, tables, record)?);
+        }
         self.with_log(id, |log| {
-            if log.index.contains_key(&job) {
+            // What is stored already (or given twice) stays out of the append.
+            let mut added: Vec<(u32, u64, JobRecord)> = Vec::with_capacity(results.len());
+            let mut kept: Option<Vec<u8>> = None;
+            let mut len = 0u64;
+            for (i, (job, _, record)) in results.iter().enumerate() {
+                let (start, end) = (starts[i], starts.get(i + 1).copied().unwrap_or(bytes.len()));
+                if log.index.contains_key(job) || added.iter().any(|(j, _, _)| j == job) {
+                    // From here on the records kept are copied out.
+                    kept.get_or_insert_with(|| bytes[..start].to_vec());
+                    continue;
+                }
+                added.push((*job, log.len + len, (*record).clone()));
+                len += (end - start) as u64;
+                if let Some(k) = &mut kept {
+                    k.extend_from_slice(&bytes[start..end]);
+                }
+            }
+            let append = kept.as_deref().unwrap_or(&bytes);
+            if append.is_empty() {
                 return Ok(());
             }
-            io::Write::write_all(&mut log.file, &bytes).inspect_err(|_| {
+            io::Write::write_all(&mut log.file, append).inspect_err(|_| {
                 // Cut a partial append off, so the next record starts on a boundary.
                 let _ = log.file.set_len(log.len);
             })?;
-            log.index.insert(job, (log.len, record.clone()));
-            log.len += bytes.len() as u64;
+            for (job, offset, record) in added {
+                log.index.insert(job, (offset, record));
+            }
+            log.len += append.len() as u64;
             Ok(())
         })
     }
@@ -375,13 +398,17 @@ mod tests {
             bars: 10,
             error: None,
         };
-        store.save_result(7, 0, &table(&[1, 2]), &done).unwrap();
-        store.save_result(7, 0, &table(&[9]), &done).unwrap();
+        store
+            .save_results(7, &[(0, &table(&[1, 2]), &done), (0, &table(&[8]), &done)])
+            .unwrap();
+        store.save_results(7, &[(0, &table(&[9]), &done)]).unwrap();
         let failed = JobRecord {
             bars: 0,
             error: Some("bad bar".into()),
         };
-        store.save_result(7, 2, &table(&[3]), &failed).unwrap();
+        store
+            .save_results(7, &[(2, &table(&[3]), &failed)])
+            .unwrap();
         let len = std::fs::metadata(root.join("7/results.log")).unwrap().len();
         drop(store);
         // A crash mid-append: half a record at the end.
@@ -408,7 +435,9 @@ mod tests {
             "cut back to the last whole record"
         );
         // Appending after the cut gives a readable log again.
-        store.save_result(7, 1, &table(&[5]), &done).unwrap();
+        store
+            .save_results(7, &[(0, &table(&[6]), &done), (1, &table(&[5]), &done)])
+            .unwrap();
         drop(store);
         let store = EmbeddedStore::open(&root).unwrap();
         let all = store.load_all().unwrap();

@@ -52,7 +52,12 @@ impl JobSpec {
     }
 }
 
-/// What a Flight upload is: one job attempt's results (the descriptor's `cmd`, JSON).
+/// One job attempt's results in a Flight upload. An upload carries one or more: the
+/// descriptor's `cmd` is the JSON list of their `Upload`s, each table's schema message names
+/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `sleeves`), and each record
+/// batch names in its `app_metadata` the index, in that list, of the attempt it belongs to.
+/// A worker sends every result it has finished in one upload: one round trip, one append to
+/// the store and one pass through the scheduler for all of them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {
@@ -71,10 +76,11 @@ pub struct Upload {
     pub error: Option<String>,
 }
 
-/// The reply to an upload (`PutResult.app_metadata`, JSON): whether it completed the job.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// The reply to an upload (`PutResult.app_metadata`, JSON): for each of its attempts, in
+/// order, whether it completed its job (false: another attempt had already).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UploadReply {
-    pub accepted: bool,
+    pub accepted: Vec<bool>,
 }
 
 /// A planned job and how many bars it has in range (0 when its dates could not be read: the

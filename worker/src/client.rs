@@ -13,13 +13,12 @@ use anyhow::{Context, Result};
 use arrow::array::{Date32Builder, Float64Builder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
-use futures::{TryStreamExt, stream};
+use futures::stream;
 use tonic::transport::Channel;
 use xt_shared::BarSource;
-use xt_shared::job::{JobSpec, Upload};
+use xt_shared::job::{JobSpec, Upload, UploadReply};
 use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
 use xt_shared::wire::jobs_client::JobsClient;
@@ -123,59 +122,154 @@ async fn connect(url: &str) -> Result<Channel> {
     }
 }
 
-/// Uploads a job's tables (which completes it), retrying with backoff until the
-/// coordinator answers: a finished result is never dropped while the worker runs.
-async fn deliver(channel: &Channel, worker: u64, lease: &JobLease, output: &JobOutput) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match try_deliver(channel, worker, lease, output).await {
-            Ok(()) => return,
-            Err(e) => {
-                eprintln!(
-                    "xt-worker: delivering batch {} job {}: {e:#}; retrying in {delay:?}",
-                    lease.batch, lease.job
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+/// The Flight messages of one upload of `attempts` (see [`Upload`]): each table's schema
+/// once, named, then every attempt's record batches of it, each naming its attempt; the
+/// first message carries the descriptor.
+pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<Vec<FlightData>> {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, tables) in attempts {
+        for (name, _) in *tables {
+            if !names.contains(name) {
+                names.push(name);
             }
         }
     }
-}
-
-async fn try_deliver(
-    channel: &Channel,
-    worker: u64,
-    lease: &JobLease,
-    output: &JobOutput,
-) -> Result<()> {
-    let upload = Upload {
-        worker,
-        batch: lease.batch,
-        job: lease.job,
-        attempt: lease.attempt,
-        bars: output.bars,
-        seconds: output.seconds,
-        error: output.error.clone(),
-    };
-    // One stream for all the tables: each starts with its schema, named in app_metadata.
     let mut data: Vec<FlightData> = Vec::new();
-    for (table, batch) in &output.tables {
-        let mut encoded: Vec<FlightData> = FlightDataEncoderBuilder::new()
-            .build(stream::iter([Ok(batch.clone())]))
-            .try_collect()
-            .await?;
-        if let Some(schema) = encoded.first_mut() {
-            schema.app_metadata = table.as_bytes().to_vec().into();
+    for name in names {
+        let parts: Vec<(usize, &RecordBatch)> = attempts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, tables))| {
+                tables
+                    .iter()
+                    .filter(move |(n, _)| *n == name)
+                    .map(move |(_, b)| (i, b))
+            })
+            .collect();
+        let schema = parts[0].1.schema();
+        let mut encoded =
+            arrow_flight::utils::batches_to_flight_data(&schema, parts.iter().map(|(_, b)| *b))?;
+        // One message per record batch: the result schemas have no dictionaries.
+        anyhow::ensure!(
+            encoded.len() == parts.len() + 1,
+            "table {name}: dictionary-encoded columns cannot be uploaded"
+        );
+        encoded[0].app_metadata = name.as_bytes().to_vec().into();
+        for (message, (i, _)) in encoded[1..].iter_mut().zip(&parts) {
+            message.app_metadata = i.to_string().into_bytes().into();
         }
         data.extend(encoded);
     }
-    if let Some(first) = data.first_mut() {
-        first.flight_descriptor = Some(FlightDescriptor::new_cmd(serde_json::to_vec(&upload)?));
-    }
+    let uploads: Vec<&Upload> = attempts.iter().map(|(u, _)| u).collect();
+    let descriptor = FlightDescriptor::new_cmd(serde_json::to_vec(&uploads)?);
+    data.first_mut()
+        .context("an upload needs at least one table")?
+        .flight_descriptor = Some(descriptor);
+    Ok(data)
+}
+
+/// Sends one upload; returns, for each attempt, whether it completed its job.
+pub async fn upload(
+    channel: &Channel,
+    attempts: &[(Upload, &[(&str, RecordBatch)])],
+) -> Result<Vec<bool>> {
+    let data = upload_messages(attempts)?;
     let mut flight = FlightServiceClient::new(channel.clone()).max_encoding_message_size(256 << 20);
     let mut response = flight.do_put(stream::iter(data)).await?.into_inner();
-    while response.message().await?.is_some() {}
-    Ok(())
+    let mut accepted = Vec::new();
+    while let Some(r) = response.message().await? {
+        accepted = serde_json::from_slice::<UploadReply>(&r.app_metadata)?.accepted;
+    }
+    Ok(accepted)
+}
+
+/// A job computed on this worker, waiting to be delivered: its tables, or why the attempt
+/// could not produce any (reported with `Fail`, so the job is tried again).
+struct Finished {
+    worker: u64,
+    lease: JobLease,
+    result: Result<JobOutput, String>,
+}
+
+impl Finished {
+    fn bytes(&self) -> usize {
+        self.result.as_ref().map_or(0, |o| {
+            o.tables
+                .iter()
+                .map(|(_, b)| b.get_array_memory_size())
+                .sum()
+        })
+    }
+}
+
+/// Most attempts, and about the most bytes of tables, one upload carries.
+const UPLOAD_ATTEMPTS: usize = 256;
+const UPLOAD_BYTES: usize = 16 << 20;
+
+/// Delivers computed jobs as they come: each upload takes every result that finished while
+/// the previous one was on its way, so a busy worker sends many per round trip and an idle
+/// one sends each at once. An upload is retried with backoff until the coordinator answers:
+/// a finished result is never dropped while the worker runs.
+async fn deliver_results(
+    channel: Channel,
+    mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    delivering: Arc<AtomicUsize>,
+    delivered: Arc<tokio::sync::Notify>,
+) {
+    while let Some(first) = finished.recv().await {
+        let mut bytes = first.bytes();
+        let mut ready = vec![first];
+        while ready.len() < UPLOAD_ATTEMPTS && bytes < UPLOAD_BYTES {
+            match finished.try_recv() {
+                Ok(f) => {
+                    bytes += f.bytes();
+                    ready.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut attempts: Vec<(Upload, &[(&str, RecordBatch)])> = Vec::new();
+        for f in &ready {
+            match &f.result {
+                Ok(output) => attempts.push((
+                    Upload {
+                        worker: f.worker,
+                        batch: f.lease.batch,
+                        job: f.lease.job,
+                        attempt: f.lease.attempt,
+                        bars: output.bars,
+                        seconds: output.seconds,
+                        error: output.error.clone(),
+                    },
+                    output.tables.as_slice(),
+                )),
+                Err(error) => {
+                    let request = FailRequest {
+                        worker: f.worker,
+                        batch: f.lease.batch,
+                        job: f.lease.job,
+                        attempt: f.lease.attempt,
+                        error: error.clone(),
+                    };
+                    // A lost report costs nothing: the lease expires and the job runs again.
+                    let _ = JobsClient::new(channel.clone()).fail(request).await;
+                }
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        while !attempts.is_empty()
+            && let Err(e) = upload(&channel, &attempts).await
+        {
+            eprintln!(
+                "xt-worker: delivering {} job result(s): {e:#}; retrying in {delay:?}",
+                attempts.len()
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        delivering.fetch_sub(ready.len(), Ordering::SeqCst);
+        delivered.notify_one();
+    }
 }
 
 /// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
@@ -220,10 +314,15 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let delivering = Arc::new(AtomicUsize::new(0));
     let (max_computing, max_delivering) = (2 * config.slots.max(1), 4 * config.slots.max(1));
     let computed = Arc::new(tokio::sync::Notify::new());
-    let mut tasks = tokio::task::JoinSet::new();
+    let (finished, to_deliver) = tokio::sync::mpsc::unbounded_channel();
+    let deliverer = tokio::spawn(deliver_results(
+        channel.clone(),
+        to_deliver,
+        delivering.clone(),
+        computed.clone(),
+    ));
     tokio::pin!(shutdown);
     loop {
-        while tasks.try_join_next().is_some() {}
         // Leased in rounds of at least `slots` jobs (or all the room there is): a lease call
         // per finished job would double the calls per job.
         let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
@@ -268,55 +367,39 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         let idle = leases.is_empty();
         for lease in leases {
             computing.fetch_add(1, Ordering::SeqCst);
-            let (pool, sources, channel) = (pool.clone(), sources.clone(), channel.clone());
+            let (sources, finished) = (sources.clone(), finished.clone());
             let (computing, delivering, computed) =
                 (computing.clone(), delivering.clone(), computed.clone());
-            tasks.spawn(async move {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let spec_json = lease.spec_json.clone();
-                pool.spawn(move || {
-                    let result = (|| {
-                        let spec: JobSpec = serde_json::from_str(&spec_json)
-                            .map_err(|e| format!("job spec: {e}"))?;
-                        let source = {
-                            let mut cache = sources.lock().unwrap_or_else(|e| e.into_inner());
-                            match cache.get(&spec.data) {
-                                Some(s) => s.clone(),
-                                None => {
-                                    let data =
-                                        DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
-                                    let s = open_source(&data).map_err(|e| e.to_string())?;
-                                    cache.insert(spec.data.clone(), s.clone());
-                                    s
-                                }
+            // Straight from the pool to the deliverer: no task of its own per job.
+            pool.spawn(move || {
+                let run = || {
+                    let spec: JobSpec = serde_json::from_str(&lease.spec_json)
+                        .map_err(|e| format!("job spec: {e}"))?;
+                    let source = {
+                        let mut cache = sources.lock().unwrap_or_else(|e| e.into_inner());
+                        match cache.get(&spec.data) {
+                            Some(s) => s.clone(),
+                            None => {
+                                let data =
+                                    DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
+                                let s = open_source(&data).map_err(|e| e.to_string())?;
+                                cache.insert(spec.data.clone(), s.clone());
+                                s
                             }
-                        };
-                        run_leased(&spec, source.as_ref())
-                    })();
-                    let _ = tx.send(result);
-                });
-                // A dropped sender means the job panicked on the pool.
-                let result = rx
-                    .await
+                        }
+                    };
+                    run_leased(&spec, source.as_ref())
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                     .unwrap_or_else(|_| Err("the job panicked".to_string()));
                 delivering.fetch_add(1, Ordering::SeqCst);
                 computing.fetch_sub(1, Ordering::SeqCst);
                 computed.notify_one();
-                match result {
-                    Ok(output) => deliver(&channel, worker, &lease, &output).await,
-                    Err(error) => {
-                        let request = FailRequest {
-                            worker,
-                            batch: lease.batch,
-                            job: lease.job,
-                            attempt: lease.attempt,
-                            error,
-                        };
-                        let _ = JobsClient::new(channel.clone()).fail(request).await;
-                    }
-                }
-                delivering.fetch_sub(1, Ordering::SeqCst);
-                computed.notify_one();
+                let _ = finished.send(Finished {
+                    worker,
+                    lease,
+                    result,
+                });
             });
         }
         if idle {
@@ -332,7 +415,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             worker: id.load(Ordering::SeqCst),
         })
         .await;
-    while tasks.join_next().await.is_some() {}
+    // The deliverer ends once every job in flight is computed and delivered.
+    drop(finished);
+    let _ = deliverer.await;
     beat.abort();
     Ok(())
 }
