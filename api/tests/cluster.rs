@@ -483,7 +483,11 @@ async fn one_upload_completes_several_jobs_each_once() {
         .into_inner()
         .worker;
     let leases = client
-        .lease(LeaseRequest { worker, slots: 3 })
+        .lease(LeaseRequest {
+            worker,
+            slots: 3,
+            wait_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner()

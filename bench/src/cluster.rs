@@ -45,7 +45,7 @@ async fn wait_finished(client: &mut JobsClient<Channel>, batch: u64) -> anyhow::
         .into_inner()
         .finished
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
 }
@@ -138,6 +138,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                     .lease(LeaseRequest {
                         worker,
                         slots: round,
+                        wait_ms: 0,
                     })
                     .await?
                     .into_inner()
@@ -197,7 +198,11 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         .into_inner()
         .worker;
     let lease = jobs
-        .lease(LeaseRequest { worker, slots: 1 })
+        .lease(LeaseRequest {
+            worker,
+            slots: 1,
+            wait_ms: 0,
+        })
         .await?
         .into_inner()
         .jobs

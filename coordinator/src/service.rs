@@ -47,6 +47,13 @@ struct BatchRun {
     started: Instant,
     /// Its tables are being written (every job has ended); `summary` follows.
     aggregating: bool,
+    /// The portfolio, summed as results are accepted, so a finished batch's aggregation
+    /// need not read the sleeves back; `None` when it would take more memory than
+    /// [`FOLD_CELLS`] (the aggregation sums them from the store then, as after a restart).
+    sums: Option<Arc<Mutex<PortfolioSum>>>,
+    /// Accepted results being added to `sums` now, and added so far.
+    folding: usize,
+    folded: usize,
     summary: Option<Value>,
     tenant: String,
     owner: String,
@@ -120,6 +127,9 @@ impl Default for Config {
 #[derive(Clone)]
 pub struct Coordinator {
     state: Arc<Mutex<State>>,
+    /// Woken when jobs are queued (a batch submitted, jobs requeued, a worker draining), for
+    /// the lease calls waiting on work.
+    work: Arc<tokio::sync::Notify>,
     store: Arc<dyn StateStore>,
     heartbeat: Duration,
     config: Arc<Config>,
@@ -183,6 +193,10 @@ impl Coordinator {
                     bars,
                     started: Instant::now(),
                     aggregating: false,
+                    // Results accepted before the restart are summed from the store.
+                    sums: None,
+                    folding: 0,
+                    folded: 0,
                     summary: stored.summary,
                     tenant: r.tenant,
                     owner: r.owner,
@@ -198,6 +212,7 @@ impl Coordinator {
                 durations: Histogram::new(),
             })),
             store,
+            work: Arc::default(),
             heartbeat: lease_ttl / 4,
             config: Arc::new(config),
         };
@@ -215,7 +230,9 @@ impl Coordinator {
     /// Requeues the jobs of workers that stopped sending heartbeats; run it periodically.
     pub fn reap(&self) {
         let mut s = self.lock();
-        s.scheduler.expire(Instant::now());
+        if !s.scheduler.expire(Instant::now()).is_empty() {
+            self.work.notify_waiters();
+        }
         let ids: Vec<u64> = s.batches.keys().copied().collect();
         for id in ids {
             self.finish_if_done(&mut s, id);
@@ -261,16 +278,20 @@ impl Coordinator {
             .save_batch(id, &record)
             .map_err(|e| Status::unavailable(format!("storing the batch: {e}")))?;
         s.scheduler.submit(id, n).map_err(internal)?;
+        self.work.notify_waiters();
         s.batches.insert(
             id,
             BatchRun {
                 spec,
                 jobs: Arc::new(jobs),
+                sums: fold_sums(&planned.dates, combos.len()),
                 combos: Arc::new(combos),
                 dates: Arc::new(planned.dates),
                 bars: 0,
                 started: Instant::now(),
                 aggregating: false,
+                folding: 0,
+                folded: 0,
                 summary: None,
                 tenant: record.tenant,
                 owner: record.owner,
@@ -351,6 +372,31 @@ impl Coordinator {
             submitted_ms: run.submitted_ms,
             jobs: run.jobs.len() as u32,
         })
+    }
+
+    /// Leases up to `slots` queued jobs to `worker`.
+    fn lease_now(&self, worker: u64, slots: usize) -> Result<Vec<JobLease>, Status> {
+        let mut s = self.lock();
+        let leases = s
+            .scheduler
+            .lease(worker, slots, Instant::now())
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let mut jobs = Vec::with_capacity(leases.len());
+        for l in leases {
+            let run = s
+                .batches
+                .get(&l.key.batch)
+                .ok_or_else(|| internal("lease of an unknown batch"))?;
+            let spec_json =
+                serde_json::to_string(&run.jobs[l.key.job as usize]).map_err(internal)?;
+            jobs.push(JobLease {
+                batch: l.key.batch,
+                job: l.key.job,
+                attempt: l.attempt,
+                spec_json,
+            });
+        }
+        Ok(jobs)
     }
 
     /// Which tables a finished batch has.
@@ -443,9 +489,10 @@ impl Coordinator {
             .map_err(internal)?
             .map_err(|e| Status::unavailable(format!("storing the results: {e}")))?;
         }
-        let mut s = self.lock();
         let mut accepted = Vec::with_capacity(uploads.len());
-        for (upload, _) in uploads.iter() {
+        let mut folds = Vec::new();
+        let mut s = self.lock();
+        for (i, (upload, _)) in uploads.iter().enumerate() {
             let completion = match &upload.error {
                 None => s
                     .scheduler
@@ -460,11 +507,32 @@ impl Coordinator {
                 s.durations.observe(upload.seconds);
                 if let Some(run) = s.batches.get_mut(&upload.batch) {
                     run.bars += upload.bars;
+                    // A job whose data failed counts as cash, added when the batch ends.
+                    if let Some(sums) = run.sums.as_ref().filter(|_| upload.error.is_none()) {
+                        run.folding += 1;
+                        folds.push((i, sums.clone(), run.jobs[upload.job as usize].capital));
+                    }
                 }
             }
             accepted.push(done);
         }
+        drop(s);
+        // Summed outside the state lock (a grid's sleeves are many curves); the batch does
+        // not finish while any is being added.
+        for (i, sums, capital) in &folds {
+            let sleeves = uploads[*i].1.get("sleeves").map_or(&[][..], Vec::as_slice);
+            let mut sums = sums.lock().unwrap_or_else(|e| e.into_inner());
+            add_sleeves(&mut sums, *capital, sleeves);
+        }
+        let mut s = self.lock();
+        for (i, _, _) in &folds {
+            if let Some(run) = s.batches.get_mut(&uploads[*i].0.batch) {
+                run.folding -= 1;
+                run.folded += 1;
+            }
+        }
         let mut batches: Vec<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
+        batches.sort_unstable();
         batches.dedup();
         for batch in batches {
             self.finish_if_done(&mut s, batch);
@@ -480,7 +548,7 @@ impl Coordinator {
         // Finished batches stay in the map; skip them before counting their jobs.
         if s.batches
             .get(&batch)
-            .is_none_or(|run| run.summary.is_some() || run.aggregating)
+            .is_none_or(|run| run.summary.is_some() || run.aggregating || run.folding > 0)
         {
             return;
         }
@@ -503,6 +571,12 @@ impl Coordinator {
             })
             .collect();
         run.aggregating = true;
+        // The sums hold every stored result only if each job done was added in this process.
+        let done = ends.iter().filter(|e| matches!(e, JobEnd::Done)).count();
+        let sums = run.sums.take().filter(|_| run.folded == done).map(|m| {
+            let mut sums = m.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *sums, PortfolioSum::new(Vec::new(), 0))
+        });
         let ended = Ended {
             spec: run.spec.clone(),
             jobs: run.jobs.clone(),
@@ -511,10 +585,11 @@ impl Coordinator {
             bars: run.bars,
             started: run.started,
             ends,
+            sums,
         };
         let (store, state) = (self.store.clone(), self.state.clone());
         std::thread::spawn(move || {
-            let summary = match aggregate(&ended, batch, store.as_ref()) {
+            let summary = match aggregate(ended, batch, store.as_ref()) {
                 Ok(v) => v,
                 Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
             };
@@ -539,6 +614,48 @@ struct Ended {
     bars: u64,
     started: Instant,
     ends: Vec<JobEnd>,
+    /// The sleeves of every job done, summed as they were accepted.
+    sums: Option<PortfolioSum>,
+}
+
+/// Cells (dates x curves) of a portfolio summed as results come in; a bigger one (a grid of
+/// thousands of parameter sets over decades) is summed when the batch ends instead, so a
+/// running batch never holds more than this in sums (16 bytes a cell).
+pub const FOLD_CELLS: usize = 1 << 23;
+
+fn fold_sums(dates: &[Date], combos: usize) -> Option<Arc<Mutex<PortfolioSum>>> {
+    let curves = combos + 1;
+    (dates.len().saturating_mul(curves) <= FOLD_CELLS)
+        .then(|| Arc::new(Mutex::new(PortfolioSum::new(dates.to_vec(), curves))))
+}
+
+/// Adds one job's sleeves (the `sleeves` table: each curve's equity on the job's dates) to
+/// the portfolio; a job with none (no bar in range) stays in cash.
+fn add_sleeves(sums: &mut PortfolioSum, capital: f64, sleeves: &[RecordBatch]) {
+    use arrow::array::AsArray;
+    if sleeves.iter().all(|b| b.num_rows() == 0) {
+        sums.add_cash(capital);
+    }
+    for b in sleeves {
+        let curve = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
+        let dates = b.column(1).as_primitive::<arrow::datatypes::Date32Type>();
+        let equity = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+        let mut start = 0;
+        while start < b.num_rows() {
+            let c = curve.value(start);
+            let mut end = start;
+            while end < b.num_rows() && curve.value(end) == c {
+                end += 1;
+            }
+            sums.add_sleeve(
+                c as usize,
+                capital,
+                &dates.values()[start..end],
+                &equity.values()[start..end],
+            );
+            start = end;
+        }
+    }
 }
 
 /// Rejects an upload that could not have come from running its job: a job the batch does
@@ -605,18 +722,28 @@ enum JobEnd {
 }
 
 /// Writes a finished batch's four tables and returns its summary.
-fn aggregate(run: &Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<Value> {
+fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<Value> {
+    let folded = run.sums.is_some();
+    let mut sums = run
+        .sums
+        .take()
+        .unwrap_or_else(|| PortfolioSum::new(run.dates.to_vec(), run.combos.len() + 1));
     let ends = &run.ends;
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
-    let mut sums = PortfolioSum::new(run.dates.to_vec(), run.combos.len() + 1);
+    // With the sleeves summed already, only the tables to write are decoded.
+    let wanted: &[&str] = if folded {
+        &["metrics", "trades", "equity"]
+    } else {
+        &["metrics", "trades", "equity", "sleeves"]
+    };
     // Each job's rows go straight to the files, in job order: memory holds one row group
     // of each table, not the batch's tables (an equity table runs to millions of rows).
     let mut files = TableFiles::create(dir, &run.spec)?;
     for (j, (job, end)) in run.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
-            JobEnd::Done => store.load_result(batch, j as u32)?.ok_or_else(|| {
+            JobEnd::Done => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
                 anyhow::anyhow!("job {j} is done but the store has no result for it")
             }),
             JobEnd::Failed(error) => Err(anyhow::anyhow!("{error}")),
@@ -635,30 +762,12 @@ fn aggregate(run: &Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<
                 continue;
             }
         };
-        let sleeves = result.get("sleeves").cloned().unwrap_or_default();
-        if sleeves.iter().all(|b| b.num_rows() == 0) {
-            sums.add_cash(capital);
-        }
-        for b in &sleeves {
-            use arrow::array::AsArray;
-            let curve = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
-            let dates = b.column(1).as_primitive::<arrow::datatypes::Date32Type>();
-            let equity = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
-            let mut start = 0;
-            while start < b.num_rows() {
-                let c = curve.value(start);
-                let mut end = start;
-                while end < b.num_rows() && curve.value(end) == c {
-                    end += 1;
-                }
-                sums.add_sleeve(
-                    c as usize,
-                    capital,
-                    &dates.values()[start..end],
-                    &equity.values()[start..end],
-                );
-                start = end;
-            }
+        if !folded {
+            add_sleeves(
+                &mut sums,
+                capital,
+                result.get("sleeves").map_or(&[][..], Vec::as_slice),
+            );
         }
         let table = |name: &str,
                      schema: &arrow::datatypes::SchemaRef|
@@ -787,27 +896,19 @@ impl Jobs for Coordinator {
 
     async fn lease(&self, r: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
         let r = r.into_inner();
-        let mut s = self.lock();
-        let leases = s
-            .scheduler
-            .lease(r.worker, r.slots as usize, Instant::now())
-            .map_err(|e| Status::not_found(e.to_string()))?;
-        let mut jobs = Vec::with_capacity(leases.len());
-        for l in leases {
-            let run = s
-                .batches
-                .get(&l.key.batch)
-                .ok_or_else(|| internal("lease of an unknown batch"))?;
-            let spec_json =
-                serde_json::to_string(&run.jobs[l.key.job as usize]).map_err(internal)?;
-            jobs.push(JobLease {
-                batch: l.key.batch,
-                job: l.key.job,
-                attempt: l.attempt,
-                spec_json,
-            });
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(r.wait_ms.min(MAX_LEASE_WAIT_MS).into());
+        loop {
+            // Registered before the queue is looked at, so a submission in between wakes it.
+            let work = self.work.notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+            let jobs = self.lease_now(r.worker, r.slots as usize)?;
+            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(LeaseReply { jobs }));
+            }
+            let _ = tokio::time::timeout_at(deadline, work).await;
         }
-        Ok(Response::new(LeaseReply { jobs }))
     }
 
     async fn heartbeat(
@@ -841,12 +942,17 @@ impl Jobs for Coordinator {
             r.worker,
             &r.error,
         );
+        if requeued {
+            self.work.notify_waiters();
+        }
         self.finish_if_done(&mut s, r.batch);
         Ok(Response::new(FailReply { requeued }))
     }
 
     async fn drain(&self, r: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
         self.lock().scheduler.drain(r.into_inner().worker);
+        // A lease call of this worker still waiting answers now, with nothing.
+        self.work.notify_waiters();
         Ok(Response::new(DrainReply {}))
     }
 
@@ -1186,6 +1292,9 @@ impl FlightService for Coordinator {
         Err(Status::unimplemented("do_exchange"))
     }
 }
+
+/// Longest a lease call waits for work.
+pub const MAX_LEASE_WAIT_MS: u32 = 1_000;
 
 /// Most job attempts one upload may carry.
 pub const MAX_UPLOADS: usize = 4096;

@@ -66,7 +66,8 @@ pub trait StateStore: Send + Sync {
     /// Stores the results of several of a batch's jobs at once (all or none); a result for
     /// a job already stored, or given twice, is ignored after its first.
     fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()>;
-    fn load_result(&self, id: u64, job: u32) -> io::Result<Option<Tables>>;
+    /// A job's stored result: the tables of it named in `tables`.
+    fn load_result(&self, id: u64, job: u32, tables: &[&str]) -> io::Result<Option<Tables>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<StoredBatch>>;
     /// Where a batch's finished tables are written.
@@ -301,7 +302,7 @@ impl StateStore for EmbeddedStore {
         })
     }
 
-    fn load_result(&self, id: u64, job: u32) -> io::Result<Option<Tables>> {
+    fn load_result(&self, id: u64, job: u32, wanted: &[&str]) -> io::Result<Option<Tables>> {
         self.with_log(id, |log| {
             let Some(&(offset, _)) = log.index.get(&job) else {
                 return Ok(None);
@@ -315,6 +316,9 @@ impl StateStore for EmbeddedStore {
                     other(format!("batch {id} job {job}: table {name} cut short"))
                 })?;
                 at += size as usize;
+                if !wanted.contains(&name.as_str()) {
+                    continue;
+                }
                 let reader = StreamReader::try_new(part, None).map_err(other)?;
                 tables.insert(name, reader.collect::<Result<_, _>>().map_err(other)?);
             }
@@ -421,14 +425,17 @@ mod tests {
         drop(f);
 
         let store = EmbeddedStore::open(&root).unwrap();
-        let first = store.load_result(7, 0).unwrap().unwrap();
+        let first = store.load_result(7, 0, &["metrics"]).unwrap().unwrap();
         assert_eq!(first, table(&[1, 2]), "the first result stays");
         assert_eq!(
-            store.load_result(7, 1).unwrap(),
+            store.load_result(7, 1, &["metrics"]).unwrap(),
             None,
             "the torn record is gone"
         );
-        assert_eq!(store.load_result(7, 2).unwrap().unwrap(), table(&[3]));
+        assert_eq!(
+            store.load_result(7, 2, &["metrics"]).unwrap().unwrap(),
+            table(&[3])
+        );
         assert_eq!(
             std::fs::metadata(root.join("7/results.log")).unwrap().len(),
             len,
@@ -442,7 +449,10 @@ mod tests {
         let store = EmbeddedStore::open(&root).unwrap();
         let all = store.load_all().unwrap();
         assert_eq!(all.len(), 1);
-        assert_eq!(store.load_result(7, 1).unwrap().unwrap(), table(&[5]));
+        assert_eq!(
+            store.load_result(7, 1, &["metrics"]).unwrap().unwrap(),
+            table(&[5])
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

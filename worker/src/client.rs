@@ -202,6 +202,10 @@ impl Finished {
     }
 }
 
+/// How long an idle worker's lease call waits for work: also how long it takes to notice a
+/// shutdown while idle.
+const IDLE_WAIT_MS: u32 = 250;
+
 /// Most attempts, and about the most bytes of tables, one upload carries.
 const UPLOAD_ATTEMPTS: usize = 256;
 const UPLOAD_BYTES: usize = 16 << 20;
@@ -333,11 +337,16 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                 0
             };
         let worker = id.load(Ordering::SeqCst);
+        // With nothing to compute, the lease call itself waits for work (the coordinator
+        // answers as soon as a batch comes in); otherwise it answers at once, and finished
+        // jobs wake the loop.
+        let waited = free > 0 && computing.load(Ordering::SeqCst) == 0;
         let leases = if free > 0 {
             match jobs
                 .lease(LeaseRequest {
                     worker,
                     slots: free as u32,
+                    wait_ms: if waited { IDLE_WAIT_MS } else { 0 },
                 })
                 .await
             {
@@ -402,7 +411,13 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                 });
             });
         }
-        if idle {
+        if idle && waited {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = std::future::ready(()) => {}
+            }
+        } else if idle {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
