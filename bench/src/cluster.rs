@@ -19,7 +19,7 @@ use xt_shared::wire::jobs_client::JobsClient;
 use xt_shared::wire::{LeaseRequest, RegisterRequest, StatsRequest, StatusRequest, SubmitRequest};
 use xt_shared::{BatchSpec, SyntheticMarket};
 
-use crate::report::{Table, Target, Timing, count, cpu_seconds, secs, timed};
+use crate::report::{Table, Target, Timing, count, cpu_seconds, process_cpu_seconds, secs, timed};
 
 fn state_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("xt-bench-{}-{name}", std::process::id()));
@@ -253,6 +253,15 @@ pub async fn through_processes(
     processes: usize,
     slots: usize,
 ) -> anyhow::Result<Duration> {
+    Ok(through_processes_cpu(spec, processes, slots).await?.0)
+}
+
+/// [`through_processes`], with the CPU seconds the worker processes spent on the batch.
+pub async fn through_processes_cpu(
+    spec: &BatchSpec,
+    processes: usize,
+    slots: usize,
+) -> anyhow::Result<(Duration, f64)> {
     let state = state_dir(&format!("processes-{processes}"));
     let cluster =
         xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
@@ -275,16 +284,24 @@ pub async fn through_processes(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let pids: Vec<String> = children
+        .iter()
+        .filter_map(|c| c.id())
+        .map(|p| p.to_string())
+        .collect();
+    let workers_cpu = || -> f64 { pids.iter().map(|p| process_cpu_seconds(p)).sum() };
+    let cpu = workers_cpu();
     let started = Instant::now();
     let batch = submit(&mut client, spec).await?;
     wait_finished(&mut client, batch).await?;
     let elapsed = started.elapsed();
+    let cpu = workers_cpu() - cpu;
     for mut c in children {
         c.kill().await?;
     }
     cluster.stop().await?;
     let _ = std::fs::remove_dir_all(&state);
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 /// The batch of the overhead and scaling measurements.
@@ -377,16 +394,34 @@ pub fn overhead(
             &t,
         );
     }
-    let t = timed(runs, 1, || {
-        runtime.block_on(through_processes(&spec, 1, cores))
-    })?;
+    let coordinator_cpu = cpu_seconds();
+    let mut worker_cpu = Vec::new();
+    let mut seconds = Vec::new();
+    for run in 0..=runs.max(1) {
+        let (t, cpu) = runtime.block_on(through_processes_cpu(&spec, 1, cores))?;
+        // The first is a warm-up.
+        if run > 0 {
+            seconds.push(t.as_secs_f64());
+            worker_cpu.push(cpu);
+        }
+    }
+    let coordinator_cpu = (cpu_seconds() - coordinator_cpu) / (runs.max(1) + 1) as f64;
+    let t = Timing::from_seconds(seconds, coordinator_cpu);
     row(
         format!("coordinator + 1 worker process of {cores} slots"),
         &t,
     );
+    let worker_cpu = Timing::from_seconds(worker_cpu, 0.0).median;
     table.note(
         "CPU seconds are this process's: the coordinator, and the in-process workers where there are some (a worker process's CPU is not in it).",
     );
+    table.note(format!(
+        "The worker process spent {worker_cpu:.2} CPU seconds on the batch against the in-process runner's {:.2}: {:+.0}%. Here the coordinator and the workers share {cores} cores, so every cycle of transport on either side is wall time; on a cluster whose coordinator has cores of its own ({:.2} CPU seconds a batch here), the batch's time is the workers' CPU over their cores, and the overhead is that {:+.0}%.",
+        local.cpu,
+        (worker_cpu / local.cpu - 1.0) * 100.0,
+        coordinator_cpu,
+        (worker_cpu / local.cpu - 1.0) * 100.0,
+    ));
     let target = Target::new(
         format!("cluster overhead, {symbols} x {years} y {strategy}"),
         "< 10% over in-process",

@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_cpu_seconds("self")
+}
+
+/// CPU seconds (user and system) of process `pid` (`self` for this one), from
+/// `/proc/PID/stat`; 0 where it cannot be read.
+pub fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -202,6 +202,19 @@ impl Finished {
     }
 }
 
+/// Rounds of `slots` jobs a worker keeps queued behind its running ones, for a mean job
+/// time of `nanos` (0: none finished yet): 1 for jobs of 20 ms and more, up to 3 for short
+/// ones. More would keep jobs from other workers at the end of a batch, and from workers
+/// that join it.
+fn queued_rounds(nanos: u64) -> usize {
+    const SHORT: u64 = 20_000_000;
+    if nanos == 0 {
+        1
+    } else {
+        (SHORT / nanos).clamp(1, 3) as usize
+    }
+}
+
 /// How long an idle worker's lease call waits for work: also how long it takes to notice a
 /// shutdown while idle.
 const IDLE_WAIT_MS: u32 = 250;
@@ -309,14 +322,16 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             .build()?,
     );
     let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
-    // Jobs leased and not yet computed. Up to twice the slots, so the pool never waits on
-    // a lease round trip between jobs.
+    // Jobs leased and not yet computed: the slots' worth running and as many again queued
+    // behind them, so the pool never waits on a lease round trip between jobs; up to three
+    // times as many queued when jobs are short (see `queued_rounds`), since then each
+    // round trip and each pool thread going idle costs as much as a job.
     let computing = Arc::new(AtomicUsize::new(0));
+    let job_nanos = Arc::new(AtomicU64::new(0));
     // Results computed and not yet taken by the coordinator. A slot is free again as soon
     // as its job is computed, while its upload runs; past this many undelivered results
     // (an unreachable coordinator) the worker stops leasing.
     let delivering = Arc::new(AtomicUsize::new(0));
-    let (max_computing, max_delivering) = (2 * config.slots.max(1), 4 * config.slots.max(1));
     let computed = Arc::new(tokio::sync::Notify::new());
     let (finished, to_deliver) = tokio::sync::mpsc::unbounded_channel();
     let deliverer = tokio::spawn(deliver_results(
@@ -329,6 +344,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     loop {
         // Leased in rounds of at least `slots` jobs (or all the room there is): a lease call
         // per finished job would double the calls per job.
+        let slots = config.slots.max(1);
+        let max_computing = slots * (1 + queued_rounds(job_nanos.load(Ordering::Relaxed)));
+        let max_delivering = 2 * max_computing;
         let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
         let free =
             if delivering.load(Ordering::SeqCst) < max_delivering && room >= config.slots.max(1) {
@@ -377,10 +395,15 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         for lease in leases {
             computing.fetch_add(1, Ordering::SeqCst);
             let (sources, finished) = (sources.clone(), finished.clone());
-            let (computing, delivering, computed) =
-                (computing.clone(), delivering.clone(), computed.clone());
+            let (computing, delivering, computed, job_nanos) = (
+                computing.clone(),
+                delivering.clone(),
+                computed.clone(),
+                job_nanos.clone(),
+            );
             // Straight from the pool to the deliverer: no task of its own per job.
             pool.spawn(move || {
+                let started = std::time::Instant::now();
                 let run = || {
                     let spec: JobSpec = serde_json::from_str(&lease.spec_json)
                         .map_err(|e| format!("job spec: {e}"))?;
@@ -401,6 +424,17 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                 };
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                     .unwrap_or_else(|_| Err("the job panicked".to_string()));
+                // A moving average of job time; races between threads lose an update at worst.
+                let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                let mean = job_nanos.load(Ordering::Relaxed);
+                job_nanos.store(
+                    if mean == 0 {
+                        nanos
+                    } else {
+                        mean - mean / 8 + nanos / 8
+                    },
+                    Ordering::Relaxed,
+                );
                 delivering.fetch_add(1, Ordering::SeqCst);
                 computing.fetch_sub(1, Ordering::SeqCst);
                 computed.notify_one();
