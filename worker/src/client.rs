@@ -208,11 +208,7 @@ impl Finished {
 /// that join it.
 fn queued_rounds(nanos: u64) -> usize {
     const SHORT: u64 = 20_000_000;
-    if nanos == 0 {
-        1
-    } else {
-        (SHORT / nanos).clamp(1, 3) as usize
-    }
+    SHORT.checked_div(nanos).map_or(1, |r| r.clamp(1, 3) as usize)
 }
 
 /// How long an idle worker's lease call waits for work: also how long it takes to notice a
