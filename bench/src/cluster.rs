@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arrow::array::{Date32Array, Float64Array, UInt32Array};
+use arrow::array::{Date32Array, Float64Array};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::stream;
@@ -173,7 +173,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
     Ok(())
 }
 
-/// Uploads one job's `sleeves` table of `rows` rows over Flight and returns megabytes (of
+/// Uploads one job's `calendar` and `sleeves` tables (`rows` equity values) over Flight and returns megabytes (of
 /// Arrow IPC) per second, the coordinator storing it before it answers.
 async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
     let state = state_dir("flight");
@@ -208,19 +208,18 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         .jobs
         .pop()
         .context("no job leased")?;
-    let table = RecordBatch::try_new(
+    // A job of `rows / 2` dates and two curves (buy_and_hold's and the benchmark).
+    let calendar = RecordBatch::try_new(
+        xt_worker::client::calendar_schema(),
+        vec![Arc::new(Date32Array::from_iter_values(
+            (0..(rows / 2) as i32).map(|d| d + 10_000),
+        ))],
+    )?;
+    let sleeves = RecordBatch::try_new(
         xt_worker::client::sleeves_schema(),
-        vec![
-            Arc::new(UInt32Array::from_iter_values(
-                (0..rows).map(|i| u32::from(i >= rows / 2)),
-            )),
-            Arc::new(Date32Array::from_iter_values(
-                (0..rows).map(|i| (i % 2500) as i32),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                (0..rows).map(|i| 1e6 + i as f64),
-            )),
-        ],
+        vec![Arc::new(Float64Array::from_iter_values(
+            (0..rows).map(|i| 1e6 + i as f64),
+        ))],
     )?;
     let upload = Upload {
         worker,
@@ -231,7 +230,8 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         seconds: 0.0,
         error: None,
     };
-    let data = xt_worker::client::upload_messages(&[(upload, &[("sleeves", table)])])?;
+    let tables = [("calendar", calendar), ("sleeves", sleeves)];
+    let data = xt_worker::client::upload_messages(&[(upload, &tables)])?;
     let bytes: usize = data
         .iter()
         .map(|d| d.data_body.len() + d.data_header.len())

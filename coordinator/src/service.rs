@@ -1,10 +1,9 @@
 //! The coordinator's network face: the gRPC `Jobs` service (register, lease, heartbeat,
-//! fail, drain, submit, status, cancel) and the Arrow Flight service that receives each
-//! job's results, both on one port. A job attempt ends with one Flight `DoPut`: the
-//! descriptor names batch, job and attempt, and the stream carries every result table (each
-//! table's schema message names it in `app_metadata`). The first attempt whose upload is
-//! stored completes the job; later ones are acknowledged and dropped, so every job appears
-//! exactly once.
+//! fail, drain, submit, status, cancel) and the Arrow Flight service that receives jobs'
+//! results, both on one port. Job attempts end in Flight `DoPut`s, each carrying one or
+//! more of them: the descriptor lists batch, job and attempt of each, and the stream carries
+//! their result tables (see [`Upload`]). The first attempt whose upload is stored completes
+//! its job; later ones are acknowledged and dropped, so every job appears exactly once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::{Date32Type, Float64Type};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -520,9 +520,8 @@ impl Coordinator {
         // Summed outside the state lock (a grid's sleeves are many curves); the batch does
         // not finish while any is being added.
         for (i, sums, capital) in &folds {
-            let sleeves = uploads[*i].1.get("sleeves").map_or(&[][..], Vec::as_slice);
             let mut sums = sums.lock().unwrap_or_else(|e| e.into_inner());
-            add_sleeves(&mut sums, *capital, sleeves);
+            add_sleeves(&mut sums, *capital, &uploads[*i].1);
         }
         let mut s = self.lock();
         for (i, _, _) in &folds {
@@ -629,32 +628,19 @@ fn fold_sums(dates: &[Date], combos: usize) -> Option<Arc<Mutex<PortfolioSum>>> 
         .then(|| Arc::new(Mutex::new(PortfolioSum::new(dates.to_vec(), curves))))
 }
 
-/// Adds one job's sleeves (the `sleeves` table: each curve's equity on the job's dates) to
-/// the portfolio; a job with none (no bar in range) stays in cash.
-fn add_sleeves(sums: &mut PortfolioSum, capital: f64, sleeves: &[RecordBatch]) {
-    use arrow::array::AsArray;
-    if sleeves.iter().all(|b| b.num_rows() == 0) {
+/// Adds one job's sleeves (its `calendar` and `sleeves` tables, see
+/// [`xt_worker::client::calendar_schema`]) to the portfolio; a job with none (no bar in
+/// range) stays in cash.
+fn add_sleeves(sums: &mut PortfolioSum, capital: f64, tables: &Tables) {
+    let dates = column::<Date32Type>(tables, "calendar");
+    let equity = column::<Float64Type>(tables, "sleeves");
+    if dates.is_empty() {
         sums.add_cash(capital);
+        return;
     }
-    for b in sleeves {
-        let curve = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
-        let dates = b.column(1).as_primitive::<arrow::datatypes::Date32Type>();
-        let equity = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
-        let mut start = 0;
-        while start < b.num_rows() {
-            let c = curve.value(start);
-            let mut end = start;
-            while end < b.num_rows() && curve.value(end) == c {
-                end += 1;
-            }
-            sums.add_sleeve(
-                c as usize,
-                capital,
-                &dates.values()[start..end],
-                &equity.values()[start..end],
-            );
-            start = end;
-        }
+    // Checked on upload: curves x dates values.
+    for (curve, values) in equity.chunks_exact(dates.len()).enumerate() {
+        sums.add_sleeve(curve, capital, &dates, values);
     }
 }
 
@@ -670,12 +656,16 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
             upload.job
         ));
     }
-    let sleeves = xt_worker::client::sleeves_schema();
+    let (calendar, sleeves) = (
+        xt_worker::client::calendar_schema(),
+        xt_worker::client::sleeves_schema(),
+    );
     for (name, batches) in tables {
         let expected = match name.as_str() {
             "metrics" => &*xt_shared::schema::METRICS,
             "trades" => &*xt_shared::schema::TRADES,
             "equity" => &*xt_shared::schema::EQUITY,
+            "calendar" => &calendar,
             _ => &sleeves,
         };
         for b in batches {
@@ -691,25 +681,43 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
             }
         }
     }
-    use arrow::array::AsArray;
     let curves = run.combos.len() + 1;
-    for b in tables.get("sleeves").into_iter().flatten() {
-        let curve = b.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
-        if let Some(c) = curve.values().iter().find(|&&c| c as usize >= curves) {
-            return Err(format!(
-                "table sleeves: curve {c} does not exist; the batch has {curves} (its parameter sets and the benchmark)"
-            ));
-        }
-        let equity = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
-        if let Some(v) = equity
-            .values()
-            .iter()
-            .find(|v| !v.is_finite() || v.abs() > 1e15)
-        {
-            return Err(format!("table sleeves: equity {v} is not a finite amount"));
-        }
+    let dates = column::<Date32Type>(tables, "calendar");
+    let equity = column::<Float64Type>(tables, "sleeves");
+    if equity.len() != curves * dates.len() {
+        return Err(format!(
+            "table sleeves: {} equity values for {} dates; the batch has {curves} curves (its parameter sets and the benchmark)",
+            equity.len(),
+            dates.len()
+        ));
+    }
+    if let Some(w) = dates.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "table calendar: dates must ascend, {} then {}",
+            w[0], w[1]
+        ));
+    }
+    if let Some(v) = equity.iter().find(|v| !v.is_finite() || v.abs() > 1e15) {
+        return Err(format!("table sleeves: equity {v} is not a finite amount"));
     }
     Ok(())
+}
+
+/// The values of a table's only column, its record batches joined (borrowed when it has
+/// one, as a worker sends it).
+fn column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    tables: &'a Tables,
+    name: &str,
+) -> std::borrow::Cow<'a, [T::Native]> {
+    use arrow::array::AsArray;
+    match tables.get(name).map(Vec::as_slice) {
+        None | Some([]) => std::borrow::Cow::Borrowed(&[]),
+        Some([b]) => std::borrow::Cow::Borrowed(b.column(0).as_primitive::<T>().values()),
+        Some(parts) => parts
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<T>().values().iter().copied())
+            .collect(),
+    }
 }
 
 /// How a job of a finished batch ended.
@@ -735,7 +743,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     let wanted: &[&str] = if folded {
         &["metrics", "trades", "equity"]
     } else {
-        &["metrics", "trades", "equity", "sleeves"]
+        &["metrics", "trades", "equity", "calendar", "sleeves"]
     };
     // Each job's rows go straight to the files, in job order: memory holds one row group
     // of each table, not the batch's tables (an equity table runs to millions of rows).
@@ -763,11 +771,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             }
         };
         if !folded {
-            add_sleeves(
-                &mut sums,
-                capital,
-                result.get("sleeves").map_or(&[][..], Vec::as_slice),
-            );
+            add_sleeves(&mut sums, capital, &result);
         }
         let table = |name: &str,
                      schema: &arrow::datatypes::SchemaRef|
@@ -1103,10 +1107,12 @@ impl FlightService for Coordinator {
                 DecodedPayload::Schema(_) => {
                     let name = std::str::from_utf8(&message.inner.app_metadata)
                         .ok()
-                        .filter(|n| matches!(*n, "metrics" | "trades" | "equity" | "sleeves"))
+                        .filter(|n| {
+                            matches!(*n, "metrics" | "trades" | "equity" | "calendar" | "sleeves")
+                        })
                         .ok_or_else(|| {
                             Status::invalid_argument(
-                                "each table's schema must name it in app_metadata: metrics, trades, equity or sleeves",
+                                "each table's schema must name it in app_metadata: metrics, trades, equity, calendar or sleeves",
                             )
                         })?;
                     table = Some(name.to_string());

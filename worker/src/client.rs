@@ -1,7 +1,8 @@
 //! The worker process's loop: register with the coordinator, pull as many jobs as there are
-//! free slots, run each on the rayon pool, send its tables over Flight, report it complete,
-//! heartbeat meanwhile. On shutdown it takes no new jobs, finishes those it holds, and
-//! leaves. A finished result is retried until the coordinator takes it.
+//! free slots (and a few rounds more when jobs are short), run each on the rayon pool, and
+//! deliver finished results over Flight, as many per upload as finished meanwhile; heartbeat
+//! all along. On shutdown it takes no new jobs, finishes those it holds, and leaves. A
+//! finished result is retried until the coordinator takes it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arrow::array::{Date32Builder, Float64Builder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -26,14 +26,25 @@ use xt_shared::wire::*;
 
 use crate::runner::{execute, strategy_combos};
 
-/// The internal table a job sends for the portfolio: each sleeve's equity curve
-/// (`curve` is the parameter combination's index; one past the last is the benchmark).
+/// The internal tables a job sends for the portfolio: `calendar`, the dates of its bars, and
+/// `sleeves`, each curve's equity on those dates, curve after curve (the parameter
+/// combinations in order, then the benchmark): `curves x dates` rows. Every curve of a job
+/// runs on the same bars, so the dates go once, not once per curve.
+pub fn calendar_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "date",
+        DataType::Date32,
+        false,
+    )]))
+}
+
+/// See [`calendar_schema`].
 pub fn sleeves_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("curve", DataType::UInt32, false),
-        Field::new("date", DataType::Date32, false),
-        Field::new("equity", DataType::Float64, false),
-    ]))
+    Arc::new(Schema::new(vec![Field::new(
+        "equity",
+        DataType::Float64,
+        false,
+    )]))
 }
 
 /// One finished job, ready to upload.
@@ -57,29 +68,34 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
         .map_err(|e| e.to_string());
     let n = bars.as_ref().map_or(0, |b| b.len());
     let error = bars.as_ref().err().cloned();
-    let (mut curve, mut date, mut equity) = (
-        UInt32Builder::new(),
-        Date32Builder::new(),
-        Float64Builder::new(),
-    );
+    let curves = combos.len() + 1;
+    let mut calendar: Vec<xt_shared::Date> = Vec::new();
+    let mut equity: Vec<f64> = Vec::with_capacity(n * curves);
     let tables = execute(spec, strategy, &combos, &bars, &mut |c, dates, eq| {
-        for _ in dates {
-            curve.append_value(c as u32);
+        // Curves come in order, all on the job's bars.
+        debug_assert_eq!(equity.len(), c * dates.len());
+        if c == 0 {
+            calendar.extend_from_slice(dates);
         }
-        date.append_slice(dates);
-        equity.append_slice(eq);
+        equity.extend_from_slice(eq);
     })
     .map_err(|e| e.to_string())?;
-    let sleeves = RecordBatch::try_new(
+    let column = |schema: SchemaRef, array: arrow::array::ArrayRef| {
+        RecordBatch::try_new(schema, vec![array]).map_err(|e| e.to_string())
+    };
+    let calendar = column(
+        calendar_schema(),
+        Arc::new(arrow::array::Date32Array::from(calendar)),
+    )?;
+    let sleeves = column(
         sleeves_schema(),
-        vec![
-            Arc::new(curve.finish()),
-            Arc::new(date.finish()),
-            Arc::new(equity.finish()),
-        ],
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = vec![("metrics", tables.metrics), ("sleeves", sleeves)];
+        Arc::new(arrow::array::Float64Array::from(equity)),
+    )?;
+    let mut out = vec![
+        ("metrics", tables.metrics),
+        ("calendar", calendar),
+        ("sleeves", sleeves),
+    ];
     out.extend(tables.trades.map(|t| ("trades", t)));
     out.extend(tables.equity.map(|t| ("equity", t)));
     Ok(JobOutput {
@@ -208,7 +224,9 @@ impl Finished {
 /// that join it.
 fn queued_rounds(nanos: u64) -> usize {
     const SHORT: u64 = 20_000_000;
-    SHORT.checked_div(nanos).map_or(1, |r| r.clamp(1, 3) as usize)
+    SHORT
+        .checked_div(nanos)
+        .map_or(1, |r| r.clamp(1, 3) as usize)
 }
 
 /// How long an idle worker's lease call waits for work: also how long it takes to notice a
