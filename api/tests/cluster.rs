@@ -452,8 +452,9 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
 
 /// One Flight upload carrying several job attempts, as a busy worker sends them: each job
 /// completes once (a repeated attempt in the same upload or a later one is answered "not
-/// accepted"), an upload naming no attempt for a record batch is refused whole, and the
-/// batch's tables equal the in-process run's.
+/// accepted"), an upload naming no attempt for a record batch is refused whole, an attempt
+/// with broken tables is refused alone and its job runs again, and the batch's tables equal
+/// the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_upload_completes_several_jobs_each_once() {
     use xt_shared::job::{JobSpec, Upload};
@@ -552,7 +553,53 @@ async fn one_upload_completes_several_jobs_each_once() {
         .into_inner();
     assert_eq!((s.done, s.running, s.finished), (2, 1, false));
 
-    let accepted = upload(&channel, &[attempt(2), attempt(1)]).await.unwrap();
+    // Within one upload, an attempt that could not have come from its job (a curve short)
+    // or names a batch the coordinator does not have is refused alone: the others count,
+    // and the refused job is queued again like a failed attempt.
+    let (good, tables) = attempt(2);
+    let mut short: Vec<(&str, arrow::record_batch::RecordBatch)> = tables.to_vec();
+    for (name, b) in short.iter_mut() {
+        if *name == "sleeves" {
+            *b = b.slice(0, b.num_rows() - 1);
+        }
+    }
+    let mut stranger = attempt(0).0;
+    stranger.batch = 999;
+    let accepted = upload(
+        &channel,
+        &[
+            (good.clone(), &short[..]),
+            (stranger, attempt(0).1),
+            attempt(1),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted, [false, false, false]);
+    let s = client
+        .status(StatusRequest { batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.done, s.running, s.queued), (2, 0, 1));
+    let again = client
+        .lease(LeaseRequest {
+            worker,
+            slots: 3,
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(
+        (again.len(), again[0].job, again[0].attempt),
+        (1, leases[2].job, 2)
+    );
+    let retried = Upload { attempt: 2, ..good };
+    let accepted = upload(&channel, &[(retried, tables), attempt(1)])
+        .await
+        .unwrap();
     assert_eq!(accepted, [true, false]);
     let s = wait_finished(&mut client, batch).await;
     assert_eq!((s.done, s.failed), (3, 0));

@@ -1085,12 +1085,6 @@ impl FlightService for Coordinator {
                 uploads.len()
             )));
         }
-        {
-            let s = self.lock();
-            if let Some(u) = uploads.iter().find(|u| !s.batches.contains_key(&u.batch)) {
-                return Err(Status::not_found(format!("unknown batch {}", u.batch)));
-            }
-        }
         let all: BoxStream<'static, Result<FlightData, arrow_flight::error::FlightError>> =
             stream::once(async move { Ok(first) })
                 .chain(input.map_err(arrow_flight::error::FlightError::from))
@@ -1136,19 +1130,60 @@ impl FlightService for Coordinator {
                 DecodedPayload::None => {}
             }
         }
-        {
+        // Each attempt is judged on its own: one that could not have come from running its
+        // job (or names a batch this coordinator does not have) is refused and its job tried
+        // again, as if its worker had failed it; the others go on.
+        let verdicts: Vec<Result<(), String>> = {
             let s = self.lock();
-            for (upload, tables) in uploads.iter().zip(&tables) {
-                let run = s
-                    .batches
-                    .get(&upload.batch)
-                    .ok_or_else(|| Status::not_found(format!("unknown batch {}", upload.batch)))?;
-                check_upload(run, upload, tables).map_err(Status::invalid_argument)?;
+            uploads
+                .iter()
+                .zip(&tables)
+                .map(|(upload, tables)| match s.batches.get(&upload.batch) {
+                    None => Err(format!("unknown batch {}", upload.batch)),
+                    Some(run) => check_upload(run, upload, tables),
+                })
+                .collect()
+        };
+        let mut refused = Vec::new();
+        let mut valid = Vec::new();
+        for (i, ((upload, tables), verdict)) in
+            uploads.into_iter().zip(tables).zip(verdicts).enumerate()
+        {
+            match verdict {
+                Ok(()) => valid.push((i, (upload, tables))),
+                Err(e) => refused.push((i, upload, e)),
             }
         }
-        let accepted = self
-            .accept(uploads.into_iter().zip(tables).collect())
-            .await?;
+        if !refused.is_empty() {
+            let mut s = self.lock();
+            for (_, u, e) in &refused {
+                eprintln!(
+                    "xt-coordinator: refused batch {} job {} attempt {} from worker {}: {e}",
+                    u.batch, u.job, u.attempt, u.worker
+                );
+                let key = JobKey {
+                    batch: u.batch,
+                    job: u.job,
+                };
+                if s.scheduler
+                    .fail(key, u.worker, &format!("its result was refused: {e}"))
+                {
+                    self.work.notify_waiters();
+                }
+                self.finish_if_done(&mut s, u.batch);
+            }
+        }
+        let order: Vec<usize> = valid.iter().map(|(i, _)| *i).collect();
+        let valid_accepted = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.accept(valid.into_iter().map(|(_, v)| v).collect())
+                .await?
+        };
+        let mut accepted = vec![false; order.len() + refused.len()];
+        for (i, a) in order.into_iter().zip(valid_accepted) {
+            accepted[i] = a;
+        }
         let reply = serde_json::to_vec(&UploadReply { accepted }).map_err(internal)?;
         Ok(Response::new(
             stream::once(async move {

@@ -199,6 +199,17 @@ pub async fn upload(
     Ok(accepted)
 }
 
+/// Whether an upload's error is the coordinator's answer about the upload itself (malformed:
+/// the same bytes would be refused again) rather than a failure to get it there.
+fn is_final(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        matches!(
+            s.code(),
+            tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition
+        )
+    })
+}
+
 /// A job computed on this worker, waiting to be delivered: its tables, or why the attempt
 /// could not produce any (reported with `Fail`, so the job is tried again).
 struct Finished {
@@ -291,6 +302,15 @@ async fn deliver_results(
         while !attempts.is_empty()
             && let Err(e) = upload(&channel, &attempts).await
         {
+            if is_final(&e) {
+                // The coordinator read the upload and refused it whole: sending it again
+                // would get the same answer. Its jobs' leases expire and they run again.
+                eprintln!(
+                    "xt-worker: the coordinator refused {} job result(s): {e:#}",
+                    attempts.len()
+                );
+                break;
+            }
             eprintln!(
                 "xt-worker: delivering {} job result(s): {e:#}; retrying in {delay:?}",
                 attempts.len()
