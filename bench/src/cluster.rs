@@ -416,11 +416,18 @@ pub fn overhead(
         "CPU seconds are this process's: the coordinator, and the in-process workers where there are some (a worker process's CPU is not in it).",
     );
     table.note(format!(
-        "The worker process spent {worker_cpu:.2} CPU seconds on the batch against the in-process runner's {:.2}: {:+.0}%. Here the coordinator and the workers share {cores} cores, so every cycle of transport on either side is wall time; on a cluster whose coordinator has cores of its own ({:.2} CPU seconds a batch here), the batch's time is the workers' CPU over their cores, and the overhead is that {:+.0}%.",
+        "The worker process spent {worker_cpu:.2} CPU seconds on the batch against the in-process runner's {:.2}: {:+.0}%. Here the coordinator and the workers share {cores} cores, so every cycle of transport on either side is wall time; on a cluster whose coordinator has cores of its own, the batch's time is the workers' CPU over their cores, and the overhead is that {:+.0}%.",
         local.cpu,
         (worker_cpu / local.cpu - 1.0) * 100.0,
-        coordinator_cpu,
         (worker_cpu / local.cpu - 1.0) * 100.0,
+    ));
+    let jobs = symbols as f64;
+    table.note(format!(
+        "Model beyond this machine: on these jobs the coordinator process spent {:.0} µs of CPU per job ({coordinator_cpu:.2} s a batch, this bench's status polling included), most of it storing each job's results durably before acknowledging them (`bench/PROFILE.md`), against {:.0} µs of the worker's: one coordinator core keeps about {:.1} worker cores busy on jobs of this size ({:.2} ms of engine work each in process). The results a job sends grow with its curves and bars, and so does the engine's work on it (`bench cluster --grid ...` measures a grid).",
+        coordinator_cpu / jobs * 1e6,
+        worker_cpu / jobs * 1e6,
+        worker_cpu / coordinator_cpu.max(1e-9),
+        local.cpu / jobs * 1e3,
     ));
     let target = Target::new(
         format!("cluster overhead, {symbols} x {years} y {strategy}"),

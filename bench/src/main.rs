@@ -179,15 +179,9 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
     keep(&mut tables, t, &mut lap);
     targets.push(x);
     let (mut t, x, per_cpu) = cluster::overheads(&rt, 20_000, runs)?;
-    // What one coordinator core feeds: the engine's CPU per job against the coordinator's.
-    let per_job = s.one_thread / s.jobs as f64;
     t.note(format!(
-        "Model beyond this machine: a 10-year macd job costs a worker core {:.2} ms; the coordinator spends {:.0} µs of CPU per job, \
-         so one coordinator core keeps about {:.0} worker cores busy on such jobs. Jobs of more work (grids, longer histories) \
-         raise that in proportion.",
-        per_job * 1e3,
+        "Near-empty jobs cost the coordinator {:.0} µs of CPU each: scheduling and transport alone, the floor under what a job with results costs it (the cluster overhead table's model).",
         1e6 / per_cpu,
-        per_job * per_cpu
     ));
     keep(&mut tables, t, &mut lap);
     targets.push(x);

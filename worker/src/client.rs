@@ -152,19 +152,20 @@ pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<
     }
     let mut data: Vec<FlightData> = Vec::new();
     for name in names {
-        let parts: Vec<(usize, &RecordBatch)> = attempts
+        // A big table (a grid's equity) goes in slices, so no message passes MESSAGE_BYTES.
+        let parts: Vec<(usize, RecordBatch)> = attempts
             .iter()
             .enumerate()
             .flat_map(|(i, (_, tables))| {
                 tables
                     .iter()
                     .filter(move |(n, _)| *n == name)
-                    .map(move |(_, b)| (i, b))
+                    .flat_map(move |(_, b)| message_slices(b).map(move |s| (i, s)))
             })
             .collect();
         let schema = parts[0].1.schema();
         let mut encoded =
-            arrow_flight::utils::batches_to_flight_data(&schema, parts.iter().map(|(_, b)| *b))?;
+            arrow_flight::utils::batches_to_flight_data(&schema, parts.iter().map(|(_, b)| b))?;
         // One message per record batch: the result schemas have no dictionaries.
         anyhow::ensure!(
             encoded.len() == parts.len() + 1,
@@ -182,6 +183,19 @@ pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<
         .context("an upload needs at least one table")?
         .flight_descriptor = Some(descriptor);
     Ok(data)
+}
+
+/// About the most bytes of a record batch one Flight message carries.
+const MESSAGE_BYTES: usize = 4 << 20;
+
+/// `batch` in row slices of at most about [`MESSAGE_BYTES`] each (zero-copy).
+fn message_slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_ {
+    let rows = batch.num_rows();
+    let bytes = batch.get_array_memory_size().max(1);
+    let per = (rows * MESSAGE_BYTES / bytes).clamp(1, rows.max(1));
+    (0..rows.max(1))
+        .step_by(per)
+        .map(move |start| batch.slice(start, per.min(rows - start)))
 }
 
 /// Sends one upload; returns, for each attempt, whether it completed its job.
@@ -503,4 +517,56 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let _ = deliverer.await;
     beat.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_table_goes_in_tagged_slices_that_add_up_to_it() {
+        let rows = 1_500_000;
+        let equity = RecordBatch::try_new(
+            sleeves_schema(),
+            vec![Arc::new(arrow::array::Float64Array::from_iter_values(
+                (0..rows).map(|i| i as f64),
+            ))],
+        )
+        .unwrap();
+        let empty = RecordBatch::new_empty(xt_shared::schema::METRICS.clone());
+        let upload = |job| Upload {
+            worker: 1,
+            batch: 1,
+            job,
+            attempt: 1,
+            bars: 0,
+            seconds: 0.0,
+            error: None,
+        };
+        let first = [("metrics", empty.clone())];
+        let second = [("metrics", empty), ("sleeves", equity.clone())];
+        let data = upload_messages(&[(upload(0), &first[..]), (upload(1), &second[..])]).unwrap();
+        // metrics: schema and one message per attempt; sleeves: schema and its slices.
+        let sleeves = &data[3..];
+        assert_eq!(&sleeves[0].app_metadata[..], b"sleeves");
+        assert!(sleeves.len() > 3, "{} messages", sleeves.len());
+        for m in &sleeves[1..] {
+            assert_eq!(&m.app_metadata[..], b"1");
+            assert!(
+                m.data_body.len() <= MESSAGE_BYTES + 1024,
+                "{}",
+                m.data_body.len()
+            );
+        }
+        let back = arrow_flight::utils::flight_data_to_batches(sleeves).unwrap();
+        let back = arrow::compute::concat_batches(&sleeves_schema(), &back).unwrap();
+        assert_eq!(back, equity);
+        let uploads: Vec<Upload> =
+            serde_json::from_slice(&data[0].flight_descriptor.as_ref().unwrap().cmd).unwrap();
+        assert_eq!(uploads, [upload(0), upload(1)]);
+        assert_eq!(
+            (&data[1].app_metadata[..], &data[2].app_metadata[..]),
+            (&b"0"[..], &b"1"[..])
+        );
+    }
 }
