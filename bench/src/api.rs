@@ -11,6 +11,50 @@ use xt_api::serve::{App, router};
 
 use crate::report::{Table, Target};
 
+/// The bench's HTTP client of the API, with its token.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// Submits a batch spec; returns its id.
+    async fn submit(&self, spec: &Value) -> anyhow::Result<u64> {
+        let reply: Value = self
+            .http
+            .post(format!("{}/v1/batches", self.base))
+            .bearer_auth(&self.token)
+            .json(spec)
+            .send()
+            .await?
+            .json()
+            .await?;
+        reply["id"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("submit: {reply}"))
+    }
+
+    async fn status(&self, id: u64) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/batches/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Polls every `every` until the batch is no longer running.
+    async fn wait_finished(&self, id: u64, every: Duration) -> anyhow::Result<()> {
+        while self.status(id).await?["state"] == "running" {
+            tokio::time::sleep(every).await;
+        }
+        Ok(())
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -36,68 +80,34 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
     tokio::spawn(async move { axum::serve(listener, router(app)).await });
     let token = mint(secret, "bench", "desk", &[Role::Researcher], 3600)?;
     let http = reqwest::Client::new();
+    let client = Api {
+        http: http.clone(),
+        base: api.clone(),
+        token: token.clone(),
+    };
 
     // Submission to first job running, on an idle cluster (median of 5).
     let mut first = Vec::new();
     for i in 0..5 {
         let spec = json!({"data": format!("synthetic://?symbols=50&years=1&seed={i}"), "strategy": "macd", "tables": ["metrics"]});
         let t = Instant::now();
-        let reply: Value = http
-            .post(format!("{api}/v1/batches"))
-            .bearer_auth(&token)
-            .json(&spec)
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = reply["id"]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("submit: {reply}"))?;
+        let id = client.submit(&spec).await?;
         loop {
-            let s: Value = http
-                .get(format!("{api}/v1/batches/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            let c = &s["counts"];
+            let c = &client.status(id).await?["counts"];
             if c["running"].as_u64() > Some(0) || c["done"].as_u64() > Some(0) {
                 first.push(t.elapsed());
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        loop {
-            let s: Value = http
-                .get(format!("{api}/v1/batches/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await?
-                .json()
-                .await?;
-            if s["state"] != "running" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        client.wait_finished(id, Duration::from_millis(20)).await?;
     }
     first.sort();
 
     // A long batch, and the clients polling it.
     let spec = json!({"data": "synthetic://?symbols=3000&years=10", "strategy": "macd",
                       "grid": {"fast": [8, 10, 12]}, "tables": ["metrics"]});
-    let reply: Value = http
-        .post(format!("{api}/v1/batches"))
-        .bearer_auth(&token)
-        .json(&spec)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = reply["id"]
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("submit: {reply}"))?;
+    let id = client.submit(&spec).await?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -130,13 +140,7 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
         errors += e;
     }
     times.sort();
-    let s: Value = http
-        .get(format!("{api}/v1/batches/{id}"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let s = client.status(id).await?;
     let _ = http
         .delete(format!("{api}/v1/batches/{id}"))
         .bearer_auth(&token)
@@ -183,30 +187,8 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
     // (the whole stack) during the download against the size of what went through it.
     let spec = json!({"data": "synthetic://?symbols=400&years=10&seed=5", "strategy": "sma_cross",
                       "grid": {"fast": [5, 10, 15, 20, 25], "slow": [60]}, "tables": ["equity"]});
-    let reply: Value = http
-        .post(format!("{api}/v1/batches"))
-        .bearer_auth(&token)
-        .json(&spec)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = reply["id"]
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("submit: {reply}"))?;
-    loop {
-        let s: Value = http
-            .get(format!("{api}/v1/batches/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if s["state"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = client.submit(&spec).await?;
+    client.wait_finished(id, Duration::from_millis(50)).await?;
     let rss = crate::report::status_kb;
     // Forget the peak so far (the batch's own), so the next peak is the download's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

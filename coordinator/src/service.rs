@@ -37,12 +37,18 @@ use xt_worker::runner::{finish_portfolio, strategy_combos};
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
 use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore, Tables};
 
-struct BatchRun {
+/// What a batch is, fixed once accepted; shared with its aggregation, which runs outside
+/// the state lock.
+struct Planned {
     spec: BatchSpec,
-    // Shared with the aggregation, which runs outside the state lock.
-    jobs: Arc<Vec<JobSpec>>,
-    combos: Arc<Vec<ParamSet>>,
-    dates: Arc<Vec<Date>>,
+    jobs: Vec<JobSpec>,
+    combos: Vec<ParamSet>,
+    /// The portfolio's calendar.
+    dates: Vec<Date>,
+}
+
+struct BatchRun {
+    plan: Arc<Planned>,
     bars: u64,
     started: Instant,
     /// Its tables are being written (every job has ended); `summary` follows.
@@ -186,10 +192,12 @@ impl Coordinator {
             batches.insert(
                 stored.id,
                 BatchRun {
-                    spec: r.spec,
-                    jobs: Arc::new(r.jobs),
-                    combos: Arc::new(combos),
-                    dates: Arc::new(r.dates),
+                    plan: Arc::new(Planned {
+                        spec: r.spec,
+                        jobs: r.jobs,
+                        combos,
+                        dates: r.dates,
+                    }),
                     bars,
                     started: Instant::now(),
                     aggregating: false,
@@ -282,11 +290,13 @@ impl Coordinator {
         s.batches.insert(
             id,
             BatchRun {
-                spec,
-                jobs: Arc::new(jobs),
                 sums: fold_sums(&planned.dates, combos.len()),
-                combos: Arc::new(combos),
-                dates: Arc::new(planned.dates),
+                plan: Arc::new(Planned {
+                    spec,
+                    jobs,
+                    combos,
+                    dates: planned.dates,
+                }),
                 bars: 0,
                 started: Instant::now(),
                 aggregating: false,
@@ -368,9 +378,9 @@ impl Coordinator {
             batch: id,
             tenant: run.tenant.clone(),
             owner: run.owner.clone(),
-            name: run.spec.name.clone().unwrap_or_default(),
+            name: run.plan.spec.name.clone().unwrap_or_default(),
             submitted_ms: run.submitted_ms,
-            jobs: run.jobs.len() as u32,
+            jobs: run.plan.jobs.len() as u32,
         })
     }
 
@@ -388,7 +398,7 @@ impl Coordinator {
                 .get(&l.key.batch)
                 .ok_or_else(|| internal("lease of an unknown batch"))?;
             let spec_json =
-                serde_json::to_string(&run.jobs[l.key.job as usize]).map_err(internal)?;
+                serde_json::to_string(&run.plan.jobs[l.key.job as usize]).map_err(internal)?;
             jobs.push(JobLease {
                 batch: l.key.batch,
                 job: l.key.job,
@@ -422,7 +432,7 @@ impl Coordinator {
                 "batch {batch} has not finished"
             )));
         }
-        if !run.spec.wants(table) {
+        if !run.plan.spec.wants(table) {
             return Err(Status::not_found(format!(
                 "batch {batch} did not keep the {} table",
                 table.name()
@@ -510,7 +520,7 @@ impl Coordinator {
                     // A job whose data failed counts as cash, added when the batch ends.
                     if let Some(sums) = run.sums.as_ref().filter(|_| upload.error.is_none()) {
                         run.folding += 1;
-                        folds.push((i, sums.clone(), run.jobs[upload.job as usize].capital));
+                        folds.push((i, sums.clone(), run.plan.jobs[upload.job as usize].capital));
                     }
                 }
             }
@@ -562,7 +572,7 @@ impl Coordinator {
         }
         // Each job's rows follow its final status: a job cancelled while its result was
         // being stored is a cancelled job, whatever the store holds.
-        let ends: Vec<JobEnd> = (0..run.jobs.len() as u32)
+        let ends: Vec<JobEnd> = (0..run.plan.jobs.len() as u32)
             .map(|j| match s.scheduler.status(JobKey { batch, job: j }) {
                 Some(JobStatus::Failed { error }) => JobEnd::Failed(error.clone()),
                 Some(JobStatus::Cancelled) => JobEnd::Cancelled,
@@ -577,10 +587,7 @@ impl Coordinator {
             std::mem::replace(&mut *sums, PortfolioSum::new(Vec::new(), 0))
         });
         let ended = Ended {
-            spec: run.spec.clone(),
-            jobs: run.jobs.clone(),
-            combos: run.combos.clone(),
-            dates: run.dates.clone(),
+            plan: run.plan.clone(),
             bars: run.bars,
             started: run.started,
             ends,
@@ -606,10 +613,7 @@ impl Coordinator {
 
 /// What the aggregation of a batch whose jobs have all ended reads.
 struct Ended {
-    spec: BatchSpec,
-    jobs: Arc<Vec<JobSpec>>,
-    combos: Arc<Vec<ParamSet>>,
-    dates: Arc<Vec<Date>>,
+    plan: Arc<Planned>,
     bars: u64,
     started: Instant,
     ends: Vec<JobEnd>,
@@ -648,11 +652,11 @@ fn add_sleeves(sums: &mut PortfolioSum, capital: f64, tables: &Tables) {
 /// not have, a table with the wrong columns, a sleeve for a curve that does not exist.
 /// Checked before anything is stored, so a broken client cannot spoil a batch's results.
 fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), String> {
-    if upload.job as usize >= run.jobs.len() {
+    if upload.job as usize >= run.plan.jobs.len() {
         return Err(format!(
             "batch {} has {} jobs; there is no job {}",
             upload.batch,
-            run.jobs.len(),
+            run.plan.jobs.len(),
             upload.job
         ));
     }
@@ -681,7 +685,7 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
             }
         }
     }
-    let curves = run.combos.len() + 1;
+    let curves = run.plan.combos.len() + 1;
     let dates = column::<Date32Type>(tables, "calendar");
     let equity = column::<Float64Type>(tables, "sleeves");
     if equity.len() != curves * dates.len() {
@@ -735,7 +739,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     let mut sums = run
         .sums
         .take()
-        .unwrap_or_else(|| PortfolioSum::new(run.dates.to_vec(), run.combos.len() + 1));
+        .unwrap_or_else(|| PortfolioSum::new(run.plan.dates.to_vec(), run.plan.combos.len() + 1));
     let ends = &run.ends;
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
@@ -747,8 +751,8 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     };
     // Each job's rows go straight to the files, in job order: memory holds one row group
     // of each table, not the batch's tables (an equity table runs to millions of rows).
-    let mut files = TableFiles::create(dir, &run.spec)?;
-    for (j, (job, end)) in run.jobs.iter().zip(ends.iter()).enumerate() {
+    let mut files = TableFiles::create(dir, &run.plan.spec)?;
+    for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
@@ -762,7 +766,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             Err(error) => {
                 // No result: error rows, a sleeve in cash.
                 let mut w = TableWriter::new(&job.symbol, false, false);
-                for p in run.combos.iter() {
+                for p in run.plan.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
                 }
                 files.write(&w.finish()?)?;
@@ -789,10 +793,11 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             equity: table("equity", &xt_shared::schema::EQUITY)?,
         })?;
     }
-    let (portfolio, portfolio_metrics) = finish_portfolio(&run.combos, run.spec.capital, &sums)?;
+    let (portfolio, portfolio_metrics) =
+        finish_portfolio(&run.plan.combos, run.plan.spec.capital, &sums)?;
     files.finish(&portfolio)?;
     let summary = json!({
-        "jobs": run.jobs.len(),
+        "jobs": run.plan.jobs.len(),
         "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
@@ -1224,7 +1229,7 @@ impl FlightService for Coordinator {
                 .map(|(id, run)| {
                     let tables = Table::ALL
                         .into_iter()
-                        .filter(|t| run.spec.wants(*t))
+                        .filter(|t| run.plan.spec.wants(*t))
                         .collect();
                     (*id, tables)
                 })
