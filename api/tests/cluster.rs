@@ -113,14 +113,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let mut spec = BatchSpec::new("synthetic://?symbols=40&years=4&seed=3", "macd");
     spec.grid = Some(serde_json::from_value(serde_json::json!({"fast": [8, 12]})).unwrap());
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let reply = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = submit(&mut client, &spec).await;
     assert_eq!(reply.jobs, 40);
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -228,14 +221,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
     let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
     let spec = BatchSpec::new(format!("file://{}", data.display()), "rsi");
     let mut client = JobsClient::connect(url).await.unwrap();
-    let reply = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = submit(&mut client, &spec).await;
     assert_eq!(reply.jobs, 7);
     let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (6, 1));
@@ -267,14 +253,7 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let mut first = worker(&url);
     let spec = BatchSpec::new("synthetic://?symbols=60&years=6&seed=8", "turtle");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let reply = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = submit(&mut client, &spec).await;
     loop {
         let s = client
             .status(StatusRequest { batch: reply.batch })
@@ -326,14 +305,7 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let mut spec = BatchSpec::new("synthetic://?symbols=50&years=5&seed=12", "bollinger");
     spec.grid = Some(serde_json::from_value(serde_json::json!({"k": [1.5, 2.0]})).unwrap());
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let reply = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = submit(&mut client, &spec).await;
     loop {
         let s = client
             .status(StatusRequest { batch: reply.batch })
@@ -369,6 +341,21 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     );
 }
 
+/// Submits `spec` (as the API does, with no tenant), expecting it accepted.
+async fn submit(
+    client: &mut JobsClient<tonic::transport::Channel>,
+    spec: &BatchSpec,
+) -> xt_shared::wire::SubmitReply {
+    client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(spec).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn wait_finished(
     client: &mut JobsClient<tonic::transport::Channel>,
     batch: u64,
@@ -397,26 +384,16 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
     let (_coordinator, url) = coordinator(&state);
     let _worker = worker(&url);
     let mut client = JobsClient::connect(url).await.unwrap();
-    let submit = |spec: BatchSpec| SubmitRequest {
-        spec_json: serde_json::to_string(&spec).unwrap(),
-        ..Default::default()
-    };
-    let big = client
-        .submit(submit(BatchSpec::new(
-            "synthetic://?symbols=400&years=4&seed=1",
-            "macd",
-        )))
-        .await
-        .unwrap()
-        .into_inner();
-    let small = client
-        .submit(submit(BatchSpec::new(
-            "synthetic://?symbols=5&years=4&seed=2",
-            "macd",
-        )))
-        .await
-        .unwrap()
-        .into_inner();
+    let big = submit(
+        &mut client,
+        &BatchSpec::new("synthetic://?symbols=400&years=4&seed=1", "macd"),
+    )
+    .await;
+    let small = submit(
+        &mut client,
+        &BatchSpec::new("synthetic://?symbols=5&years=4&seed=2", "macd"),
+    )
+    .await;
     let done_small = wait_finished(&mut client, small.batch).await;
     assert_eq!(done_small.done, 5);
     let s = client
@@ -465,15 +442,7 @@ async fn one_upload_completes_several_jobs_each_once() {
     let (_coordinator, url) = coordinator(&state);
     let spec = BatchSpec::new("synthetic://?symbols=3&years=2&seed=11", "sma_cross");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let batch = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .batch;
+    let batch = submit(&mut client, &spec).await.batch;
     let worker = client
         .register(RegisterRequest {
             name: "test".into(),
