@@ -45,7 +45,7 @@ pub struct JobRecord {
     pub error: Option<String>,
 }
 
-/// A job's result tables by name (`metrics`, `trades`, `equity`, `sleeves`).
+/// A job's result tables by name (`metrics`, `trades`, `equity`, `calendar`, `sleeves`).
 pub type Tables = HashMap<String, Vec<RecordBatch>>;
 
 /// One job's result, as stored: its job, tables and record.

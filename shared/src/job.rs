@@ -54,7 +54,7 @@ impl JobSpec {
 
 /// One job attempt's results in a Flight upload. An upload carries one or more: the
 /// descriptor's `cmd` is the JSON list of their `Upload`s, each table's schema message names
-/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `sleeves`), and each record
+/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `calendar`, `sleeves`), and each record
 /// batch names in its `app_metadata` the index, in that list, of the attempt it belongs to.
 /// A worker sends every result it has finished in one upload: one round trip, one append to
 /// the store and one pass through the scheduler for all of them.
