@@ -452,16 +452,15 @@ async fn one_upload_completes_several_jobs_each_once() {
         .unwrap()
         .into_inner()
         .worker;
-    let leases = client
-        .lease(LeaseRequest {
+    let lease = async |client: &mut JobsClient<tonic::transport::Channel>| {
+        let request = LeaseRequest {
             worker,
             slots: 3,
             wait_ms: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+        };
+        client.lease(request).await.unwrap().into_inner().jobs
+    };
+    let leases = lease(&mut client).await;
     assert_eq!(leases.len(), 3);
     let synth = SyntheticMarket {
         symbols: 3,
@@ -551,16 +550,7 @@ async fn one_upload_completes_several_jobs_each_once() {
         .unwrap()
         .into_inner();
     assert_eq!((s.done, s.running, s.queued), (2, 0, 1));
-    let again = client
-        .lease(LeaseRequest {
-            worker,
-            slots: 3,
-            wait_ms: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let again = lease(&mut client).await;
     assert_eq!(
         (again.len(), again[0].job, again[0].attempt),
         (1, leases[2].job, 2)

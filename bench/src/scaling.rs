@@ -6,9 +6,6 @@ use crate::report::{Table, Target, Timing, timed};
 
 pub struct Scaling {
     pub table: Table,
-    /// Seconds of the batch on one thread (median).
-    pub one_thread: f64,
-    pub jobs: usize,
     pub target: Target,
 }
 
@@ -80,8 +77,6 @@ pub fn run(
     let efficiency = one_thread / all / cores as f64;
     Ok(Scaling {
         table,
-        one_thread,
-        jobs: symbols,
         target: Target::new(
             format!("scaling, 1 to {cores} cores (in-process)"),
             ">= 85% of linear",

@@ -5,7 +5,7 @@
 //! their result tables (see [`Upload`]). The first attempt whose upload is stored completes
 //! its job; later ones are acknowledged and dropped, so every job appears exactly once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ use xt_worker::engine::tables::TableWriter;
 use xt_worker::runner::{finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
-use crate::store::{BatchRecord, EmbeddedStore, JobRecord, StateStore, Tables};
+use crate::store::{BatchRecord, EmbeddedStore, JobRecord, JobResult, StateStore, Tables};
 
 /// What a batch is, fixed once accepted; shared with its aggregation, which runs outside
 /// the state lock.
@@ -384,6 +384,17 @@ impl Coordinator {
         })
     }
 
+    /// An attempt of `worker`'s ended without a result: its job is queued again (waking the
+    /// lease calls waiting for work) or, after its last attempt, failed with `error`.
+    fn fail_attempt(&self, s: &mut State, key: JobKey, worker: u64, error: &str) -> bool {
+        let requeued = s.scheduler.fail(key, worker, error);
+        if requeued {
+            self.work.notify_waiters();
+        }
+        self.finish_if_done(s, key.batch);
+        requeued
+    }
+
     /// Leases up to `slots` queued jobs to `worker`.
     fn lease_now(&self, worker: u64, slots: usize) -> Result<Vec<JobLease>, Status> {
         let mut s = self.lock();
@@ -473,24 +484,26 @@ impl Coordinator {
             // tables, the store keeps the first, and the scheduler below takes only one.
             let (store, uploads, open) = (self.store.clone(), uploads.clone(), open.clone());
             tokio::task::spawn_blocking(move || {
-                let records: Vec<JobRecord> = uploads
+                let records: Vec<(&Upload, &Tables, JobRecord)> = uploads
                     .iter()
-                    .map(|(u, _)| JobRecord {
-                        bars: u.bars,
-                        error: u.error.clone(),
+                    .zip(&open)
+                    .filter(|(_, open)| **open)
+                    .map(|((u, tables), _)| {
+                        let record = JobRecord {
+                            bars: u.bars,
+                            error: u.error.clone(),
+                        };
+                        (u, tables, record)
                     })
                     .collect();
-                let mut batches: Vec<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
-                batches.sort_unstable();
-                batches.dedup();
-                for batch in batches {
-                    let results: Vec<_> = uploads
-                        .iter()
-                        .zip(&records)
-                        .zip(&open)
-                        .filter(|(((u, _), _), open)| **open && u.batch == batch)
-                        .map(|(((u, tables), record), _)| (u.job, tables, record))
-                        .collect();
+                let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
+                for (u, tables, record) in &records {
+                    by_batch
+                        .entry(u.batch)
+                        .or_default()
+                        .push((u.job, tables, record));
+                }
+                for (batch, results) in by_batch {
                     store.save_results(batch, &results)?;
                 }
                 std::io::Result::Ok(())
@@ -540,9 +553,7 @@ impl Coordinator {
                 run.folded += 1;
             }
         }
-        let mut batches: Vec<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
-        batches.sort_unstable();
-        batches.dedup();
+        let batches: BTreeSet<u64> = uploads.iter().map(|(u, _)| u.batch).collect();
         for batch in batches {
             self.finish_if_done(&mut s, batch);
         }
@@ -942,19 +953,11 @@ impl Jobs for Coordinator {
 
     async fn fail(&self, r: Request<FailRequest>) -> Result<Response<FailReply>, Status> {
         let r = r.into_inner();
-        let mut s = self.lock();
-        let requeued = s.scheduler.fail(
-            JobKey {
-                batch: r.batch,
-                job: r.job,
-            },
-            r.worker,
-            &r.error,
-        );
-        if requeued {
-            self.work.notify_waiters();
-        }
-        self.finish_if_done(&mut s, r.batch);
+        let key = JobKey {
+            batch: r.batch,
+            job: r.job,
+        };
+        let requeued = self.fail_attempt(&mut self.lock(), key, r.worker, &r.error);
         Ok(Response::new(FailReply { requeued }))
     }
 
@@ -1149,44 +1152,31 @@ impl FlightService for Coordinator {
                 })
                 .collect()
         };
-        let mut refused = Vec::new();
-        let mut valid = Vec::new();
+        let mut accepted = vec![false; uploads.len()];
+        let (mut valid, mut positions) = (Vec::new(), Vec::new());
         for (i, ((upload, tables), verdict)) in
             uploads.into_iter().zip(tables).zip(verdicts).enumerate()
         {
             match verdict {
-                Ok(()) => valid.push((i, (upload, tables))),
-                Err(e) => refused.push((i, upload, e)),
-            }
-        }
-        if !refused.is_empty() {
-            let mut s = self.lock();
-            for (_, u, e) in &refused {
-                eprintln!(
-                    "xt-coordinator: refused batch {} job {} attempt {} from worker {}: {e}",
-                    u.batch, u.job, u.attempt, u.worker
-                );
-                let key = JobKey {
-                    batch: u.batch,
-                    job: u.job,
-                };
-                if s.scheduler
-                    .fail(key, u.worker, &format!("its result was refused: {e}"))
-                {
-                    self.work.notify_waiters();
+                Ok(()) => {
+                    positions.push(i);
+                    valid.push((upload, tables));
                 }
-                self.finish_if_done(&mut s, u.batch);
+                Err(e) => {
+                    eprintln!(
+                        "xt-coordinator: refused batch {} job {} attempt {} from worker {}: {e}",
+                        upload.batch, upload.job, upload.attempt, upload.worker
+                    );
+                    let key = JobKey {
+                        batch: upload.batch,
+                        job: upload.job,
+                    };
+                    let error = format!("its result was refused: {e}");
+                    self.fail_attempt(&mut self.lock(), key, upload.worker, &error);
+                }
             }
         }
-        let order: Vec<usize> = valid.iter().map(|(i, _)| *i).collect();
-        let valid_accepted = if valid.is_empty() {
-            Vec::new()
-        } else {
-            self.accept(valid.into_iter().map(|(_, v)| v).collect())
-                .await?
-        };
-        let mut accepted = vec![false; order.len() + refused.len()];
-        for (i, a) in order.into_iter().zip(valid_accepted) {
+        for (i, a) in positions.into_iter().zip(self.accept(valid).await?) {
             accepted[i] = a;
         }
         let reply = serde_json::to_vec(&UploadReply { accepted }).map_err(internal)?;

@@ -128,7 +128,8 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn encode(job: u32, tables: &Tables, record: &JobRecord) -> io::Result<Vec<u8>> {
+/// Appends one record to `out`.
+fn encode(out: &mut Vec<u8>, job: u32, tables: &Tables, record: &JobRecord) -> io::Result<()> {
     let mut streams = Vec::new();
     let mut sizes = Vec::new();
     let mut names: Vec<&String> = tables.keys().collect();
@@ -154,14 +155,14 @@ fn encode(job: u32, tables: &Tables, record: &JobRecord) -> io::Result<Vec<u8>> 
     .map_err(other)?;
     header.push(b'\n');
     let body = (header.len() + streams.len()) as u64;
-    let mut out = Vec::with_capacity((body + FRAME) as usize);
+    out.reserve((body + FRAME) as usize);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&job.to_le_bytes());
     out.extend_from_slice(&body.to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&streams);
     out.extend_from_slice(&body.to_le_bytes());
-    Ok(out)
+    Ok(())
 }
 
 /// Reads the record at `offset`, or `None` where the log ends or its last record is cut
@@ -261,32 +262,31 @@ impl StateStore for EmbeddedStore {
     }
 
     fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()> {
-        // Encoded outside the log's lock; one append for all of them.
+        // Encoded outside the log's lock, into one buffer: one append for all of them.
         let mut bytes = Vec::new();
-        let mut starts = Vec::with_capacity(results.len());
+        let mut ends = Vec::with_capacity(results.len());
         for (job, tables, record) in results {
-            starts.push(bytes.len());
-            bytes.extend_from_slice(&encode(*job, tables, record)?);
+            encode(&mut bytes, *job, tables, record)?;
+            ends.push(bytes.len());
         }
         self.with_log(id, |log| {
-            // What is stored already (or given twice) stays out of the append.
-            let mut added: Vec<(u32, u64, JobRecord)> = Vec::with_capacity(results.len());
-            let mut kept: Option<Vec<u8>> = None;
-            let mut len = 0u64;
-            for (i, (job, _, record)) in results.iter().enumerate() {
-                let (start, end) = (starts[i], starts.get(i + 1).copied().unwrap_or(bytes.len()));
-                if log.index.contains_key(job) || added.iter().any(|(j, _, _)| j == job) {
-                    // From here on the records kept are copied out.
-                    kept.get_or_insert_with(|| bytes[..start].to_vec());
-                    continue;
+            // What is stored already, or given twice, stays out of the append.
+            let mut seen = std::collections::HashSet::new();
+            let fresh: Vec<bool> = results
+                .iter()
+                .map(|(job, _, _)| !log.index.contains_key(job) && seen.insert(*job))
+                .collect();
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
+            let mut kept = Vec::new();
+            let append = if fresh.iter().all(|&f| f) {
+                &bytes[..]
+            } else {
+                for (&(a, b), _) in spans.iter().zip(&fresh).filter(|(_, f)| **f) {
+                    kept.extend_from_slice(&bytes[a..b]);
                 }
-                added.push((*job, log.len + len, (*record).clone()));
-                len += (end - start) as u64;
-                if let Some(k) = &mut kept {
-                    k.extend_from_slice(&bytes[start..end]);
-                }
-            }
-            let append = kept.as_deref().unwrap_or(&bytes);
+                &kept[..]
+            };
             if append.is_empty() {
                 return Ok(());
             }
@@ -294,10 +294,14 @@ impl StateStore for EmbeddedStore {
                 // Cut a partial append off, so the next record starts on a boundary.
                 let _ = log.file.set_len(log.len);
             })?;
-            for (job, offset, record) in added {
-                log.index.insert(job, (offset, record));
+            let mut offset = log.len;
+            for (((job, _, record), (a, b)), _) in
+                results.iter().zip(&spans).zip(&fresh).filter(|(_, f)| **f)
+            {
+                log.index.insert(*job, (offset, (*record).clone()));
+                offset += (b - a) as u64;
             }
-            log.len += append.len() as u64;
+            log.len = offset;
             Ok(())
         })
     }
@@ -420,7 +424,8 @@ mod tests {
             .append(true)
             .open(root.join("7/results.log"))
             .unwrap();
-        let torn = encode(1, &table(&[4]), &done).unwrap();
+        let mut torn = Vec::new();
+        encode(&mut torn, 1, &table(&[4]), &done).unwrap();
         io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
         drop(f);
 
