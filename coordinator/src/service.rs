@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Date32Type, Float64Type};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -53,11 +54,9 @@ struct BatchRun {
     started: Instant,
     /// Its tables are being written (every job has ended); `summary` follows.
     aggregating: bool,
-    /// The portfolio, summed as results are accepted, so a finished batch's aggregation
-    /// need not read the sleeves back; `None` when it would take more memory than
-    /// [`FOLD_CELLS`] (the aggregation sums them from the store then, as after a restart).
-    sums: Option<Arc<Mutex<PortfolioSum>>>,
-    /// Accepted results being added to `sums` now, and added so far.
+    /// What its accepted results add up to so far.
+    fold: Arc<Mutex<Fold>>,
+    /// Accepted results being added to `fold` now, and added so far.
     folding: usize,
     folded: usize,
     summary: Option<Value>,
@@ -201,8 +200,8 @@ impl Coordinator {
                     bars,
                     started: Instant::now(),
                     aggregating: false,
-                    // Results accepted before the restart are summed from the store.
-                    sums: None,
+                    // Results accepted before the restart are read from the store.
+                    fold: Arc::new(Mutex::new(Fold::restarted(done.len()))),
                     folding: 0,
                     folded: 0,
                     summary: stored.summary,
@@ -290,7 +289,11 @@ impl Coordinator {
         s.batches.insert(
             id,
             BatchRun {
-                sums: fold_sums(&planned.dates, combos.len()),
+                fold: Arc::new(Mutex::new(Fold::new(
+                    &planned.dates,
+                    combos.len(),
+                    n as usize,
+                ))),
                 plan: Arc::new(Planned {
                     spec,
                     jobs,
@@ -531,20 +534,27 @@ impl Coordinator {
                 if let Some(run) = s.batches.get_mut(&upload.batch) {
                     run.bars += upload.bars;
                     // A job whose data failed counts as cash, added when the batch ends.
-                    if let Some(sums) = run.sums.as_ref().filter(|_| upload.error.is_none()) {
+                    // A job whose data failed has failed: error rows and cash, when the batch
+                    // ends.
+                    if upload.error.is_none() {
                         run.folding += 1;
-                        folds.push((i, sums.clone(), run.plan.jobs[upload.job as usize].capital));
+                        folds.push((
+                            i,
+                            run.fold.clone(),
+                            run.plan.jobs[upload.job as usize].capital,
+                        ));
                     }
                 }
             }
             accepted.push(done);
         }
         drop(s);
-        // Summed outside the state lock (a grid's sleeves are many curves); the batch does
+        // Added outside the state lock (a grid's sleeves are many curves); the batch does
         // not finish while any is being added.
-        for (i, sums, capital) in &folds {
-            let mut sums = sums.lock().unwrap_or_else(|e| e.into_inner());
-            add_sleeves(&mut sums, *capital, &uploads[*i].1);
+        for (i, fold, capital) in &folds {
+            let (upload, tables) = &uploads[*i];
+            let mut fold = fold.lock().unwrap_or_else(|e| e.into_inner());
+            fold.add(upload.job, *capital, tables);
         }
         let mut s = self.lock();
         for (i, _, _) in &folds {
@@ -593,16 +603,20 @@ impl Coordinator {
         run.aggregating = true;
         // The sums hold every stored result only if each job done was added in this process.
         let done = ends.iter().filter(|e| matches!(e, JobEnd::Done)).count();
-        let sums = run.sums.take().filter(|_| run.folded == done).map(|m| {
-            let mut sums = m.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *sums, PortfolioSum::new(Vec::new(), 0))
-        });
+        let mut fold = std::mem::replace(
+            &mut *run.fold.lock().unwrap_or_else(|e| e.into_inner()),
+            Fold::restarted(0),
+        );
+        if run.folded != done {
+            fold.sums = None;
+        }
         let ended = Ended {
             plan: run.plan.clone(),
             bars: run.bars,
             started: run.started,
             ends,
-            sums,
+            sums: fold.sums,
+            kept: fold.kept,
         };
         let (store, state) = (self.store.clone(), self.state.clone());
         std::thread::spawn(move || {
@@ -630,18 +644,95 @@ struct Ended {
     ends: Vec<JobEnd>,
     /// The sleeves of every job done, summed as they were accepted.
     sums: Option<PortfolioSum>,
+    /// The tables to write of the jobs done that were kept in memory.
+    kept: Vec<Option<Tables>>,
+}
+
+/// What a running batch's accepted results add up to as they come in, so that its end need
+/// not read them back from the store: the portfolio, and each job's tables to write.
+struct Fold {
+    /// The portfolio's sums; `None` when they would take more memory than [`FOLD_CELLS`]
+    /// (the end sums the sleeves from the store then, as after a restart).
+    sums: Option<PortfolioSum>,
+    /// Each job's tables to write (`metrics`, and `trades` and `equity` when asked for),
+    /// copied out of their upload; a job with none here (past [`KEPT_BYTES`], or accepted
+    /// before a restart) is read from the store at the end.
+    kept: Vec<Option<Tables>>,
+    kept_bytes: usize,
+}
+
+/// Bytes of a batch's job tables held in memory until it ends; the rest are read back from
+/// the store (an equity table of a big grid runs to gigabytes).
+pub const KEPT_BYTES: usize = 64 << 20;
+
+impl Fold {
+    fn new(dates: &[Date], combos: usize, jobs: usize) -> Self {
+        let curves = combos + 1;
+        Fold {
+            sums: (dates.len().saturating_mul(curves) <= FOLD_CELLS)
+                .then(|| PortfolioSum::new(dates.to_vec(), curves)),
+            kept: vec![None; jobs],
+            kept_bytes: 0,
+        }
+    }
+
+    /// A batch resumed after a restart: what was accepted before is in the store only.
+    fn restarted(jobs: usize) -> Self {
+        Fold {
+            sums: None,
+            kept: vec![None; jobs],
+            kept_bytes: 0,
+        }
+    }
+
+    /// Adds an accepted job's result.
+    fn add(&mut self, job: u32, capital: f64, tables: &Tables) {
+        if let Some(sums) = &mut self.sums {
+            add_sleeves(sums, capital, tables);
+        }
+        let mut kept = Tables::new();
+        let mut bytes = 0;
+        for name in ["metrics", "trades", "equity"] {
+            if let Some(parts) = tables.get(name) {
+                // Copied: the upload's batches share its buffers, sleeves and all.
+                let parts: Vec<RecordBatch> = parts.iter().map(owned).collect();
+                bytes += parts
+                    .iter()
+                    .map(|b| b.get_array_memory_size())
+                    .sum::<usize>();
+                kept.insert(name.to_string(), parts);
+            }
+        }
+        if let Some(slot) = self.kept.get_mut(job as usize)
+            && self.kept_bytes + bytes <= KEPT_BYTES
+        {
+            self.kept_bytes += bytes;
+            *slot = Some(kept);
+        }
+    }
+}
+
+/// A record batch in buffers of its own (the batch itself if it cannot be copied).
+fn owned(batch: &RecordBatch) -> RecordBatch {
+    let copy = |c: &arrow::array::ArrayRef| {
+        let data = c.to_data();
+        let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
+        copy.try_extend(0, 0, data.len())?;
+        Ok::<_, ArrowError>(arrow::array::make_array(copy.freeze()))
+    };
+    batch
+        .columns()
+        .iter()
+        .map(copy)
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|columns| RecordBatch::try_new(batch.schema(), columns))
+        .unwrap_or_else(|_| batch.clone())
 }
 
 /// Cells (dates x curves) of a portfolio summed as results come in; a bigger one (a grid of
 /// thousands of parameter sets over decades) is summed when the batch ends instead, so a
 /// running batch never holds more than this in sums (16 bytes a cell).
 pub const FOLD_CELLS: usize = 1 << 23;
-
-fn fold_sums(dates: &[Date], combos: usize) -> Option<Arc<Mutex<PortfolioSum>>> {
-    let curves = combos + 1;
-    (dates.len().saturating_mul(curves) <= FOLD_CELLS)
-        .then(|| Arc::new(Mutex::new(PortfolioSum::new(dates.to_vec(), curves))))
-}
 
 /// Adds one job's sleeves (its `calendar` and `sleeves` tables, see
 /// [`xt_worker::client::calendar_schema`]) to the portfolio; a job with none (no bar in
@@ -747,6 +838,7 @@ enum JobEnd {
 /// Writes a finished batch's four tables and returns its summary.
 fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<Value> {
     let folded = run.sums.is_some();
+    let mut kept = std::mem::take(&mut run.kept);
     let mut sums = run
         .sums
         .take()
@@ -766,9 +858,12 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
-            JobEnd::Done => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
-                anyhow::anyhow!("job {j} is done but the store has no result for it")
-            }),
+            JobEnd::Done => match kept.get_mut(j).and_then(Option::take).filter(|_| folded) {
+                Some(tables) => Ok(tables),
+                None => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
+                    anyhow::anyhow!("job {j} is done but the store has no result for it")
+                }),
+            },
             JobEnd::Failed(error) => Err(anyhow::anyhow!("{error}")),
             JobEnd::Cancelled => Err(anyhow::anyhow!("cancelled")),
         };
@@ -822,8 +917,46 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
 /// name and renamed when whole, so a reader never sees half a table.
 struct TableFiles {
     dir: PathBuf,
-    writers: Vec<(Table, parquet::arrow::ArrowWriter<std::fs::File>)>,
+    writers: Vec<TableFile>,
     portfolio: bool,
+}
+
+/// One table's file, and the jobs' rows not yet given to it: a job's few rows at a time
+/// would cost the writer more than encoding them.
+struct TableFile {
+    table: Table,
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+}
+
+impl TableFile {
+    /// Rows gathered before they are written at once.
+    const GATHER: usize = 8192;
+
+    fn push(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        if batch.num_rows() >= Self::GATHER {
+            self.flush()?;
+            self.writer.write(batch)?;
+            return Ok(());
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch.clone());
+        if self.pending_rows >= Self::GATHER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            let batch = arrow::compute::concat_batches(&self.pending[0].schema(), &self.pending)?;
+            self.writer.write(&batch)?;
+            self.pending.clear();
+            self.pending_rows = 0;
+        }
+        Ok(())
+    }
 }
 
 impl TableFiles {
@@ -844,14 +977,16 @@ impl TableFiles {
             if spec.wants(table) {
                 let file =
                     std::fs::File::create(dir.join(format!("{}.parquet.tmp", table.name())))?;
-                writers.push((
+                writers.push(TableFile {
                     table,
-                    parquet::arrow::ArrowWriter::try_new(
+                    writer: parquet::arrow::ArrowWriter::try_new(
                         file,
                         schema.clone(),
                         Some(props.clone()),
                     )?,
-                ));
+                    pending: Vec::new(),
+                    pending_rows: 0,
+                });
             }
         }
         Ok(TableFiles {
@@ -862,15 +997,15 @@ impl TableFiles {
     }
 
     fn write(&mut self, job: &xt_worker::engine::tables::JobTables) -> anyhow::Result<()> {
-        for (table, w) in &mut self.writers {
-            let batch = match table {
+        for w in &mut self.writers {
+            let batch = match w.table {
                 Table::Metrics => Some(&job.metrics),
                 Table::Trades => job.trades.as_ref(),
                 Table::Equity => job.equity.as_ref(),
                 Table::Portfolio => None,
             };
             if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
-                w.write(b)?;
+                w.push(b)?;
             }
         }
         Ok(())
@@ -878,9 +1013,10 @@ impl TableFiles {
 
     fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
         let mut done = Vec::new();
-        for (table, w) in self.writers {
-            w.close()?;
-            done.push(table);
+        for mut w in self.writers {
+            w.flush()?;
+            w.writer.close()?;
+            done.push(w.table);
         }
         if self.portfolio {
             let file = std::fs::File::create(self.dir.join("portfolio.parquet.tmp"))?;
