@@ -484,6 +484,7 @@ async fn one_upload_completes_several_jobs_each_once() {
             bars: o.bars,
             seconds: o.seconds,
             error: None,
+            part: None,
         };
         (upload, o.tables.as_slice())
     };
@@ -495,7 +496,8 @@ async fn one_upload_completes_several_jobs_each_once() {
 
     let accepted = upload(&channel, &[attempt(0), attempt(1), attempt(0)])
         .await
-        .unwrap();
+        .unwrap()
+        .accepted;
     assert_eq!(accepted, [true, true, false]);
 
     // A record batch that names an attempt the upload does not have: refused, nothing kept.
@@ -542,7 +544,8 @@ async fn one_upload_completes_several_jobs_each_once() {
         ],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .accepted;
     assert_eq!(accepted, [false, false, false]);
     let s = client
         .status(StatusRequest { batch })
@@ -558,10 +561,144 @@ async fn one_upload_completes_several_jobs_each_once() {
     let retried = Upload { attempt: 2, ..good };
     let accepted = upload(&channel, &[(retried, tables), attempt(1)])
         .await
-        .unwrap();
+        .unwrap()
+        .accepted;
     assert_eq!(accepted, [true, false]);
     let s = wait_finished(&mut client, batch).await;
     assert_eq!((s.done, s.failed), (3, 0));
+
+    let dir = state.join("batches").join(batch.to_string());
+    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
+    assert_eq!(
+        final_equity(&read(&dir.join("metrics.parquet"))),
+        final_equity(&local.metrics)
+    );
+    assert_eq!(
+        read(&dir.join("portfolio.parquet")),
+        local.outcome.portfolio
+    );
+}
+
+/// Sleeves summed into one part, as a worker sends several finished jobs of a batch: the
+/// part's jobs complete together, or (one of them done already) none of them and each is
+/// asked for again on its own; a broken part is refused whole and its jobs run again; and
+/// the portfolio is bit-identical to the in-process run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_completes_its_jobs_together_or_is_sent_again() {
+    use xt_shared::job::{JobSpec, Upload};
+    use xt_shared::wire::{LeaseRequest, RegisterRequest};
+    use xt_worker::client::{JobOutput, run_leased, upload, upload_attempts};
+
+    let state = scratch("cluster-parts");
+    let (_coordinator, url) = coordinator(&state);
+    let spec = BatchSpec::new("synthetic://?symbols=4&years=2&seed=5", "sma_cross");
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let batch = submit(&mut client, &spec).await.batch;
+    let worker = client
+        .register(RegisterRequest {
+            name: "test".into(),
+            slots: 4,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker;
+    let lease = async |client: &mut JobsClient<tonic::transport::Channel>| {
+        let request = LeaseRequest {
+            worker,
+            slots: 4,
+            wait_ms: 0,
+        };
+        client.lease(request).await.unwrap().into_inner().jobs
+    };
+    let leases = lease(&mut client).await;
+    assert_eq!(leases.len(), 4);
+    let synth = SyntheticMarket {
+        symbols: 4,
+        years: 2,
+        seed: 5,
+    };
+    let outputs: Vec<JobOutput> = leases
+        .iter()
+        .map(|l| {
+            let job: JobSpec = serde_json::from_str(&l.spec_json).unwrap();
+            run_leased(&job, &synth).unwrap()
+        })
+        .collect();
+    let attempt = |i: usize, attempt: u32| {
+        let upload = Upload {
+            worker,
+            batch,
+            job: leases[i].job,
+            attempt,
+            bars: outputs[i].bars,
+            seconds: 0.0,
+            error: None,
+            part: None,
+        };
+        (upload, &outputs[i])
+    };
+    let send = async |attempts: &[(
+        Upload,
+        Vec<(&'static str, arrow::record_batch::RecordBatch)>,
+    )]| {
+        let channel = tonic::transport::Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let attempts: Vec<_> = attempts
+            .iter()
+            .map(|(u, t)| (u.clone(), t.as_slice()))
+            .collect();
+        upload(&channel, &attempts).await
+    };
+
+    // Job 0 alone; then jobs 0, 1 and 2 in one part: job 0 is done, so none of the three
+    // completes, and each is asked for again.
+    let alone = upload_attempts(&[attempt(0, 1)], true).unwrap();
+    assert_eq!(send(&alone).await.unwrap().accepted, [true]);
+    let part = upload_attempts(&[attempt(0, 1), attempt(1, 1), attempt(2, 1)], true).unwrap();
+    assert_eq!(
+        part.iter().map(|(u, _)| u.part).collect::<Vec<_>>(),
+        [Some(2), Some(2), Some(2)]
+    );
+    assert!(part[2].1.iter().any(|(n, _)| *n == "part_sums"));
+    assert!(
+        part[0]
+            .1
+            .iter()
+            .all(|(n, _)| !matches!(*n, "sleeves" | "part_sums"))
+    );
+    let reply = send(&part).await.unwrap();
+    assert_eq!(
+        (reply.accepted, reply.resend),
+        (vec![false; 3], vec![0, 1, 2])
+    );
+    let s = client
+        .status(StatusRequest { batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.done, s.running), (1, 3));
+
+    // A part whose carrier lost its sums: refused whole, both jobs queued again.
+    let mut broken = upload_attempts(&[attempt(1, 1), attempt(2, 1)], true).unwrap();
+    broken[1].1.retain(|(n, _)| *n != "part_sums");
+    let reply = send(&broken).await.unwrap();
+    assert_eq!((reply.accepted, reply.resend), (vec![false; 2], vec![]));
+    let again = lease(&mut client).await;
+    assert_eq!(
+        again.iter().map(|l| (l.job, l.attempt)).collect::<Vec<_>>(),
+        [(leases[1].job, 2), (leases[2].job, 2)]
+    );
+
+    // Jobs 1 and 2 (their second attempts) and 3 in one part: all three complete.
+    let part = upload_attempts(&[attempt(1, 2), attempt(2, 2), attempt(3, 1)], true).unwrap();
+    let reply = send(&part).await.unwrap();
+    assert_eq!((reply.accepted, reply.resend), (vec![true; 3], vec![]));
+    let s = wait_finished(&mut client, batch).await;
+    assert_eq!((s.done, s.failed), (4, 0));
 
     let dir = state.join("batches").join(batch.to_string());
     let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();

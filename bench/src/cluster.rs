@@ -159,6 +159,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                             bars: 0,
                             seconds: 0.0,
                             error: None,
+                            part: None,
                         };
                         (upload, &tables[..])
                     })
@@ -229,6 +230,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         bars: 0,
         seconds: 0.0,
         error: None,
+        part: None,
     };
     let tables = [("calendar", calendar), ("sleeves", sleeves)];
     let data = xt_worker::client::upload_messages(&[(upload, &tables)])?;

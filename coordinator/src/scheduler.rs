@@ -48,6 +48,9 @@ struct Job {
     status: JobStatus,
     attempts: u32,
     last_error: Option<String>,
+    /// An attempt's result is being stored (see [`Scheduler::reserve`]): the job completes
+    /// with it unless storing fails, so nothing else may end it meanwhile.
+    storing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +163,7 @@ impl Scheduler {
             return Err(ScheduleError::BatchExists(batch));
         }
         let job = Job {
+            storing: false,
             status: JobStatus::Queued,
             attempts: 0,
             last_error: None,
@@ -260,6 +264,10 @@ impl Scheduler {
             };
             if !batch.queue.is_empty() {
                 self.ring.push_back(batch_id);
+            }
+            if batch.jobs[job as usize].storing {
+                // Completing now; queued again should storing fail.
+                continue;
             }
             batch.jobs[job as usize].attempts += 1;
             let attempt = batch.jobs[job as usize].attempts;
@@ -381,7 +389,8 @@ impl Scheduler {
         let Some(job) = batch.jobs.get_mut(key.job as usize) else {
             return false;
         };
-        if !matches!(job.status, JobStatus::Running { worker: w, .. } if w == worker) {
+        if job.storing || !matches!(job.status, JobStatus::Running { worker: w, .. } if w == worker)
+        {
             return false;
         }
         if let Some(e) = error {
@@ -398,6 +407,50 @@ impl Scheduler {
             self.ring.push_back(key.batch);
         }
         true
+    }
+
+    /// Holds an open job for an attempt whose result is about to be stored: until `finish`
+    /// or `release`, no other attempt can reserve it, and it is neither leased, requeued,
+    /// failed nor cancelled, so a stored result always completes its job (and the results
+    /// stored together complete their jobs together). False if the job has ended or is
+    /// held already.
+    pub fn reserve(&mut self, key: JobKey) -> bool {
+        let Some(job) = self
+            .batches
+            .get_mut(&key.batch)
+            .and_then(|b| b.jobs.get_mut(key.job as usize))
+        else {
+            return false;
+        };
+        if job.storing || !matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
+            return false;
+        }
+        job.storing = true;
+        true
+    }
+
+    /// Lets go of a reserved job whose result could not be stored: it carries on as if
+    /// never reserved (queued again if it was skipped meanwhile, cancelled if its batch
+    /// was).
+    pub fn release(&mut self, key: JobKey) {
+        let Some(batch) = self.batches.get_mut(&key.batch) else {
+            return;
+        };
+        let Some(job) = batch.jobs.get_mut(key.job as usize) else {
+            return;
+        };
+        if !std::mem::take(&mut job.storing) {
+            return;
+        }
+        let open = matches!(job.status, JobStatus::Queued | JobStatus::Running { .. });
+        if open && batch.cancelled {
+            batch.set(key.job, JobStatus::Cancelled);
+        } else if job.status == JobStatus::Queued && !batch.queue.contains(&key.job) {
+            batch.queue.push_back(key.job);
+            if !self.ring.contains(&key.batch) {
+                self.ring.push_back(key.batch);
+            }
+        }
     }
 
     /// A worker reports a job's attempt finished with results. The first report of a job
@@ -434,6 +487,7 @@ impl Scheduler {
         let Some(job) = batch.jobs.get_mut(key.job as usize) else {
             return Completion::Unknown;
         };
+        job.storing = false;
         match job.status {
             JobStatus::Done { .. } | JobStatus::Failed { .. } | JobStatus::Cancelled => {
                 Completion::Duplicate
@@ -474,10 +528,9 @@ impl Scheduler {
         b.cancelled = true;
         b.queue.clear();
         for j in 0..b.jobs.len() as u32 {
-            if matches!(
-                b.jobs[j as usize].status,
-                JobStatus::Queued | JobStatus::Running { .. }
-            ) {
+            let job = &b.jobs[j as usize];
+            // A job whose result is being stored completes with it.
+            if !job.storing && matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
                 b.set(j, JobStatus::Cancelled);
             }
         }
@@ -657,6 +710,49 @@ mod tests {
         assert_eq!(told, running.iter().map(|l| l.key).collect());
         assert_eq!(s.progress(1).unwrap().cancelled, 10);
         assert_eq!(s.complete(running[0].key, 1, w), Completion::Duplicate);
+    }
+
+    #[test]
+    fn a_job_reserved_for_storing_completes_whatever_happens_meanwhile() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 1);
+        s.submit(1, 3).unwrap();
+        let w = s.register(t);
+        let l = s.lease(w, 2, t).unwrap();
+        assert!(s.reserve(l[0].key));
+        assert!(!s.reserve(l[0].key), "held once");
+        // Its lease expires (the last attempt), another attempt fails it, the batch is
+        // cancelled: none of them ends it, and nothing leases it.
+        s.expire(t + Duration::from_secs(11));
+        assert!(!s.fail(l[0].key, w, "late failure"));
+        s.cancel(1).unwrap();
+        assert!(matches!(
+            s.status(l[0].key),
+            Some(JobStatus::Running { .. })
+        ));
+        assert!(!s.progress(1).unwrap().finished());
+        assert_eq!(s.complete(l[0].key, 1, w), Completion::Accepted);
+        assert_eq!(s.progress(1).unwrap().done, 1);
+        assert!(s.progress(1).unwrap().finished());
+        assert!(!s.reserve(l[0].key), "done jobs are not open");
+
+        // Storing failed: a queued job skipped meanwhile is queued again.
+        s.submit(2, 2).unwrap();
+        let w2 = s.register(t);
+        assert!(s.reserve(key(2, 0)));
+        let leased = s.lease(w2, 2, t).unwrap();
+        assert_eq!(
+            leased.iter().map(|l| l.key).collect::<Vec<_>>(),
+            vec![key(2, 1)]
+        );
+        s.release(key(2, 0));
+        assert_eq!(s.lease(w2, 2, t).unwrap()[0].key, key(2, 0));
+        // And in a cancelled batch, a released job is cancelled.
+        assert!(s.reserve(key(2, 1)));
+        s.cancel(2).unwrap();
+        assert_eq!(s.progress(2).unwrap().cancelled, 1);
+        s.release(key(2, 1));
+        assert_eq!(s.progress(2).unwrap().cancelled, 2);
     }
 
     #[test]

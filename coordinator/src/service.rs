@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
 use xt_shared::job::{JobSpec, Upload, UploadReply, plan};
 use xt_shared::open::{open_source, resolve_universe};
-use xt_shared::portfolio::PortfolioSum;
+use xt_shared::portfolio::{FixedSum, PortfolioSum};
 use xt_shared::spec::{DataSpec, Table};
 use xt_shared::wire::jobs_server::Jobs;
 use xt_shared::wire::*;
@@ -460,65 +460,114 @@ impl Coordinator {
         ))
     }
 
-    /// Completes job attempts with their uploaded tables: those whose job is still open are
-    /// stored durably (one append per batch), then counted, unless another attempt got there
-    /// first. Returns, for each, whether it completed its job.
-    async fn accept(&self, uploads: Vec<(Upload, Tables)>) -> Result<Vec<bool>, Status> {
+    /// Completes job attempts with their uploaded tables. Each attempt whose job is still
+    /// open is reserved for it (the attempts summed into one part all together, or none of
+    /// them), stored durably (one append per batch), then counted and added to its batch's
+    /// fold. Returns, for each, whether it completed its job, and whether it must be sent
+    /// again on its own (its part could not be taken whole).
+    async fn accept(
+        &self,
+        uploads: Vec<(Upload, Tables)>,
+    ) -> Result<(Vec<bool>, Vec<bool>), Status> {
         let key = |u: &Upload| JobKey {
             batch: u.batch,
             job: u.job,
         };
-        let open: Vec<bool> = {
-            let s = self.lock();
-            uploads
+        let n = uploads.len();
+        let (mut reserved, mut resend) = (vec![false; n], vec![false; n]);
+        {
+            let mut s = self.lock();
+            let mut parts: BTreeMap<(u64, u32), Vec<usize>> = BTreeMap::new();
+            for (i, (u, _)) in uploads.iter().enumerate() {
+                match u.part {
+                    None => reserved[i] = s.scheduler.reserve(key(u)),
+                    Some(k) => parts.entry((u.batch, k)).or_default().push(i),
+                }
+            }
+            for members in parts.values() {
+                let mut held = Vec::new();
+                for &i in members {
+                    if !s.scheduler.reserve(key(&uploads[i].0)) {
+                        break;
+                    }
+                    held.push(i);
+                }
+                if held.len() == members.len() {
+                    held.iter().for_each(|&i| reserved[i] = true);
+                } else {
+                    // One of its jobs was done (or is being stored) by another attempt: its
+                    // sums cannot be split, so each is sent again with its own sleeves.
+                    for &i in &held {
+                        s.scheduler.release(key(&uploads[i].0));
+                    }
+                    members.iter().for_each(|&i| resend[i] = true);
+                }
+            }
+        }
+        // Whatever ends this call early (a failed store, a panic), no job stays reserved:
+        // releasing one that completed meanwhile does nothing.
+        let _unreserve = Unreserve {
+            coordinator: self,
+            keys: uploads
                 .iter()
-                .map(|(u, _)| {
-                    matches!(
-                        s.scheduler.status(key(u)),
-                        Some(JobStatus::Queued | JobStatus::Running { .. })
-                    )
-                })
-                .collect()
+                .zip(&reserved)
+                .filter(|(_, r)| **r)
+                .map(|((u, _), _)| key(u))
+                .collect(),
         };
         let uploads = Arc::new(uploads);
-        if open.iter().any(|&o| o) {
+        if reserved.iter().any(|&r| r) {
             // Durable before a job counts as done: a completed result survives a crash.
-            // Written outside the lock; a second attempt finishing meanwhile writes the same
-            // tables, the store keeps the first, and the scheduler below takes only one.
-            let (store, uploads, open) = (self.store.clone(), uploads.clone(), open.clone());
-            tokio::task::spawn_blocking(move || {
-                let records: Vec<(&Upload, &Tables, JobRecord)> = uploads
-                    .iter()
-                    .zip(&open)
-                    .filter(|(_, open)| **open)
-                    .map(|((u, tables), _)| {
-                        let record = JobRecord {
-                            bars: u.bars,
-                            error: u.error.clone(),
-                        };
-                        (u, tables, record)
-                    })
-                    .collect();
-                let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
-                for (u, tables, record) in &records {
-                    by_batch
-                        .entry(u.batch)
-                        .or_default()
-                        .push((u.job, tables, record));
+            // Written outside the lock; the reservations keep every other attempt of these
+            // jobs out meanwhile.
+            let stored = {
+                let (store, uploads, reserved) =
+                    (self.store.clone(), uploads.clone(), reserved.clone());
+                tokio::task::spawn_blocking(move || {
+                    let mut records: Vec<(bool, &Upload, &Tables, JobRecord)> = uploads
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| reserved[*i])
+                        .map(|(i, (u, tables))| {
+                            let record = JobRecord {
+                                bars: u.bars,
+                                error: u.error.clone(),
+                                part: u.part.map(|k| uploads[k as usize].0.job),
+                            };
+                            (u.part == Some(i as u32), u, tables, record)
+                        })
+                        .collect();
+                    // A part's record goes last in its batch's append (see `EmbeddedStore`).
+                    records.sort_by_key(|(lead, u, _, _)| (u.batch, *lead));
+                    let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
+                    for (_, u, tables, record) in &records {
+                        by_batch
+                            .entry(u.batch)
+                            .or_default()
+                            .push((u.job, tables, record));
+                    }
+                    for (batch, results) in by_batch {
+                        store.save_results(batch, &results)?;
+                    }
+                    std::io::Result::Ok(())
+                })
+                .await
+            };
+            match stored {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(Status::unavailable(format!("storing the results: {e}")));
                 }
-                for (batch, results) in by_batch {
-                    store.save_results(batch, &results)?;
-                }
-                std::io::Result::Ok(())
-            })
-            .await
-            .map_err(internal)?
-            .map_err(|e| Status::unavailable(format!("storing the results: {e}")))?;
+                Err(e) => return Err(internal(e)),
+            }
         }
-        let mut accepted = Vec::with_capacity(uploads.len());
+        let mut accepted = vec![false; n];
         let mut folds = Vec::new();
         let mut s = self.lock();
         for (i, (upload, _)) in uploads.iter().enumerate() {
+            if !reserved[i] {
+                continue;
+            }
             let completion = match &upload.error {
                 None => s
                     .scheduler
@@ -528,12 +577,13 @@ impl Coordinator {
                         .complete_failed(key(upload), upload.attempt, upload.worker, error)
                 }
             };
+            // Reserved, so it completes.
+            debug_assert_eq!(completion, Completion::Accepted);
             let done = completion == Completion::Accepted;
             if done {
                 s.durations.observe(upload.seconds);
                 if let Some(run) = s.batches.get_mut(&upload.batch) {
                     run.bars += upload.bars;
-                    // A job whose data failed counts as cash, added when the batch ends.
                     // A job whose data failed has failed: error rows and cash, when the batch
                     // ends.
                     if upload.error.is_none() {
@@ -546,7 +596,7 @@ impl Coordinator {
                     }
                 }
             }
-            accepted.push(done);
+            accepted[i] = done;
         }
         drop(s);
         // Added outside the state lock (a grid's sleeves are many curves); the batch does
@@ -554,7 +604,7 @@ impl Coordinator {
         for (i, fold, capital) in &folds {
             let (upload, tables) = &uploads[*i];
             let mut fold = fold.lock().unwrap_or_else(|e| e.into_inner());
-            fold.add(upload.job, *capital, tables);
+            fold.add(upload.job, *capital, tables, upload.part.is_some());
         }
         let mut s = self.lock();
         for (i, _, _) in &folds {
@@ -567,7 +617,7 @@ impl Coordinator {
         for batch in batches {
             self.finish_if_done(&mut s, batch);
         }
-        Ok(accepted)
+        Ok((accepted, resend))
     }
 
     /// Once every job of `batch` has ended, writes its tables and summary on a thread of
@@ -636,6 +686,21 @@ impl Coordinator {
     }
 }
 
+/// Lets go of jobs reserved for storing when dropped (see `Scheduler::release`).
+struct Unreserve<'a> {
+    coordinator: &'a Coordinator,
+    keys: Vec<JobKey>,
+}
+
+impl Drop for Unreserve<'_> {
+    fn drop(&mut self) {
+        let mut s = self.coordinator.lock();
+        for &key in &self.keys {
+            s.scheduler.release(key);
+        }
+    }
+}
+
 /// What the aggregation of a batch whose jobs have all ended reads.
 struct Ended {
     plan: Arc<Planned>,
@@ -685,10 +750,10 @@ impl Fold {
         }
     }
 
-    /// Adds an accepted job's result.
-    fn add(&mut self, job: u32, capital: f64, tables: &Tables) {
+    /// Adds an accepted job's result (`summed`: its sleeves are in a part).
+    fn add(&mut self, job: u32, capital: f64, tables: &Tables, summed: bool) {
         if let Some(sums) = &mut self.sums {
-            add_sleeves(sums, capital, tables);
+            add_result(sums, capital, tables, summed);
         }
         let mut kept = Tables::new();
         let mut bytes = 0;
@@ -750,6 +815,34 @@ fn add_sleeves(sums: &mut PortfolioSum, capital: f64, tables: &Tables) {
     }
 }
 
+/// Adds one job's result to the portfolio: its own sleeves or, when they were `summed` into
+/// a part, the part if it carries it (the part's other attempts add nothing of their own).
+fn add_result(sums: &mut PortfolioSum, capital: f64, tables: &Tables, summed: bool) {
+    if !summed {
+        add_sleeves(sums, capital, tables);
+        return;
+    }
+    if !tables.contains_key("part_sums") {
+        return;
+    }
+    let dates = column::<Date32Type>(tables, "part_calendar");
+    let hi = column::<arrow::datatypes::Int64Type>(tables, "part_sums");
+    let lo = column_at::<arrow::datatypes::UInt64Type>(tables, "part_sums", 1);
+    let fixed = |k: usize| FixedSum::from_raw(((hi[k] as i128) << 64) | lo[k] as i128);
+    // Checked on upload: curves x (1 + dates) sums.
+    let curves = sums.curves.len();
+    let mut part = PortfolioSum::new(dates.to_vec(), curves);
+    let mut before = Vec::with_capacity(curves);
+    for (c, row) in part.curves.iter_mut().enumerate() {
+        let at = c * (dates.len() + 1);
+        before.push(fixed(at));
+        for (d, v) in row.iter_mut().enumerate() {
+            *v = fixed(at + 1 + d);
+        }
+    }
+    sums.add_part(&part, &before);
+}
+
 /// Rejects an upload that could not have come from running its job: a job the batch does
 /// not have, a table with the wrong columns, a sleeve for a curve that does not exist.
 /// Checked before anything is stored, so a broken client cannot spoil a batch's results.
@@ -766,12 +859,14 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
         xt_worker::client::calendar_schema(),
         xt_worker::client::sleeves_schema(),
     );
+    let part_sums = xt_worker::client::part_sums_schema();
     for (name, batches) in tables {
         let expected = match name.as_str() {
             "metrics" => &*xt_shared::schema::METRICS,
             "trades" => &*xt_shared::schema::TRADES,
             "equity" => &*xt_shared::schema::EQUITY,
-            "calendar" => &calendar,
+            "calendar" | "part_calendar" => &calendar,
+            "part_sums" => &part_sums,
             _ => &sleeves,
         };
         for b in batches {
@@ -806,6 +901,60 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
     if let Some(v) = equity.iter().find(|v| !v.is_finite() || v.abs() > 1e15) {
         return Err(format!("table sleeves: equity {v} is not a finite amount"));
     }
+    if upload.part.is_some() && (tables.contains_key("calendar") || tables.contains_key("sleeves"))
+    {
+        return Err("an attempt summed into a part sends no calendar or sleeves of its own".into());
+    }
+    if tables.contains_key("part_calendar") || tables.contains_key("part_sums") {
+        let dates = column::<Date32Type>(tables, "part_calendar");
+        let hi = column::<arrow::datatypes::Int64Type>(tables, "part_sums");
+        if hi.len() != curves * (dates.len() + 1) {
+            return Err(format!(
+                "table part_sums: {} sums for {} dates; the batch has {curves} curves, each a sum before the first date and one a date",
+                hi.len(),
+                dates.len()
+            ));
+        }
+        if let Some(w) = dates.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "table part_calendar: dates must ascend, {} then {}",
+                w[0], w[1]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An attempt summed into a part (see [`Upload::part`]): the part's attempt, of the same
+/// batch, names itself and carries the part's tables, which no other attempt does; an
+/// attempt whose data failed has no sleeves to sum.
+fn check_part(uploads: &[Upload], i: usize, tables: &Tables) -> Result<(), String> {
+    let upload = &uploads[i];
+    let carries = tables.contains_key("part_calendar") && tables.contains_key("part_sums");
+    let Some(k) = upload.part else {
+        return if tables.contains_key("part_calendar") || tables.contains_key("part_sums") {
+            Err("tables part_calendar and part_sums come with the attempt a part names".into())
+        } else {
+            Ok(())
+        };
+    };
+    if upload.error.is_some() {
+        return Err("an attempt whose data failed has no sleeves to sum into a part".into());
+    }
+    if uploads
+        .get(k as usize)
+        .is_none_or(|lead| lead.part != Some(k) || lead.batch != upload.batch)
+    {
+        return Err(format!(
+            "part {k}: no attempt of batch {} at that index names itself as the part",
+            upload.batch
+        ));
+    }
+    if (k as usize == i) != carries {
+        return Err(format!(
+            "part {k}: the attempt at index {k} carries tables part_calendar and part_sums, and only it"
+        ));
+    }
     Ok(())
 }
 
@@ -815,13 +964,22 @@ fn column<'a, T: arrow::datatypes::ArrowPrimitiveType>(
     tables: &'a Tables,
     name: &str,
 ) -> std::borrow::Cow<'a, [T::Native]> {
+    column_at::<T>(tables, name, 0)
+}
+
+/// The values of column `index` of a table (checked against its schema on upload).
+fn column_at<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    tables: &'a Tables,
+    name: &str,
+    index: usize,
+) -> std::borrow::Cow<'a, [T::Native]> {
     use arrow::array::AsArray;
     match tables.get(name).map(Vec::as_slice) {
         None | Some([]) => std::borrow::Cow::Borrowed(&[]),
-        Some([b]) => std::borrow::Cow::Borrowed(b.column(0).as_primitive::<T>().values()),
+        Some([b]) => std::borrow::Cow::Borrowed(b.column(index).as_primitive::<T>().values()),
         Some(parts) => parts
             .iter()
-            .flat_map(|b| b.column(0).as_primitive::<T>().values().iter().copied())
+            .flat_map(|b| b.column(index).as_primitive::<T>().values().iter().copied())
             .collect(),
     }
 }
@@ -850,7 +1008,15 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     let wanted: &[&str] = if folded {
         &["metrics", "trades", "equity"]
     } else {
-        &["metrics", "trades", "equity", "calendar", "sleeves"]
+        &[
+            "metrics",
+            "trades",
+            "equity",
+            "calendar",
+            "sleeves",
+            "part_calendar",
+            "part_sums",
+        ]
     };
     // Each job's rows go straight to the files, in job order: memory holds one row group
     // of each table, not the batch's tables (an equity table runs to millions of rows).
@@ -859,7 +1025,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => match kept.get_mut(j).and_then(Option::take).filter(|_| folded) {
-                Some(tables) => Ok(tables),
+                Some(tables) => Ok((JobRecord::default(), tables)),
                 None => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
                     anyhow::anyhow!("job {j} is done but the store has no result for it")
                 }),
@@ -867,7 +1033,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             JobEnd::Failed(error) => Err(anyhow::anyhow!("{error}")),
             JobEnd::Cancelled => Err(anyhow::anyhow!("cancelled")),
         };
-        let result = match result {
+        let (record, result) = match result {
             Ok(r) => r,
             Err(error) => {
                 // No result: error rows, a sleeve in cash.
@@ -881,7 +1047,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             }
         };
         if !folded {
-            add_sleeves(&mut sums, capital, &result);
+            add_result(&mut sums, capital, &result, record.part.is_some());
         }
         let table = |name: &str,
                      schema: &arrow::datatypes::SchemaRef|
@@ -1246,11 +1412,20 @@ impl FlightService for Coordinator {
                     let name = std::str::from_utf8(&message.inner.app_metadata)
                         .ok()
                         .filter(|n| {
-                            matches!(*n, "metrics" | "trades" | "equity" | "calendar" | "sleeves")
+                            matches!(
+                                *n,
+                                "metrics"
+                                    | "trades"
+                                    | "equity"
+                                    | "calendar"
+                                    | "sleeves"
+                                    | "part_calendar"
+                                    | "part_sums"
+                            )
                         })
                         .ok_or_else(|| {
                             Status::invalid_argument(
-                                "each table's schema must name it in app_metadata: metrics, trades, equity, calendar or sleeves",
+                                "each table's schema must name it in app_metadata: metrics, trades, equity, calendar, sleeves, part_calendar or part_sums",
                             )
                         })?;
                     table = Some(name.to_string());
@@ -1282,12 +1457,35 @@ impl FlightService for Coordinator {
             uploads
                 .iter()
                 .zip(&tables)
-                .map(|(upload, tables)| match s.batches.get(&upload.batch) {
+                .enumerate()
+                .map(|(i, (upload, tables))| match s.batches.get(&upload.batch) {
                     None => Err(format!("unknown batch {}", upload.batch)),
-                    Some(run) => check_upload(run, upload, tables),
+                    Some(run) => check_upload(run, upload, tables)
+                        .and_then(|()| check_part(&uploads, i, tables)),
                 })
                 .collect()
         };
+        // A part's attempts stand or fall together: its sums hold all their sleeves.
+        let verdicts: Vec<Result<(), String>> = verdicts
+            .iter()
+            .zip(&uploads)
+            .map(|(verdict, upload)| {
+                let broken = upload.part.and_then(|k| {
+                    uploads
+                        .iter()
+                        .zip(&verdicts)
+                        .find(|(u, v)| u.part == Some(k) && v.is_err())
+                        .map(|(u, _)| u.job)
+                });
+                match (verdict, broken) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(()), Some(job)) => Err(format!(
+                        "its sleeves are summed with those of job {job}, whose result was refused"
+                    )),
+                    (Ok(()), None) => Ok(()),
+                }
+            })
+            .collect();
         let mut accepted = vec![false; uploads.len()];
         let (mut valid, mut positions) = (Vec::new(), Vec::new());
         for (i, ((upload, tables), verdict)) in
@@ -1312,10 +1510,20 @@ impl FlightService for Coordinator {
                 }
             }
         }
-        for (i, a) in positions.into_iter().zip(self.accept(valid).await?) {
+        // On a task of its own: a worker that goes away mid-upload drops this call, and
+        // the jobs reserved for storing must still be completed or let go.
+        let this = self.clone();
+        let (done, again) = tokio::spawn(async move { this.accept(valid).await })
+            .await
+            .map_err(internal)??;
+        let mut resend = Vec::new();
+        for ((i, a), r) in positions.into_iter().zip(done).zip(again) {
             accepted[i] = a;
+            if r {
+                resend.push(i as u32);
+            }
         }
-        let reply = serde_json::to_vec(&UploadReply { accepted }).map_err(internal)?;
+        let reply = serde_json::to_vec(&UploadReply { accepted, resend }).map_err(internal)?;
         Ok(Response::new(
             stream::once(async move {
                 Ok(PutResult {

@@ -43,6 +43,10 @@ pub struct JobRecord {
     pub bars: u64,
     /// The job ran but its data failed; its tables are error rows.
     pub error: Option<String>,
+    /// Its sleeves are in the portfolio part (`part_calendar`, `part_sums`) stored with the
+    /// result of this job, the last of the results stored with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
 }
 
 /// A job's result tables by name (`metrics`, `trades`, `equity`, `calendar`, `sleeves`).
@@ -66,8 +70,13 @@ pub trait StateStore: Send + Sync {
     /// Stores the results of several of a batch's jobs at once (all or none); a result for
     /// a job already stored, or given twice, is ignored after its first.
     fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()>;
-    /// A job's stored result: the tables of it named in `tables`.
-    fn load_result(&self, id: u64, job: u32, tables: &[&str]) -> io::Result<Option<Tables>>;
+    /// A job's stored result: its record, and the tables of it named in `tables`.
+    fn load_result(
+        &self,
+        id: u64,
+        job: u32,
+        tables: &[&str],
+    ) -> io::Result<Option<(JobRecord, Tables)>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<StoredBatch>>;
     /// Where a batch's finished tables are written.
@@ -82,7 +91,10 @@ pub trait StateStore: Send + Sync {
 /// A record is `XTR1`, the job (u32 LE), the body's length (u64 LE), the body, and the
 /// length again. The body is a JSON header line (the [`JobRecord`] and each table's name
 /// and size) followed by each table as an Arrow IPC stream. A process killed mid-append
-/// leaves a short last record, which the next open cuts off: that job runs again. Nothing
+/// leaves a short last record, which the next open cuts off: that job runs again. Results
+/// whose sleeves were summed into one part are appended together, the part's record last,
+/// so a cut append leaves records naming a part that is not there: the next open cuts them
+/// off too, and they all run again. Nothing
 /// is fsynced: a killed process loses nothing the kernel already has; surviving a power
 /// loss is the etcd store's job.
 #[derive(Debug)]
@@ -223,12 +235,30 @@ impl EmbeddedStore {
             .create(true)
             .open(self.batch_dir(id).join("results.log"))?;
         let file_len = file.metadata()?.len();
-        let mut index = HashMap::new();
+        let mut records = Vec::new();
         let mut offset = 0;
         while let Some(r) = read_record(&file, offset, file_len)? {
-            // A late duplicate of a job already stored: the first record stays the result.
-            index.entry(r.job).or_insert((offset, r.header.record));
+            records.push((offset, r.job, r.header.record));
             offset = r.next;
+        }
+        // Each part's record comes last in its append: one named but missing was cut off
+        // with the rest of that append, which is the log's end.
+        let parts: std::collections::HashSet<u32> = records
+            .iter()
+            .filter(|(_, job, r)| r.part == Some(*job))
+            .map(|(_, job, _)| *job)
+            .collect();
+        if let Some(&(cut, _, _)) = records
+            .iter()
+            .find(|(_, _, r)| r.part.is_some_and(|p| !parts.contains(&p)))
+        {
+            offset = cut;
+            records.retain(|(at, _, _)| *at < cut);
+        }
+        let mut index = HashMap::new();
+        for (at, job, record) in records {
+            // A late duplicate of a job already stored: the first record stays the result.
+            index.entry(job).or_insert((at, record));
         }
         if offset < file_len {
             file.set_len(offset)?;
@@ -306,9 +336,14 @@ impl StateStore for EmbeddedStore {
         })
     }
 
-    fn load_result(&self, id: u64, job: u32, wanted: &[&str]) -> io::Result<Option<Tables>> {
+    fn load_result(
+        &self,
+        id: u64,
+        job: u32,
+        wanted: &[&str],
+    ) -> io::Result<Option<(JobRecord, Tables)>> {
         self.with_log(id, |log| {
-            let Some(&(offset, _)) = log.index.get(&job) else {
+            let Some((offset, record)) = log.index.get(&job).cloned() else {
                 return Ok(None);
             };
             let r = read_record(&log.file, offset, log.len)?
@@ -326,7 +361,7 @@ impl StateStore for EmbeddedStore {
                 let reader = StreamReader::try_new(part, None).map_err(other)?;
                 tables.insert(name, reader.collect::<Result<_, _>>().map_err(other)?);
             }
-            Ok(Some(tables))
+            Ok(Some((record, tables)))
         })
     }
 
@@ -404,15 +439,15 @@ mod tests {
         store.save_batch(7, &record).unwrap();
         let done = JobRecord {
             bars: 10,
-            error: None,
+            ..Default::default()
         };
         store
             .save_results(7, &[(0, &table(&[1, 2]), &done), (0, &table(&[8]), &done)])
             .unwrap();
         store.save_results(7, &[(0, &table(&[9]), &done)]).unwrap();
         let failed = JobRecord {
-            bars: 0,
             error: Some("bad bar".into()),
+            ..Default::default()
         };
         store
             .save_results(7, &[(2, &table(&[3]), &failed)])
@@ -430,7 +465,7 @@ mod tests {
         drop(f);
 
         let store = EmbeddedStore::open(&root).unwrap();
-        let first = store.load_result(7, 0, &["metrics"]).unwrap().unwrap();
+        let first = store.load_result(7, 0, &["metrics"]).unwrap().unwrap().1;
         assert_eq!(first, table(&[1, 2]), "the first result stays");
         assert_eq!(
             store.load_result(7, 1, &["metrics"]).unwrap(),
@@ -439,7 +474,7 @@ mod tests {
         );
         assert_eq!(
             store.load_result(7, 2, &["metrics"]).unwrap().unwrap(),
-            table(&[3])
+            (failed.clone(), table(&[3]))
         );
         assert_eq!(
             std::fs::metadata(root.join("7/results.log")).unwrap().len(),
@@ -455,8 +490,55 @@ mod tests {
         let all = store.load_all().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(
-            store.load_result(7, 1, &["metrics"]).unwrap().unwrap(),
+            store.load_result(7, 1, &["metrics"]).unwrap().unwrap().1,
             table(&[5])
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn results_summed_into_a_part_are_kept_all_or_none() {
+        let root = std::env::temp_dir().join(format!("xt-store-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("3")).unwrap();
+        let member = |part| JobRecord {
+            bars: 1,
+            part: Some(part),
+            ..Default::default()
+        };
+        let store = EmbeddedStore::open(&root).unwrap();
+        let whole = [
+            (0, &table(&[10]), &member(1)),
+            (1, &table(&[11]), &member(1)),
+        ];
+        store.save_results(3, &whole).unwrap();
+        let len = std::fs::metadata(root.join("3/results.log")).unwrap().len();
+        drop(store);
+        // A crash after the first records of an append, before its part's record.
+        let mut cut = Vec::new();
+        encode(&mut cut, 2, &table(&[12]), &member(4)).unwrap();
+        encode(&mut cut, 3, &table(&[13]), &member(4)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("3/results.log"))
+            .unwrap();
+        io::Write::write_all(&mut f, &cut).unwrap();
+        drop(f);
+
+        let store = EmbeddedStore::open(&root).unwrap();
+        let done: Vec<bool> = {
+            let logs = store.with_log(3, |log| Ok(log.index.clone())).unwrap();
+            (0..4).map(|j| logs.contains_key(&j)).collect()
+        };
+        assert_eq!(
+            done,
+            [true, true, false, false],
+            "the part's jobs run again"
+        );
+        assert_eq!(
+            std::fs::metadata(root.join("3/results.log")).unwrap().len(),
+            len,
+            "cut back to the whole append"
         );
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -74,6 +74,13 @@ pub struct Upload {
     /// as failed without a retry (it would fail again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when this attempt's sleeves are not sent on their own but summed, with those of
+    /// the upload's other attempts of the same batch that name the same part, into one
+    /// portfolio part: the `part_calendar` and `part_sums` tables of the attempt at this
+    /// index in the upload (which names itself). Such attempts complete all together or
+    /// none of them (see [`UploadReply::resend`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
 }
 
 /// The reply to an upload (`PutResult.app_metadata`, JSON): for each of its attempts, in
@@ -81,6 +88,11 @@ pub struct Upload {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UploadReply {
     pub accepted: Vec<bool>,
+    /// Attempts (indices in the upload) summed into a part whose attempts could not all
+    /// complete their jobs (one of them had been completed by another attempt meanwhile):
+    /// none of them completed, and each must be sent again with its own sleeves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resend: Vec<u32>,
 }
 
 /// A planned job and how many bars it has in range (0 when its dates could not be read: the

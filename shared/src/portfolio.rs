@@ -67,6 +67,15 @@ impl FixedSum {
     pub fn value(self) -> f64 {
         self.0 as f64 / SCALE
     }
+
+    /// The sum in 2^-60 units, as it goes over the wire.
+    pub fn raw(self) -> i128 {
+        self.0
+    }
+
+    pub fn from_raw(raw: i128) -> Self {
+        FixedSum(raw)
+    }
 }
 
 /// Equity of many sleeves on a shared calendar, one row of sums per curve (parameter set).
@@ -105,6 +114,25 @@ impl PortfolioSum {
     pub fn add_cash(&mut self, capital: f64) {
         for row in &mut self.curves {
             row.iter_mut().for_each(|s| s.add(capital));
+        }
+    }
+
+    /// Adds a part: sleeves summed on a calendar of their own (`part`, holding every date
+    /// of theirs; `before`, each curve's value before its first date: their capital),
+    /// carried forward over this calendar's other dates. Exactly what adding each of its
+    /// sleeves here would give: on any date, each sleeve's last date up to it is in the
+    /// part's calendar.
+    pub fn add_part(&mut self, part: &PortfolioSum, before: &[FixedSum]) {
+        for ((row, sums), &before) in self.curves.iter_mut().zip(&part.curves).zip(before) {
+            let mut value = before;
+            let mut j = 0;
+            for (i, &d) in self.dates.iter().enumerate() {
+                while j < part.dates.len() && part.dates[j] <= d {
+                    value = sums[j];
+                    j += 1;
+                }
+                row[i].merge(value);
+            }
         }
     }
 
@@ -163,6 +191,48 @@ pub fn union_dates<'a>(calendars: impl Iterator<Item = &'a [Date]>) -> Vec<Date>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_part_adds_exactly_what_its_sleeves_would() {
+        use super::{FixedSum, PortfolioSum, union_dates};
+        // Sleeves with gaps, late starts and no bar at all, on a longer calendar.
+        let sleeves: Vec<(f64, Vec<i32>, Vec<f64>)> = vec![
+            (
+                1000.0,
+                vec![2, 3, 5, 9],
+                vec![1001.5, 998.25, 1010.0, 1003.125],
+            ),
+            (250.5, vec![5, 6, 12], vec![251.0, 249.75, 260.0]),
+            (333.3, vec![], vec![]),
+            (10.0, vec![1, 12], vec![10.1, 9.9]),
+        ];
+        let calendar: Vec<i32> = (0..15).collect();
+        let curves = 2;
+        let mut each = PortfolioSum::new(calendar.clone(), curves);
+        for (capital, dates, equity) in &sleeves {
+            for c in 0..curves {
+                let scaled: Vec<f64> = equity.iter().map(|e| e * (c + 1) as f64).collect();
+                each.add_sleeve(c, *capital, dates, &scaled);
+            }
+        }
+        for split in 0..=sleeves.len() {
+            let mut parted = PortfolioSum::new(calendar.clone(), curves);
+            for group in [&sleeves[..split], &sleeves[split..]] {
+                let dates = union_dates(group.iter().map(|(_, d, _)| d.as_slice()));
+                let mut part = PortfolioSum::new(dates, curves);
+                let mut before = FixedSum::default();
+                for (capital, dates, equity) in group {
+                    before.add(*capital);
+                    for c in 0..curves {
+                        let scaled: Vec<f64> = equity.iter().map(|e| e * (c + 1) as f64).collect();
+                        part.add_sleeve(c, *capital, dates, &scaled);
+                    }
+                }
+                parted.add_part(&part, &[before; 2]);
+            }
+            assert_eq!(parted, each, "split after {split}");
+        }
+    }
+
     #[test]
     fn union_of_calendars_is_sorted_and_distinct() {
         use super::union_dates;

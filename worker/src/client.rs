@@ -47,9 +47,23 @@ pub fn sleeves_schema() -> SchemaRef {
     )]))
 }
 
+/// `part_sums`: the sleeves of several of an upload's jobs summed into one portfolio part
+/// (see [`Upload::part`]) on their dates' union, `part_calendar` (a [`calendar_schema`]
+/// table). Each curve's fixed-point sums (2^-60 units, `hi * 2^64 + lo`), curve after
+/// curve: its value before the part's first date (the jobs' capital), then one a date.
+pub fn part_sums_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("hi", DataType::Int64, false),
+        Field::new("lo", DataType::UInt64, false),
+    ]))
+}
+
 /// One finished job, ready to upload.
 pub struct JobOutput {
     pub tables: Vec<(&'static str, RecordBatch)>,
+    /// Its sleeve's capital, and its curves (parameter sets and the benchmark).
+    pub capital: f64,
+    pub curves: usize,
     pub bars: u64,
     /// Why the job's data failed, when its tables are error rows.
     pub error: Option<String>,
@@ -100,6 +114,8 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
     out.extend(tables.equity.map(|t| ("equity", t)));
     Ok(JobOutput {
         tables: out,
+        capital: spec.capital,
+        curves,
         bars: (n * combos.len()) as u64,
         error,
         seconds: started.elapsed().as_secs_f64(),
@@ -185,6 +201,112 @@ pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<
     Ok(data)
 }
 
+/// The values of `output`'s single-column table `name` (empty if it has none).
+fn values<'a, T: arrow::datatypes::ArrowPrimitiveType>(
+    output: &'a JobOutput,
+    name: &str,
+) -> &'a [T::Native] {
+    use arrow::array::AsArray;
+    output
+        .tables
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, b)| b.column(0).as_primitive_opt::<T>())
+        .map_or(&[], |a| a.values().as_ref())
+}
+
+/// The `part_calendar` and `part_sums` tables of `outputs`' sleeves summed: each adds
+/// exactly what it would to the batch's portfolio (the same fixed-point sums, see
+/// [`xt_shared::portfolio::PortfolioSum::add_part`]).
+pub fn portfolio_part(outputs: &[&JobOutput]) -> Result<[(&'static str, RecordBatch); 2]> {
+    use arrow::datatypes::{Date32Type, Float64Type};
+    use xt_shared::portfolio::{FixedSum, PortfolioSum, union_dates};
+    let curves = outputs.first().map_or(0, |o| o.curves);
+    let dates = union_dates(outputs.iter().map(|o| values::<Date32Type>(o, "calendar")));
+    let mut sums = PortfolioSum::new(dates, curves);
+    let mut before = FixedSum::default();
+    for o in outputs {
+        anyhow::ensure!(o.curves == curves, "a part's jobs have the same curves");
+        let dates = values::<Date32Type>(o, "calendar");
+        let equity = values::<Float64Type>(o, "sleeves");
+        anyhow::ensure!(equity.len() == curves * dates.len(), "a sleeve per curve");
+        before.add(o.capital);
+        // A job with no bar adds its capital throughout, as cash.
+        for c in 0..curves {
+            let curve = &equity[c * dates.len()..(c + 1) * dates.len()];
+            sums.add_sleeve(c, o.capital, dates, curve);
+        }
+    }
+    let cells = curves * (sums.dates.len() + 1);
+    let (mut hi, mut lo) = (Vec::with_capacity(cells), Vec::with_capacity(cells));
+    for row in &sums.curves {
+        for v in std::iter::once(before).chain(row.iter().copied()) {
+            hi.push((v.raw() >> 64) as i64);
+            lo.push(v.raw() as u64);
+        }
+    }
+    Ok([
+        (
+            "part_calendar",
+            RecordBatch::try_new(
+                calendar_schema(),
+                vec![Arc::new(arrow::array::Date32Array::from(sums.dates))],
+            )?,
+        ),
+        (
+            "part_sums",
+            RecordBatch::try_new(
+                part_sums_schema(),
+                vec![
+                    Arc::new(arrow::array::Int64Array::from(hi)),
+                    Arc::new(arrow::array::UInt64Array::from(lo)),
+                ],
+            )?,
+        ),
+    ])
+}
+
+/// One attempt of an upload and its tables by name.
+pub type Attempt = (Upload, Vec<(&'static str, RecordBatch)>);
+
+/// The attempts of one upload of `outputs`: with `parts`, the sleeves of each batch's
+/// results (two or more, their data read) summed into one part, carried by the last of
+/// them; each other result with its own.
+pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<Vec<Attempt>> {
+    let mut attempts: Vec<Attempt> = outputs
+        .iter()
+        .map(|(u, o)| (u.clone(), o.tables.clone()))
+        .collect();
+    if !parts {
+        return Ok(attempts);
+    }
+    let mut batches: Vec<(u64, Vec<usize>)> = Vec::new();
+    for (i, (u, o)) in outputs.iter().enumerate() {
+        if u.error.is_some() || o.curves == 0 {
+            continue;
+        }
+        match batches.iter_mut().find(|(b, _)| *b == u.batch) {
+            Some((_, members)) => members.push(i),
+            None => batches.push((u.batch, vec![i])),
+        }
+    }
+    for (_, members) in batches.into_iter().filter(|(_, m)| m.len() > 1) {
+        let group: Vec<&JobOutput> = members.iter().map(|&i| outputs[i].1).collect();
+        if group.iter().any(|o| o.curves != group[0].curves) {
+            continue;
+        }
+        let part = portfolio_part(&group)?;
+        let lead = *members.last().context("a part has jobs")?;
+        for &i in &members {
+            let (upload, tables) = &mut attempts[i];
+            upload.part = Some(lead as u32);
+            tables.retain(|(n, _)| !matches!(*n, "calendar" | "sleeves"));
+        }
+        attempts[lead].1.extend(part);
+    }
+    Ok(attempts)
+}
+
 /// About the most bytes of a record batch one Flight message carries.
 const MESSAGE_BYTES: usize = 4 << 20;
 
@@ -198,19 +320,20 @@ fn message_slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_
         .map(move |start| batch.slice(start, per.min(rows - start)))
 }
 
-/// Sends one upload; returns, for each attempt, whether it completed its job.
+/// Sends one upload; returns, for each attempt, whether it completed its job, and which to
+/// send again on their own.
 pub async fn upload(
     channel: &Channel,
     attempts: &[(Upload, &[(&str, RecordBatch)])],
-) -> Result<Vec<bool>> {
+) -> Result<UploadReply> {
     let data = upload_messages(attempts)?;
     let mut flight = FlightServiceClient::new(channel.clone()).max_encoding_message_size(256 << 20);
     let mut response = flight.do_put(stream::iter(data)).await?.into_inner();
-    let mut accepted = Vec::new();
+    let mut reply = None;
     while let Some(r) = response.message().await? {
-        accepted = serde_json::from_slice::<UploadReply>(&r.app_metadata)?.accepted;
+        reply = Some(serde_json::from_slice::<UploadReply>(&r.app_metadata)?);
     }
-    Ok(accepted)
+    reply.context("the coordinator did not answer the upload")
 }
 
 /// Whether an upload's error is the coordinator's answer about the upload itself (malformed:
@@ -262,6 +385,46 @@ const IDLE_WAIT_MS: u32 = 250;
 const UPLOAD_ATTEMPTS: usize = 256;
 const UPLOAD_BYTES: usize = 16 << 20;
 
+/// Sends one upload of `outputs`, retrying with backoff until the coordinator answers;
+/// returns the attempts it asks to be sent again on their own.
+async fn deliver(channel: &Channel, outputs: &[(Upload, &JobOutput)], parts: bool) -> Vec<u32> {
+    let attempts = match upload_attempts(outputs, parts) {
+        Ok(a) => a,
+        Err(e) => {
+            // Not summable (it cannot happen with this worker's own results): each its own.
+            eprintln!("xt-worker: summing sleeves: {e:#}");
+            return (0..outputs.len() as u32).collect();
+        }
+    };
+    let attempts: Vec<(Upload, &[(&str, RecordBatch)])> = attempts
+        .iter()
+        .map(|(u, t)| (u.clone(), t.as_slice()))
+        .collect();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match upload(channel, &attempts).await {
+            Ok(reply) => return reply.resend,
+            Err(e) if is_final(&e) => {
+                // The coordinator read the upload and refused it whole: sending it again
+                // would get the same answer. Its jobs' leases expire and they run again.
+                eprintln!(
+                    "xt-worker: the coordinator refused {} job result(s): {e:#}",
+                    attempts.len()
+                );
+                return Vec::new();
+            }
+            Err(e) => {
+                eprintln!(
+                    "xt-worker: delivering {} job result(s): {e:#}; retrying in {delay:?}",
+                    attempts.len()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// Delivers computed jobs as they come: each upload takes every result that finished while
 /// the previous one was on its way, so a busy worker sends many per round trip and an idle
 /// one sends each at once. An upload is retried with backoff until the coordinator answers:
@@ -284,10 +447,10 @@ async fn deliver_results(
                 Err(_) => break,
             }
         }
-        let mut attempts: Vec<(Upload, &[(&str, RecordBatch)])> = Vec::new();
+        let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
         for f in &ready {
             match &f.result {
-                Ok(output) => attempts.push((
+                Ok(output) => outputs.push((
                     Upload {
                         worker: f.worker,
                         batch: f.lease.batch,
@@ -296,8 +459,9 @@ async fn deliver_results(
                         bars: output.bars,
                         seconds: output.seconds,
                         error: output.error.clone(),
+                        part: None,
                     },
-                    output.tables.as_slice(),
+                    output,
                 )),
                 Err(error) => {
                     let request = FailRequest {
@@ -312,25 +476,20 @@ async fn deliver_results(
                 }
             }
         }
-        let mut delay = Duration::from_millis(50);
-        while !attempts.is_empty()
-            && let Err(e) = upload(&channel, &attempts).await
-        {
-            if is_final(&e) {
-                // The coordinator read the upload and refused it whole: sending it again
-                // would get the same answer. Its jobs' leases expire and they run again.
-                eprintln!(
-                    "xt-worker: the coordinator refused {} job result(s): {e:#}",
-                    attempts.len()
-                );
-                break;
-            }
-            eprintln!(
-                "xt-worker: delivering {} job result(s): {e:#}; retrying in {delay:?}",
-                attempts.len()
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+        // Sleeves go summed into parts first; the attempts of a part the coordinator could
+        // not take whole go again, each with its own.
+        let mut parts = true;
+        while !outputs.is_empty() {
+            let resend = deliver(&channel, &outputs, parts).await;
+            let resend: std::collections::HashSet<usize> =
+                resend.into_iter().map(|i| i as usize).collect();
+            outputs = outputs
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| resend.contains(i))
+                .map(|(_, o)| o)
+                .collect();
+            parts = false;
         }
         delivering.fetch_sub(ready.len(), Ordering::SeqCst);
         delivered.notify_one();
@@ -542,6 +701,7 @@ mod tests {
             bars: 0,
             seconds: 0.0,
             error: None,
+            part: None,
         };
         let first = [("metrics", empty.clone())];
         let second = [("metrics", empty), ("sleeves", equity.clone())];
