@@ -582,7 +582,8 @@ async fn one_upload_completes_several_jobs_each_once() {
 /// Sleeves summed into one part, as a worker sends several finished jobs of a batch: the
 /// part's jobs complete together, or (one of them done already) none of them and each is
 /// asked for again on its own; a broken part is refused whole and its jobs run again; and
-/// the portfolio is bit-identical to the in-process run's.
+/// the portfolio, rebuilt from the stored parts by a restarted coordinator, is bit-identical
+/// to the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     use xt_shared::job::{JobSpec, Upload};
@@ -590,20 +591,19 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     use xt_worker::client::{JobOutput, run_leased, upload, upload_attempts};
 
     let state = scratch("cluster-parts");
-    let (_coordinator, url) = coordinator(&state);
+    let (mut first, url) = coordinator(&state);
     let spec = BatchSpec::new("synthetic://?symbols=4&years=2&seed=5", "sma_cross");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
     let batch = submit(&mut client, &spec).await.batch;
-    let worker = client
-        .register(RegisterRequest {
+    let register = async |client: &mut JobsClient<tonic::transport::Channel>| {
+        let request = RegisterRequest {
             name: "test".into(),
             slots: 4,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker;
-    let lease = async |client: &mut JobsClient<tonic::transport::Channel>| {
+        };
+        client.register(request).await.unwrap().into_inner().worker
+    };
+    let worker = register(&mut client).await;
+    let lease = async |client: &mut JobsClient<tonic::transport::Channel>, worker| {
         let request = LeaseRequest {
             worker,
             slots: 4,
@@ -611,7 +611,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
         };
         client.lease(request).await.unwrap().into_inner().jobs
     };
-    let leases = lease(&mut client).await;
+    let leases = lease(&mut client, worker).await;
     assert_eq!(leases.len(), 4);
     let synth = SyntheticMarket {
         symbols: 4,
@@ -625,7 +625,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
             run_leased(&job, &synth).unwrap()
         })
         .collect();
-    let attempt = |i: usize, attempt: u32| {
+    let attempt_of = |worker, i: usize, attempt: u32| {
         let upload = Upload {
             worker,
             batch,
@@ -638,6 +638,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
         };
         (upload, &outputs[i])
     };
+    let attempt = |i, attempt| attempt_of(worker, i, attempt);
     let send = async |attempts: &[(
         Upload,
         Vec<(&'static str, arrow::record_batch::RecordBatch)>,
@@ -687,16 +688,32 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     broken[1].1.retain(|(n, _)| *n != "part_sums");
     let reply = send(&broken).await.unwrap();
     assert_eq!((reply.accepted, reply.resend), (vec![false; 2], vec![]));
-    let again = lease(&mut client).await;
+    let again = lease(&mut client, worker).await;
     assert_eq!(
         again.iter().map(|l| (l.job, l.attempt)).collect::<Vec<_>>(),
         [(leases[1].job, 2), (leases[2].job, 2)]
     );
 
-    // Jobs 1 and 2 (their second attempts) and 3 in one part: all three complete.
-    let part = upload_attempts(&[attempt(1, 2), attempt(2, 2), attempt(3, 1)], true).unwrap();
+    // Jobs 1 and 2 (their second attempts) in one part: both complete.
+    let part = upload_attempts(&[attempt(1, 2), attempt(2, 2)], true).unwrap();
     let reply = send(&part).await.unwrap();
-    assert_eq!((reply.accepted, reply.resend), (vec![true; 3], vec![]));
+    assert_eq!((reply.accepted, reply.resend), (vec![true; 2], vec![]));
+
+    // The coordinator is killed and restarted on its state: job 3 runs again, and the end
+    // sums the portfolio from the log, the part included.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
+    assert_eq!(url, url2);
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let worker = register(&mut client).await;
+    let last = lease(&mut client, worker).await;
+    assert_eq!(
+        last.iter().map(|l| l.job).collect::<Vec<_>>(),
+        [leases[3].job]
+    );
+    let alone = upload_attempts(&[attempt_of(worker, 3, last[0].attempt)], true).unwrap();
+    assert_eq!(send(&alone).await.unwrap().accepted, [true]);
     let s = wait_finished(&mut client, batch).await;
     assert_eq!((s.done, s.failed), (4, 0));
 
