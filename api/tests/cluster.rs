@@ -341,6 +341,43 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     );
 }
 
+/// Registers a worker of `slots` slots by hand, as the upload tests play one.
+async fn register(client: &mut JobsClient<tonic::transport::Channel>, slots: u32) -> u64 {
+    let request = xt_shared::wire::RegisterRequest {
+        name: "test".into(),
+        slots,
+    };
+    client.register(request).await.unwrap().into_inner().worker
+}
+
+/// Up to `slots` jobs for `worker`, at once.
+async fn lease(
+    client: &mut JobsClient<tonic::transport::Channel>,
+    worker: u64,
+    slots: u32,
+) -> Vec<xt_shared::wire::JobLease> {
+    let request = xt_shared::wire::LeaseRequest {
+        worker,
+        slots,
+        wait_ms: 0,
+    };
+    client.lease(request).await.unwrap().into_inner().jobs
+}
+
+/// Runs leased jobs as a worker does.
+fn run_leases(
+    leases: &[xt_shared::wire::JobLease],
+    source: &SyntheticMarket,
+) -> Vec<xt_worker::client::JobOutput> {
+    leases
+        .iter()
+        .map(|l| {
+            let job: xt_shared::job::JobSpec = serde_json::from_str(&l.spec_json).unwrap();
+            xt_worker::client::run_leased(&job, source).unwrap()
+        })
+        .collect()
+}
+
 /// Submits `spec` (as the API does, with no tenant), expecting it accepted.
 async fn submit(
     client: &mut JobsClient<tonic::transport::Channel>,
@@ -434,46 +471,23 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
 /// the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_upload_completes_several_jobs_each_once() {
-    use xt_shared::job::{JobSpec, Upload};
-    use xt_shared::wire::{LeaseRequest, RegisterRequest};
-    use xt_worker::client::{run_leased, upload, upload_messages};
+    use xt_shared::job::Upload;
+    use xt_worker::client::{upload, upload_messages};
 
     let state = scratch("cluster-multi-upload");
     let (_coordinator, url) = coordinator(&state);
     let spec = BatchSpec::new("synthetic://?symbols=3&years=2&seed=11", "sma_cross");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
     let batch = submit(&mut client, &spec).await.batch;
-    let worker = client
-        .register(RegisterRequest {
-            name: "test".into(),
-            slots: 3,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker;
-    let lease = async |client: &mut JobsClient<tonic::transport::Channel>| {
-        let request = LeaseRequest {
-            worker,
-            slots: 3,
-            wait_ms: 0,
-        };
-        client.lease(request).await.unwrap().into_inner().jobs
-    };
-    let leases = lease(&mut client).await;
+    let worker = register(&mut client, 3).await;
+    let leases = lease(&mut client, worker, 3).await;
     assert_eq!(leases.len(), 3);
     let synth = SyntheticMarket {
         symbols: 3,
         years: 2,
         seed: 11,
     };
-    let outputs: Vec<_> = leases
-        .iter()
-        .map(|l| {
-            let job: JobSpec = serde_json::from_str(&l.spec_json).unwrap();
-            run_leased(&job, &synth).unwrap()
-        })
-        .collect();
+    let outputs = run_leases(&leases, &synth);
     let attempt = |i: usize| {
         let (l, o) = (&leases[i], &outputs[i]);
         let upload = Upload {
@@ -553,7 +567,7 @@ async fn one_upload_completes_several_jobs_each_once() {
         .unwrap()
         .into_inner();
     assert_eq!((s.done, s.running, s.queued), (2, 0, 1));
-    let again = lease(&mut client).await;
+    let again = lease(&mut client, worker, 3).await;
     assert_eq!(
         (again.len(), again[0].job, again[0].attempt),
         (1, leases[2].job, 2)
@@ -586,45 +600,23 @@ async fn one_upload_completes_several_jobs_each_once() {
 /// to the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_completes_its_jobs_together_or_is_sent_again() {
-    use xt_shared::job::{JobSpec, Upload};
-    use xt_shared::wire::{LeaseRequest, RegisterRequest};
-    use xt_worker::client::{JobOutput, run_leased, upload, upload_attempts};
+    use xt_shared::job::Upload;
+    use xt_worker::client::{upload, upload_attempts};
 
     let state = scratch("cluster-parts");
     let (mut first, url) = coordinator(&state);
     let spec = BatchSpec::new("synthetic://?symbols=4&years=2&seed=5", "sma_cross");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
     let batch = submit(&mut client, &spec).await.batch;
-    let register = async |client: &mut JobsClient<tonic::transport::Channel>| {
-        let request = RegisterRequest {
-            name: "test".into(),
-            slots: 4,
-        };
-        client.register(request).await.unwrap().into_inner().worker
-    };
-    let worker = register(&mut client).await;
-    let lease = async |client: &mut JobsClient<tonic::transport::Channel>, worker| {
-        let request = LeaseRequest {
-            worker,
-            slots: 4,
-            wait_ms: 0,
-        };
-        client.lease(request).await.unwrap().into_inner().jobs
-    };
-    let leases = lease(&mut client, worker).await;
+    let worker = register(&mut client, 4).await;
+    let leases = lease(&mut client, worker, 4).await;
     assert_eq!(leases.len(), 4);
     let synth = SyntheticMarket {
         symbols: 4,
         years: 2,
         seed: 5,
     };
-    let outputs: Vec<JobOutput> = leases
-        .iter()
-        .map(|l| {
-            let job: JobSpec = serde_json::from_str(&l.spec_json).unwrap();
-            run_leased(&job, &synth).unwrap()
-        })
-        .collect();
+    let outputs = run_leases(&leases, &synth);
     let attempt_of = |worker, i: usize, attempt: u32| {
         let upload = Upload {
             worker,
@@ -688,7 +680,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     broken[1].1.retain(|(n, _)| *n != "part_sums");
     let reply = send(&broken).await.unwrap();
     assert_eq!((reply.accepted, reply.resend), (vec![false; 2], vec![]));
-    let again = lease(&mut client, worker).await;
+    let again = lease(&mut client, worker, 4).await;
     assert_eq!(
         again.iter().map(|l| (l.job, l.attempt)).collect::<Vec<_>>(),
         [(leases[1].job, 2), (leases[2].job, 2)]
@@ -706,8 +698,8 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
     assert_eq!(url, url2);
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let worker = register(&mut client).await;
-    let last = lease(&mut client, worker).await;
+    let worker = register(&mut client, 4).await;
+    let last = lease(&mut client, worker, 4).await;
     assert_eq!(
         last.iter().map(|l| l.job).collect::<Vec<_>>(),
         [leases[3].job]

@@ -892,12 +892,7 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
             dates.len()
         ));
     }
-    if let Some(w) = dates.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(format!(
-            "table calendar: dates must ascend, {} then {}",
-            w[0], w[1]
-        ));
-    }
+    ascending("calendar", &dates)?;
     if let Some(v) = equity.iter().find(|v| !v.is_finite() || v.abs() > 1e15) {
         return Err(format!("table sleeves: equity {v} is not a finite amount"));
     }
@@ -915,14 +910,19 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
                 dates.len()
             ));
         }
-        if let Some(w) = dates.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(format!(
-                "table part_calendar: dates must ascend, {} then {}",
-                w[0], w[1]
-            ));
-        }
+        ascending("part_calendar", &dates)?;
     }
     Ok(())
+}
+
+fn ascending(table: &str, dates: &[Date]) -> Result<(), String> {
+    match dates.windows(2).find(|w| w[0] >= w[1]) {
+        Some(w) => Err(format!(
+            "table {table}: dates must ascend, {} then {}",
+            w[0], w[1]
+        )),
+        None => Ok(()),
+    }
 }
 
 /// An attempt summed into a part (see [`Upload::part`]): the part's attempt, of the same
