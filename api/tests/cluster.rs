@@ -147,13 +147,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         years: 4,
         seed: 3,
     };
-    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
-    assert_eq!(final_equity(&cluster), final_equity(&local.metrics));
-    let portfolio = read(&dir.join("portfolio.parquet"));
-    assert_eq!(
-        portfolio, local.outcome.portfolio,
-        "portfolio differs from the in-process run"
-    );
+    assert_as_in_process(&dir, &spec, &synth);
     drop(workers);
 }
 
@@ -327,18 +321,72 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (50, 0));
     let dir = state.join("batches").join(reply.batch.to_string());
-    let cluster = read(&dir.join("metrics.parquet"));
     let synth = SyntheticMarket {
         symbols: 50,
         years: 5,
         seed: 12,
     };
-    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
-    assert_eq!(final_equity(&cluster), final_equity(&local.metrics));
+    assert_as_in_process(&dir, &spec, &synth);
+}
+
+/// A finished batch's tables in `dir` against the in-process runner's: every row's final
+/// equity, and the portfolio bit for bit.
+fn assert_as_in_process(dir: &Path, spec: &BatchSpec, synth: &SyntheticMarket) {
+    let local = xt_worker::runner::run_batch(spec, synth, &synth.universe()).unwrap();
+    assert_eq!(
+        final_equity(&read(&dir.join("metrics.parquet"))),
+        final_equity(&local.metrics)
+    );
     assert_eq!(
         read(&dir.join("portfolio.parquet")),
-        local.outcome.portfolio
+        local.outcome.portfolio,
+        "portfolio differs from the in-process run"
     );
+}
+
+/// A coordinator process and a batch of `symbols` synthetic symbols on it whose worker a
+/// test plays: every job leased at once by a worker registered by hand, and run; nothing
+/// uploaded yet.
+struct Played {
+    coordinator: Proc,
+    url: String,
+    client: JobsClient<tonic::transport::Channel>,
+    spec: BatchSpec,
+    synth: SyntheticMarket,
+    batch: u64,
+    worker: u64,
+    leases: Vec<xt_shared::wire::JobLease>,
+    outputs: Vec<xt_worker::client::JobOutput>,
+}
+
+async fn played(state: &Path, symbols: usize, seed: u64) -> Played {
+    let (coordinator, url) = coordinator(state);
+    let synth = SyntheticMarket {
+        symbols,
+        years: 2,
+        seed,
+    };
+    let spec = BatchSpec::new(
+        format!("synthetic://?symbols={symbols}&years=2&seed={seed}"),
+        "sma_cross",
+    );
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let batch = submit(&mut client, &spec).await.batch;
+    let worker = register(&mut client, symbols as u32).await;
+    let leases = lease(&mut client, worker, symbols as u32).await;
+    assert_eq!(leases.len(), symbols);
+    let outputs = run_leases(&leases, &synth);
+    Played {
+        coordinator,
+        url,
+        client,
+        spec,
+        synth,
+        batch,
+        worker,
+        leases,
+        outputs,
+    }
 }
 
 /// Registers a worker of `slots` slots by hand, as the upload tests play one.
@@ -475,19 +523,17 @@ async fn one_upload_completes_several_jobs_each_once() {
     use xt_worker::client::{upload, upload_messages};
 
     let state = scratch("cluster-multi-upload");
-    let (_coordinator, url) = coordinator(&state);
-    let spec = BatchSpec::new("synthetic://?symbols=3&years=2&seed=11", "sma_cross");
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let batch = submit(&mut client, &spec).await.batch;
-    let worker = register(&mut client, 3).await;
-    let leases = lease(&mut client, worker, 3).await;
-    assert_eq!(leases.len(), 3);
-    let synth = SyntheticMarket {
-        symbols: 3,
-        years: 2,
-        seed: 11,
-    };
-    let outputs = run_leases(&leases, &synth);
+    let Played {
+        coordinator: _coordinator,
+        url,
+        mut client,
+        spec,
+        synth,
+        batch,
+        worker,
+        leases,
+        outputs,
+    } = played(&state, 3, 11).await;
     let attempt = |i: usize| {
         let (l, o) = (&leases[i], &outputs[i]);
         let upload = Upload {
@@ -582,15 +628,7 @@ async fn one_upload_completes_several_jobs_each_once() {
     assert_eq!((s.done, s.failed), (3, 0));
 
     let dir = state.join("batches").join(batch.to_string());
-    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
-    assert_eq!(
-        final_equity(&read(&dir.join("metrics.parquet"))),
-        final_equity(&local.metrics)
-    );
-    assert_eq!(
-        read(&dir.join("portfolio.parquet")),
-        local.outcome.portfolio
-    );
+    assert_as_in_process(&dir, &spec, &synth);
 }
 
 /// Sleeves summed into one part, as a worker sends several finished jobs of a batch: the
@@ -604,19 +642,17 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     use xt_worker::client::{upload, upload_attempts};
 
     let state = scratch("cluster-parts");
-    let (mut first, url) = coordinator(&state);
-    let spec = BatchSpec::new("synthetic://?symbols=4&years=2&seed=5", "sma_cross");
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let batch = submit(&mut client, &spec).await.batch;
-    let worker = register(&mut client, 4).await;
-    let leases = lease(&mut client, worker, 4).await;
-    assert_eq!(leases.len(), 4);
-    let synth = SyntheticMarket {
-        symbols: 4,
-        years: 2,
-        seed: 5,
-    };
-    let outputs = run_leases(&leases, &synth);
+    let Played {
+        coordinator: mut first,
+        url,
+        mut client,
+        spec,
+        synth,
+        batch,
+        worker,
+        leases,
+        outputs,
+    } = played(&state, 4, 5).await;
     let attempt_of = |worker, i: usize, attempt: u32| {
         let upload = Upload {
             worker,
@@ -631,10 +667,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
         (upload, &outputs[i])
     };
     let attempt = |i, attempt| attempt_of(worker, i, attempt);
-    let send = async |attempts: &[(
-        Upload,
-        Vec<(&'static str, arrow::record_batch::RecordBatch)>,
-    )]| {
+    let send = async |attempts: &[xt_worker::client::Attempt]| {
         let channel = tonic::transport::Channel::from_shared(url.clone())
             .unwrap()
             .connect()
@@ -710,13 +743,5 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     assert_eq!((s.done, s.failed), (4, 0));
 
     let dir = state.join("batches").join(batch.to_string());
-    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
-    assert_eq!(
-        final_equity(&read(&dir.join("metrics.parquet"))),
-        final_equity(&local.metrics)
-    );
-    assert_eq!(
-        read(&dir.join("portfolio.parquet")),
-        local.outcome.portfolio
-    );
+    assert_as_in_process(&dir, &spec, &synth);
 }

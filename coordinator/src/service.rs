@@ -504,9 +504,9 @@ impl Coordinator {
                 }
             }
         }
-        // Whatever ends this call early (a failed store, a panic), no job stays reserved:
-        // releasing one that completed meanwhile does nothing.
-        let _unreserve = Unreserve {
+        // Whatever ends this call before its jobs complete (a failed store, a panic), no job
+        // stays reserved.
+        let mut unreserve = Unreserve {
             coordinator: self,
             keys: uploads
                 .iter()
@@ -537,8 +537,9 @@ impl Coordinator {
                             (u.part == Some(i as u32), u, tables, record)
                         })
                         .collect();
-                    // A part's record goes last in its batch's append (see `EmbeddedStore`).
-                    records.sort_by_key(|(lead, u, _, _)| (u.batch, *lead));
+                    // A part's record goes last in its batch's append (see `EmbeddedStore`);
+                    // the sort is stable, and the map below groups by batch.
+                    records.sort_by_key(|(lead, _, _, _)| *lead);
                     let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
                     for (_, u, tables, record) in &records {
                         by_batch
@@ -598,6 +599,7 @@ impl Coordinator {
             }
             accepted[i] = done;
         }
+        unreserve.keys.clear();
         drop(s);
         // Added outside the state lock (a grid's sleeves are many curves); the batch does
         // not finish while any is being added.
@@ -694,6 +696,9 @@ struct Unreserve<'a> {
 
 impl Drop for Unreserve<'_> {
     fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
         let mut s = self.coordinator.lock();
         for &key in &self.keys {
             s.scheduler.release(key);
@@ -1083,46 +1088,8 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
 /// name and renamed when whole, so a reader never sees half a table.
 struct TableFiles {
     dir: PathBuf,
-    writers: Vec<TableFile>,
+    writers: Vec<(Table, parquet::arrow::ArrowWriter<std::fs::File>)>,
     portfolio: bool,
-}
-
-/// One table's file, and the jobs' rows not yet given to it: a job's few rows at a time
-/// would cost the writer more than encoding them.
-struct TableFile {
-    table: Table,
-    writer: parquet::arrow::ArrowWriter<std::fs::File>,
-    pending: Vec<RecordBatch>,
-    pending_rows: usize,
-}
-
-impl TableFile {
-    /// Rows gathered before they are written at once.
-    const GATHER: usize = 8192;
-
-    fn push(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
-        if batch.num_rows() >= Self::GATHER {
-            self.flush()?;
-            self.writer.write(batch)?;
-            return Ok(());
-        }
-        self.pending_rows += batch.num_rows();
-        self.pending.push(batch.clone());
-        if self.pending_rows >= Self::GATHER {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if !self.pending.is_empty() {
-            let batch = arrow::compute::concat_batches(&self.pending[0].schema(), &self.pending)?;
-            self.writer.write(&batch)?;
-            self.pending.clear();
-            self.pending_rows = 0;
-        }
-        Ok(())
-    }
 }
 
 impl TableFiles {
@@ -1143,16 +1110,14 @@ impl TableFiles {
             if spec.wants(table) {
                 let file =
                     std::fs::File::create(dir.join(format!("{}.parquet.tmp", table.name())))?;
-                writers.push(TableFile {
+                writers.push((
                     table,
-                    writer: parquet::arrow::ArrowWriter::try_new(
+                    parquet::arrow::ArrowWriter::try_new(
                         file,
                         schema.clone(),
                         Some(props.clone()),
                     )?,
-                    pending: Vec::new(),
-                    pending_rows: 0,
-                });
+                ));
             }
         }
         Ok(TableFiles {
@@ -1163,15 +1128,15 @@ impl TableFiles {
     }
 
     fn write(&mut self, job: &xt_worker::engine::tables::JobTables) -> anyhow::Result<()> {
-        for w in &mut self.writers {
-            let batch = match w.table {
+        for (table, w) in &mut self.writers {
+            let batch = match table {
                 Table::Metrics => Some(&job.metrics),
                 Table::Trades => job.trades.as_ref(),
                 Table::Equity => job.equity.as_ref(),
                 Table::Portfolio => None,
             };
             if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
-                w.push(b)?;
+                w.write(b)?;
             }
         }
         Ok(())
@@ -1179,10 +1144,9 @@ impl TableFiles {
 
     fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
         let mut done = Vec::new();
-        for mut w in self.writers {
-            w.flush()?;
-            w.writer.close()?;
-            done.push(w.table);
+        for (table, w) in self.writers {
+            w.close()?;
+            done.push(table);
         }
         if self.portfolio {
             let file = std::fs::File::create(self.dir.join("portfolio.parquet.tmp"))?;
@@ -1466,25 +1430,23 @@ impl FlightService for Coordinator {
                 .collect()
         };
         // A part's attempts stand or fall together: its sums hold all their sleeves.
+        let mut broken: HashMap<u32, u32> = HashMap::new();
+        for (u, v) in uploads.iter().zip(&verdicts) {
+            if let (Some(k), Err(_)) = (u.part, v) {
+                broken.entry(k).or_insert(u.job);
+            }
+        }
         let verdicts: Vec<Result<(), String>> = verdicts
-            .iter()
+            .into_iter()
             .zip(&uploads)
-            .map(|(verdict, upload)| {
-                let broken = upload.part.and_then(|k| {
-                    uploads
-                        .iter()
-                        .zip(&verdicts)
-                        .find(|(u, v)| u.part == Some(k) && v.is_err())
-                        .map(|(u, _)| u.job)
-                });
-                match (verdict, broken) {
-                    (Err(e), _) => Err(e.clone()),
+            .map(
+                |(verdict, upload)| match (verdict, upload.part.and_then(|k| broken.get(&k))) {
                     (Ok(()), Some(job)) => Err(format!(
                         "its sleeves are summed with those of job {job}, whose result was refused"
                     )),
-                    (Ok(()), None) => Ok(()),
-                }
-            })
+                    (verdict, _) => verdict,
+                },
+            )
             .collect();
         let mut accepted = vec![false; uploads.len()];
         let (mut valid, mut positions) = (Vec::new(), Vec::new());

@@ -281,8 +281,8 @@ pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<
         return Ok(attempts);
     }
     let mut batches: Vec<(u64, Vec<usize>)> = Vec::new();
-    for (i, (u, o)) in outputs.iter().enumerate() {
-        if u.error.is_some() || o.curves == 0 {
+    for (i, (u, _)) in outputs.iter().enumerate() {
+        if u.error.is_some() {
             continue;
         }
         match batches.iter_mut().find(|(b, _)| *b == u.batch) {
@@ -292,9 +292,6 @@ pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<
     }
     for (_, members) in batches.into_iter().filter(|(_, m)| m.len() > 1) {
         let group: Vec<&JobOutput> = members.iter().map(|&i| outputs[i].1).collect();
-        if group.iter().any(|o| o.curves != group[0].curves) {
-            continue;
-        }
         let part = portfolio_part(&group)?;
         let lead = *members.last().context("a part has jobs")?;
         for &i in &members {
