@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::{Date32Type, Float64Type};
-use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -36,7 +35,9 @@ use xt_worker::engine::tables::TableWriter;
 use xt_worker::runner::{finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
-use crate::store::{BatchRecord, EmbeddedStore, JobRecord, JobResult, StateStore, Tables};
+use crate::store::{
+    BatchRecord, EmbeddedStore, JobRecord, JobResult, ResultGroup, StateStore, Tables,
+};
 
 /// What a batch is, fixed once accepted; shared with its aggregation, which runs outside
 /// the state lock.
@@ -516,46 +517,56 @@ impl Coordinator {
                 .collect(),
         };
         let uploads = Arc::new(uploads);
+        let mut groups: Vec<(u64, Arc<ResultGroup>)> = Vec::new();
         if reserved.iter().any(|&r| r) {
             // Durable before a job counts as done: a completed result survives a crash.
             // Written outside the lock; the reservations keep every other attempt of these
-            // jobs out meanwhile.
-            let stored = {
+            // jobs out meanwhile. Each batch's results go as one group: one record, and kept
+            // as one until the batch ends.
+            let store_all = {
                 let (store, uploads, reserved) =
                     (self.store.clone(), uploads.clone(), reserved.clone());
-                tokio::task::spawn_blocking(move || {
-                    let mut records: Vec<(bool, &Upload, &Tables, JobRecord)> = uploads
+                move || {
+                    let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
+                    let records: Vec<JobRecord> = uploads
                         .iter()
-                        .enumerate()
-                        .filter(|(i, _)| reserved[*i])
-                        .map(|(i, (u, tables))| {
-                            let record = JobRecord {
-                                bars: u.bars,
-                                error: u.error.clone(),
-                                part: u.part.map(|k| uploads[k as usize].0.job),
-                            };
-                            (u.part == Some(i as u32), u, tables, record)
+                        .map(|(u, _)| JobRecord {
+                            bars: u.bars,
+                            error: u.error.clone(),
+                            part: u.part.map(|k| uploads[k as usize].0.job),
                         })
                         .collect();
-                    // A part's record goes last in its batch's append (see `EmbeddedStore`);
-                    // the sort is stable, and the map below groups by batch.
-                    records.sort_by_key(|(lead, _, _, _)| *lead);
-                    let mut by_batch: BTreeMap<u64, Vec<JobResult<'_>>> = BTreeMap::new();
-                    for (_, u, tables, record) in &records {
-                        by_batch
-                            .entry(u.batch)
-                            .or_default()
-                            .push((u.job, tables, record));
+                    for (i, (u, tables)) in uploads.iter().enumerate() {
+                        if reserved[i] {
+                            by_batch
+                                .entry(u.batch)
+                                .or_default()
+                                .push((u.job, tables, &records[i]));
+                        }
                     }
+                    let mut groups = Vec::with_capacity(by_batch.len());
                     for (batch, results) in by_batch {
-                        store.save_results(batch, &results)?;
+                        let group = ResultGroup::new(&results).map_err(std::io::Error::other)?;
+                        store.save_results(batch, &group)?;
+                        groups.push((batch, Arc::new(group)));
                     }
-                    std::io::Result::Ok(())
-                })
-                .await
+                    std::io::Result::Ok(groups)
+                }
+            };
+            let bytes: usize = uploads
+                .iter()
+                .flat_map(|(_, t)| t.values().flatten())
+                .map(|b| b.get_array_memory_size())
+                .sum();
+            // A small upload is stored on this thread: a hop to the blocking pool and back
+            // costs more than its append.
+            let stored = if bytes <= INLINE_STORE_BYTES {
+                Ok(store_all())
+            } else {
+                tokio::task::spawn_blocking(store_all).await
             };
             match stored {
-                Ok(Ok(())) => {}
+                Ok(Ok(g)) => groups = g,
                 Ok(Err(e)) => {
                     return Err(Status::unavailable(format!("storing the results: {e}")));
                 }
@@ -600,13 +611,20 @@ impl Coordinator {
             accepted[i] = done;
         }
         unreserve.keys.clear();
+        let kept: Vec<_> = groups
+            .into_iter()
+            .filter_map(|(batch, group)| Some((s.batches.get(&batch)?.fold.clone(), group)))
+            .collect();
         drop(s);
         // Added outside the state lock (a grid's sleeves are many curves); the batch does
         // not finish while any is being added.
         for (i, fold, capital) in &folds {
             let (upload, tables) = &uploads[*i];
             let mut fold = fold.lock().unwrap_or_else(|e| e.into_inner());
-            fold.add(upload.job, *capital, tables, upload.part.is_some());
+            fold.add(*capital, tables, upload.part.is_some());
+        }
+        for (fold, group) in kept {
+            fold.lock().unwrap_or_else(|e| e.into_inner()).keep(&group);
         }
         let mut s = self.lock();
         for (i, _, _) in &folds {
@@ -715,7 +733,7 @@ struct Ended {
     /// The sleeves of every job done, summed as they were accepted.
     sums: Option<PortfolioSum>,
     /// The tables to write of the jobs done that were kept in memory.
-    kept: Vec<Option<Tables>>,
+    kept: Vec<Option<(Arc<ResultGroup>, usize)>>,
 }
 
 /// What a running batch's accepted results add up to as they come in, so that its end need
@@ -724,16 +742,23 @@ struct Fold {
     /// The portfolio's sums; `None` when they would take more memory than [`FOLD_CELLS`]
     /// (the end sums the sleeves from the store then, as after a restart).
     sums: Option<PortfolioSum>,
-    /// Each job's tables to write (`metrics`, and `trades` and `equity` when asked for),
-    /// copied out of their upload; a job with none here (past [`KEPT_BYTES`], or accepted
-    /// before a restart) is read from the store at the end.
-    kept: Vec<Option<Tables>>,
+    /// Each job's tables to write (`metrics`, and `trades` and `equity` when asked for): the
+    /// group it was stored in, and its place there. A job with none here (past
+    /// [`KEPT_BYTES`], or accepted before a restart) is read from the store at the end.
+    kept: Vec<Option<(Arc<ResultGroup>, usize)>>,
     kept_bytes: usize,
 }
 
 /// Bytes of a batch's job tables held in memory until it ends; the rest are read back from
 /// the store (an equity table of a big grid runs to gigabytes).
 pub const KEPT_BYTES: usize = 64 << 20;
+
+/// Bytes of tables up to which an upload is stored on the runtime thread that received it
+/// (above, on the blocking pool: a grid's equity takes milliseconds to write).
+const INLINE_STORE_BYTES: usize = 1 << 20;
+
+/// The tables a batch's end writes for each job.
+const JOB_TABLES: [&str; 3] = ["metrics", "trades", "equity"];
 
 impl Fold {
     fn new(dates: &[Date], combos: usize, jobs: usize) -> Self {
@@ -755,48 +780,27 @@ impl Fold {
         }
     }
 
-    /// Adds an accepted job's result (`summed`: its sleeves are in a part).
-    fn add(&mut self, job: u32, capital: f64, tables: &Tables, summed: bool) {
+    /// Adds an accepted job's result to the sums (`summed`: its sleeves are in a part).
+    fn add(&mut self, capital: f64, tables: &Tables, summed: bool) {
         if let Some(sums) = &mut self.sums {
             add_result(sums, capital, tables, summed);
         }
-        let mut kept = Tables::new();
-        let mut bytes = 0;
-        for name in ["metrics", "trades", "equity"] {
-            if let Some(parts) = tables.get(name) {
-                // Copied: the upload's batches share its buffers, sleeves and all.
-                let parts: Vec<RecordBatch> = parts.iter().map(owned).collect();
-                bytes += parts
-                    .iter()
-                    .map(|b| b.get_array_memory_size())
-                    .sum::<usize>();
-                kept.insert(name.to_string(), parts);
+    }
+
+    /// Keeps the tables to write of a group of accepted results, while they fit.
+    fn keep(&mut self, group: &ResultGroup) {
+        let group = Arc::new(group.only(&JOB_TABLES));
+        let bytes = group.bytes();
+        if self.kept_bytes + bytes > KEPT_BYTES {
+            return;
+        }
+        self.kept_bytes += bytes;
+        for (k, (job, _)) in group.jobs.iter().enumerate() {
+            if let Some(slot) = self.kept.get_mut(*job as usize) {
+                *slot = Some((group.clone(), k));
             }
         }
-        if let Some(slot) = self.kept.get_mut(job as usize)
-            && self.kept_bytes + bytes <= KEPT_BYTES
-        {
-            self.kept_bytes += bytes;
-            *slot = Some(kept);
-        }
     }
-}
-
-/// A record batch in buffers of its own (the batch itself if it cannot be copied).
-fn owned(batch: &RecordBatch) -> RecordBatch {
-    let copy = |c: &arrow::array::ArrayRef| {
-        let data = c.to_data();
-        let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
-        copy.try_extend(0, 0, data.len())?;
-        Ok::<_, ArrowError>(arrow::array::make_array(copy.freeze()))
-    };
-    batch
-        .columns()
-        .iter()
-        .map(copy)
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|columns| RecordBatch::try_new(batch.schema(), columns))
-        .unwrap_or_else(|_| batch.clone())
 }
 
 /// Cells (dates x curves) of a portfolio summed as results come in; a bigger one (a grid of
@@ -846,6 +850,27 @@ fn add_result(sums: &mut PortfolioSum, capital: f64, tables: &Tables, summed: bo
         }
     }
     sums.add_part(&part, &before);
+}
+
+/// Whose rows a record batch of `rows` rows carries, from its `app_metadata` (see
+/// [`xt_worker::client::upload_messages`]): `(attempt, rows)` in order, attempts below
+/// `attempts`; `None` if it is malformed or does not add up.
+fn owners(metadata: &[u8], rows: usize, attempts: usize) -> Option<Vec<(usize, usize)>> {
+    let text = std::str::from_utf8(metadata).ok()?;
+    let owners: Vec<(usize, usize)> = if text.contains(':') {
+        text.split(',')
+            .map(|o| {
+                let (i, n) = o.split_once(':')?;
+                Some((i.parse().ok()?, n.parse().ok()?))
+            })
+            .collect::<Option<_>>()?
+    } else {
+        vec![(text.parse().ok()?, rows)]
+    };
+    let total = owners
+        .iter()
+        .try_fold(0usize, |t, (_, n)| t.checked_add(*n))?;
+    (total == rows && owners.iter().all(|(i, _)| *i < attempts)).then_some(owners)
 }
 
 /// Rejects an upload that could not have come from running its job: a job the batch does
@@ -1001,7 +1026,7 @@ enum JobEnd {
 /// Writes a finished batch's four tables and returns its summary.
 fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Result<Value> {
     let folded = run.sums.is_some();
-    let mut kept = std::mem::take(&mut run.kept);
+    let kept = std::mem::take(&mut run.kept);
     let mut sums = run
         .sums
         .take()
@@ -1023,14 +1048,18 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
             "part_sums",
         ]
     };
-    // Each job's rows go straight to the files, in job order: memory holds one row group
-    // of each table, not the batch's tables (an equity table runs to millions of rows).
+    // Each job's rows go to the files in job order, gathered a row group at a time: memory
+    // holds what was kept and one row group of each table, not the batch's tables read
+    // back (an equity table runs to millions of rows).
     let mut files = TableFiles::create(dir, &run.plan.spec)?;
     for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
-            JobEnd::Done => match kept.get_mut(j).and_then(Option::take).filter(|_| folded) {
-                Some(tables) => Ok((JobRecord::default(), tables)),
+            JobEnd::Done => match kept.get(j).and_then(Option::as_ref).filter(|_| folded) {
+                Some((group, k)) => {
+                    files.write_kept(group, *k)?;
+                    continue;
+                }
                 None => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
                     anyhow::anyhow!("job {j} is done but the store has no result for it")
                 }),
@@ -1046,7 +1075,8 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
                 for p in run.plan.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
                 }
-                files.write(&w.finish()?)?;
+                let rows = w.finish()?;
+                files.write(Table::Metrics, &[rows.metrics])?;
                 sums.add_cash(capital);
                 continue;
             }
@@ -1054,21 +1084,15 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
         if !folded {
             add_result(&mut sums, capital, &result, record.part.is_some());
         }
-        let table = |name: &str,
-                     schema: &arrow::datatypes::SchemaRef|
-         -> anyhow::Result<Option<RecordBatch>> {
-            match result.get(name) {
-                None => Ok(None),
-                Some(parts) => Ok(Some(arrow::compute::concat_batches(schema, parts)?)),
+        for (table, name) in [
+            (Table::Metrics, "metrics"),
+            (Table::Trades, "trades"),
+            (Table::Equity, "equity"),
+        ] {
+            if let Some(batches) = result.get(name) {
+                files.write(table, batches)?;
             }
-        };
-        let metrics = table("metrics", &xt_shared::schema::METRICS)?
-            .unwrap_or_else(|| RecordBatch::new_empty(xt_shared::schema::METRICS.clone()));
-        files.write(&xt_worker::engine::tables::JobTables {
-            metrics,
-            trades: table("trades", &xt_shared::schema::TRADES)?,
-            equity: table("equity", &xt_shared::schema::EQUITY)?,
-        })?;
+        }
     }
     let (portfolio, portfolio_metrics) =
         finish_portfolio(&run.plan.combos, run.plan.spec.capital, &sums)?;
@@ -1085,11 +1109,32 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
 }
 
 /// A finished batch's Parquet files, written job by job. Each is written under a temporary
-/// name and renamed when whole, so a reader never sees half a table.
+/// name and renamed when whole, so a reader never sees half a table. Rows are gathered and
+/// handed to the writer a row group at a time: a write per job costs more than its rows.
 struct TableFiles {
     dir: PathBuf,
-    writers: Vec<(Table, parquet::arrow::ArrowWriter<std::fs::File>)>,
+    writers: Vec<TableFile>,
     portfolio: bool,
+}
+
+struct TableFile {
+    table: Table,
+    schema: arrow::datatypes::SchemaRef,
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl TableFile {
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.rows > 0 {
+            let rows = arrow::compute::concat_batches(&self.schema, &self.pending)?;
+            self.writer.write(&rows)?;
+        }
+        self.pending.clear();
+        self.rows = 0;
+        Ok(())
+    }
 }
 
 impl TableFiles {
@@ -1110,14 +1155,17 @@ impl TableFiles {
             if spec.wants(table) {
                 let file =
                     std::fs::File::create(dir.join(format!("{}.parquet.tmp", table.name())))?;
-                writers.push((
+                writers.push(TableFile {
                     table,
-                    parquet::arrow::ArrowWriter::try_new(
+                    schema: schema.clone(),
+                    writer: parquet::arrow::ArrowWriter::try_new(
                         file,
                         schema.clone(),
                         Some(props.clone()),
                     )?,
-                ));
+                    pending: Vec::new(),
+                    rows: 0,
+                });
             }
         }
         Ok(TableFiles {
@@ -1127,16 +1175,32 @@ impl TableFiles {
         })
     }
 
-    fn write(&mut self, job: &xt_worker::engine::tables::JobTables) -> anyhow::Result<()> {
-        for (table, w) in &mut self.writers {
-            let batch = match table {
-                Table::Metrics => Some(&job.metrics),
-                Table::Trades => job.trades.as_ref(),
-                Table::Equity => job.equity.as_ref(),
-                Table::Portfolio => None,
+    /// Adds one job's rows of `table` (if the batch writes it).
+    fn write(&mut self, table: Table, batches: &[RecordBatch]) -> anyhow::Result<()> {
+        let Some(f) = self.writers.iter_mut().find(|f| f.table == table) else {
+            return Ok(());
+        };
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            f.rows += b.num_rows();
+            f.pending.push(b.clone());
+        }
+        if f.rows >= Self::ROW_GROUP {
+            f.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds the rows of the `k`th job of a kept group.
+    fn write_kept(&mut self, group: &ResultGroup, k: usize) -> anyhow::Result<()> {
+        for t in &group.tables {
+            let table = match t.name.as_str() {
+                "metrics" => Table::Metrics,
+                "trades" => Table::Trades,
+                "equity" => Table::Equity,
+                _ => continue,
             };
-            if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
-                w.write(b)?;
+            if let Some(Some((start, rows))) = t.spans.get(k) {
+                self.write(table, &[t.rows.slice(*start, *rows)])?;
             }
         }
         Ok(())
@@ -1144,9 +1208,10 @@ impl TableFiles {
 
     fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
         let mut done = Vec::new();
-        for (table, w) in self.writers {
-            w.close()?;
-            done.push(table);
+        for mut f in self.writers {
+            f.flush()?;
+            f.writer.close()?;
+            done.push(f.table);
         }
         if self.portfolio {
             let file = std::fs::File::create(self.dir.join("portfolio.parquet.tmp"))?;
@@ -1398,17 +1463,24 @@ impl FlightService for Coordinator {
                     let name = table.clone().ok_or_else(|| {
                         Status::invalid_argument("a record batch before its schema")
                     })?;
-                    let index = std::str::from_utf8(&message.inner.app_metadata)
-                        .ok()
-                        .and_then(|i| i.parse::<usize>().ok())
-                        .filter(|&i| i < uploads.len())
+                    let owners = owners(&message.inner.app_metadata, b.num_rows(), uploads.len())
                         .ok_or_else(|| {
                             Status::invalid_argument(format!(
-                                "each record batch must name its job attempt in app_metadata: an index below {}",
-                                uploads.len()
+                                "each record batch must name in app_metadata whose rows it carries: an attempt's index below {}, or `i:n,j:m,...` (n rows of attempt i, then m of j) adding up to its {} rows",
+                                uploads.len(),
+                                b.num_rows()
                             ))
                         })?;
-                    tables[index].entry(name).or_default().push(b);
+                    let mut offset = 0;
+                    for (i, rows) in owners {
+                        let part = if rows == b.num_rows() {
+                            b.clone()
+                        } else {
+                            b.slice(offset, rows)
+                        };
+                        offset += rows;
+                        tables[i].entry(name.clone()).or_default().push(part);
+                    }
                 }
                 DecodedPayload::None => {}
             }
@@ -1686,4 +1758,30 @@ pub async fn serve(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owners;
+
+    #[test]
+    fn a_record_batch_names_whose_rows_it_carries_and_they_add_up() {
+        assert_eq!(owners(b"2", 5, 3), Some(vec![(2, 5)]));
+        assert_eq!(
+            owners(b"0:1,2:0,1:4", 5, 3),
+            Some(vec![(0, 1), (2, 0), (1, 4)])
+        );
+        for bad in [
+            &b"3"[..],
+            b"0:1,1:3",
+            b"0:1,1:5",
+            b"0:1,3:4",
+            b"x",
+            b"0:",
+            b"",
+            b"0:1,,",
+        ] {
+            assert_eq!(owners(bad, 5, 3), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -44,7 +44,7 @@ pub struct JobRecord {
     /// The job ran but its data failed; its tables are error rows.
     pub error: Option<String>,
     /// Its sleeves are in the portfolio part (`part_calendar`, `part_sums`) stored with the
-    /// result of this job, the last of the results stored with it.
+    /// result of this job, in the same record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<u32>,
 }
@@ -54,6 +54,118 @@ pub type Tables = HashMap<String, Vec<RecordBatch>>;
 
 /// One job's result, as stored: its job, tables and record.
 pub type JobResult<'a> = (u32, &'a Tables, &'a JobRecord);
+
+/// Several of a batch's jobs' results as one: each table the jobs' rows one after another
+/// in one record batch, in buffers of its own (not the upload's). Stored as one record and
+/// kept in memory as one, so that a job costs its rows, not tables of its own.
+#[derive(Debug, Clone, Default)]
+pub struct ResultGroup {
+    pub jobs: Vec<(u32, JobRecord)>,
+    /// Per table: its rows, and where each job's rows start and how many there are (`None`
+    /// for a job without the table), in `jobs`' order.
+    pub tables: Vec<GroupTable>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupTable {
+    pub name: String,
+    pub rows: RecordBatch,
+    pub spans: Spans,
+}
+
+/// Each job's `(start, rows)` in a group's table, `None` for a job without it.
+pub type Spans = Vec<Option<(usize, usize)>>;
+
+impl ResultGroup {
+    /// The results' tables gathered (copied once: what is stored or kept must not hold on to
+    /// the upload's buffers).
+    pub fn new(results: &[JobResult<'_>]) -> Result<Self, arrow::error::ArrowError> {
+        let mut names: Vec<&String> = results.iter().flat_map(|(_, t, _)| t.keys()).collect();
+        names.sort();
+        names.dedup();
+        let mut tables = Vec::with_capacity(names.len());
+        for name in names {
+            let mut parts: Vec<&RecordBatch> = Vec::new();
+            let mut spans = Vec::with_capacity(results.len());
+            let mut at = 0;
+            for (_, t, _) in results {
+                spans.push(t.get(name).map(|batches| {
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    parts.extend(batches);
+                    at += rows;
+                    (at - rows, rows)
+                }));
+            }
+            let Some(first) = parts.first() else {
+                continue;
+            };
+            let rows = match parts.as_slice() {
+                [one] => owned(one)?,
+                many => arrow::compute::concat_batches(&first.schema(), many.iter().copied())?,
+            };
+            tables.push(GroupTable {
+                name: name.clone(),
+                rows,
+                spans,
+            });
+        }
+        Ok(ResultGroup {
+            jobs: results.iter().map(|(j, _, r)| (*j, (*r).clone())).collect(),
+            tables,
+        })
+    }
+
+    /// The `k`th job's tables named in `wanted` (all of them if `None`), as slices.
+    pub fn tables_of(&self, k: usize, wanted: Option<&[&str]>) -> Tables {
+        let mut out = Tables::new();
+        for t in &self.tables {
+            if wanted.is_some_and(|w| !w.contains(&t.name.as_str())) {
+                continue;
+            }
+            if let Some(Some((start, rows))) = t.spans.get(k) {
+                out.insert(t.name.clone(), vec![t.rows.slice(*start, *rows)]);
+            }
+        }
+        out
+    }
+
+    /// Only the tables named in `names`.
+    pub fn only(&self, names: &[&str]) -> ResultGroup {
+        ResultGroup {
+            jobs: self.jobs.clone(),
+            tables: self
+                .tables
+                .iter()
+                .filter(|t| names.contains(&t.name.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Bytes of its tables in memory.
+    pub fn bytes(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| t.rows.get_array_memory_size())
+            .sum()
+    }
+}
+
+/// A record batch in buffers of its own.
+fn owned(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let copy = |c: &arrow::array::ArrayRef| {
+        let data = c.to_data();
+        let mut copy = arrow::array::MutableArrayData::new(vec![&data], false, data.len());
+        copy.try_extend(0, 0, data.len())?;
+        Ok::<_, arrow::error::ArrowError>(arrow::array::make_array(copy.freeze()))
+    };
+    let columns = batch.columns().iter().map(copy).collect::<Result<_, _>>()?;
+    RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}
 
 /// A batch as found on restart.
 #[derive(Debug, Clone)]
@@ -69,7 +181,7 @@ pub trait StateStore: Send + Sync {
     fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()>;
     /// Stores the results of several of a batch's jobs at once (all or none); a result for
     /// a job already stored, or given twice, is ignored after its first.
-    fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()>;
+    fn save_results(&self, id: u64, results: &ResultGroup) -> io::Result<()>;
     /// A job's stored result: its record, and the tables of it named in `tables`.
     fn load_result(
         &self,
@@ -84,46 +196,50 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Batches under `root/<id>/`: `batch.json`, written when the batch is accepted;
-/// `results.log`, to which each job's accepted result is appended as one record; and the
-/// finished tables with `summary.json`. One append per job rather than a file per table:
-/// creating and renaming thousands of small files cost more CPU than the jobs themselves.
+/// `results.log`, to which each group of accepted results (an upload's jobs of the batch)
+/// is appended as one record; and the finished tables with `summary.json`. One append per
+/// group rather than a file per table: creating and renaming thousands of small files cost
+/// more CPU than the jobs themselves.
 ///
-/// A record is `XTR1`, the job (u32 LE), the body's length (u64 LE), the body, and the
-/// length again. The body is a JSON header line (the [`JobRecord`] and each table's name
-/// and size) followed by each table as an Arrow IPC stream. A process killed mid-append
-/// leaves a short last record, which the next open cuts off: that job runs again. Results
-/// whose sleeves were summed into one part are appended together, the part's record last,
-/// so a cut append leaves records naming a part that is not there: the next open cuts them
-/// off too, and they all run again. Nothing
-/// is fsynced: a killed process loses nothing the kernel already has; surviving a power
-/// loss is the etcd store's job.
+/// A record is `XTR2`, the body's length (u64 LE), the body, and the length again. The body
+/// is a JSON header line (each job and its [`JobRecord`]; each table's name, size and the
+/// jobs' spans of rows in it) followed by each table as an Arrow IPC stream. A process
+/// killed mid-append leaves a short last record, which the next open cuts off: its jobs run
+/// again. A part (see [`JobRecord::part`]) and all its jobs are in one record, so they are
+/// kept or cut together. Nothing is fsynced: a killed process loses nothing the kernel
+/// already has; surviving a power loss is the etcd store's job.
 #[derive(Debug)]
 pub struct EmbeddedStore {
     root: PathBuf,
     logs: Mutex<HashMap<u64, ResultLog>>,
 }
 
-/// A batch's open result log and where each job's record starts.
+/// A batch's open result log: where each job's record starts and its place in it, and the
+/// last few records read back (a batch's end reads its jobs in order, several a record).
 #[derive(Debug)]
 struct ResultLog {
     file: File,
     len: u64,
-    index: HashMap<u32, (u64, JobRecord)>,
+    index: HashMap<u32, (u64, usize, JobRecord)>,
+    read: Vec<(u64, std::sync::Arc<ResultGroup>)>,
 }
 
-const MAGIC: &[u8; 4] = b"XTR1";
-/// Magic, job and body length before the body; the length again after it.
-const FRAME: u64 = 4 + 4 + 8 + 8;
+/// Records read back and kept by a log.
+const READ_CACHE: usize = 4;
+
+const MAGIC: &[u8; 4] = b"XTR2";
+/// Magic and body length before the body; the length again after it.
+const FRAME: u64 = 4 + 8 + 8;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RecordHeader {
-    record: JobRecord,
-    tables: Vec<(String, u64)>,
+    jobs: Vec<(u32, JobRecord)>,
+    /// Name, bytes, and each job's `(start, rows)` in it.
+    tables: Vec<(String, u64, Spans)>,
 }
 
-/// One record read back: its job, header, table bytes, and where the next one starts.
+/// One record read back: its header, table bytes, and where the next one starts.
 struct LogRecord {
-    job: u32,
     header: RecordHeader,
     tables: Vec<u8>,
     next: u64,
@@ -140,36 +256,31 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Appends one record to `out`.
-fn encode(out: &mut Vec<u8>, job: u32, tables: &Tables, record: &JobRecord) -> io::Result<()> {
+/// Appends one record of `group` to `out`.
+fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
     let mut streams = Vec::new();
-    let mut sizes = Vec::new();
-    let mut names: Vec<&String> = tables.keys().collect();
-    names.sort();
-    for name in names {
-        let batches = &tables[name];
-        let Some(first) = batches.first() else {
-            continue;
-        };
+    let mut tables = Vec::with_capacity(group.tables.len());
+    for t in &group.tables {
         let before = streams.len();
-        let mut w = StreamWriter::try_new(&mut streams, &first.schema()).map_err(other)?;
-        for b in batches {
-            w.write(b).map_err(other)?;
-        }
+        let mut w = StreamWriter::try_new(&mut streams, &t.rows.schema()).map_err(other)?;
+        w.write(&t.rows).map_err(other)?;
         w.finish().map_err(other)?;
         drop(w);
-        sizes.push((name.clone(), (streams.len() - before) as u64));
+        tables.push((
+            t.name.clone(),
+            (streams.len() - before) as u64,
+            t.spans.clone(),
+        ));
     }
     let mut header = serde_json::to_vec(&RecordHeader {
-        record: record.clone(),
-        tables: sizes,
+        jobs: group.jobs.clone(),
+        tables,
     })
     .map_err(other)?;
     header.push(b'\n');
     let body = (header.len() + streams.len()) as u64;
     out.reserve((body + FRAME) as usize);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&job.to_le_bytes());
     out.extend_from_slice(&body.to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&streams);
@@ -183,15 +294,14 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<Log
     if offset + FRAME > file_len {
         return Ok(None);
     }
-    let mut head = [0u8; 16];
+    let mut head = [0u8; 12];
     file.read_exact_at(&mut head, offset)?;
-    let job = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    let body = u64::from_le_bytes(head[8..16].try_into().map_err(other)?);
+    let body = u64::from_le_bytes(head[4..12].try_into().map_err(other)?);
     if &head[..4] != MAGIC || body > file_len || offset + FRAME + body > file_len {
         return Ok(None);
     }
     let mut bytes = vec![0u8; body as usize + 8];
-    file.read_exact_at(&mut bytes, offset + 16)?;
+    file.read_exact_at(&mut bytes, offset + 12)?;
     let trailer = u64::from_le_bytes(bytes[body as usize..].try_into().map_err(other)?);
     if trailer != body {
         return Ok(None);
@@ -205,11 +315,39 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<Log
     };
     let tables = bytes.split_off(newline + 1);
     Ok(Some(LogRecord {
-        job,
         header,
         tables,
         next: offset + FRAME + body,
     }))
+}
+
+/// A record's tables decoded.
+fn decode(r: LogRecord) -> io::Result<ResultGroup> {
+    let mut tables = Vec::with_capacity(r.header.tables.len());
+    let mut at = 0usize;
+    for (name, size, spans) in r.header.tables {
+        let bytes = r
+            .tables
+            .get(at..at + size as usize)
+            .ok_or_else(|| other(format!("table {name} cut short")))?;
+        at += size as usize;
+        let reader = StreamReader::try_new(bytes, None).map_err(other)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(other)?;
+        let rows = arrow::compute::concat_batches(&schema, &batches).map_err(other)?;
+        if spans
+            .iter()
+            .flatten()
+            .any(|(start, n)| start + n > rows.num_rows())
+        {
+            return Err(other(format!("table {name}: a job's rows past its end")));
+        }
+        tables.push(GroupTable { name, rows, spans });
+    }
+    Ok(ResultGroup {
+        jobs: r.header.jobs,
+        tables,
+    })
 }
 
 impl EmbeddedStore {
@@ -235,30 +373,14 @@ impl EmbeddedStore {
             .create(true)
             .open(self.batch_dir(id).join("results.log"))?;
         let file_len = file.metadata()?.len();
-        let mut records = Vec::new();
+        let mut index = HashMap::new();
         let mut offset = 0;
         while let Some(r) = read_record(&file, offset, file_len)? {
-            records.push((offset, r.job, r.header.record));
+            for (k, (job, record)) in r.header.jobs.into_iter().enumerate() {
+                // A late duplicate of a job already stored: the first record stays the result.
+                index.entry(job).or_insert((offset, k, record));
+            }
             offset = r.next;
-        }
-        // Each part's record comes last in its append: one named but missing was cut off
-        // with the rest of that append, which is the log's end.
-        let parts: std::collections::HashSet<u32> = records
-            .iter()
-            .filter(|(_, job, r)| r.part == Some(*job))
-            .map(|(_, job, _)| *job)
-            .collect();
-        if let Some(&(cut, _, _)) = records
-            .iter()
-            .find(|(_, _, r)| r.part.is_some_and(|p| !parts.contains(&p)))
-        {
-            offset = cut;
-            records.retain(|(at, _, _)| *at < cut);
-        }
-        let mut index = HashMap::new();
-        for (at, job, record) in records {
-            // A late duplicate of a job already stored: the first record stays the result.
-            index.entry(job).or_insert((at, record));
         }
         if offset < file_len {
             file.set_len(offset)?;
@@ -267,6 +389,7 @@ impl EmbeddedStore {
             file,
             len: offset,
             index,
+            read: Vec::new(),
         })
     }
 
@@ -291,47 +414,32 @@ impl StateStore for EmbeddedStore {
         write_atomic(&self.batch_dir(id).join("batch.json"), &json)
     }
 
-    fn save_results(&self, id: u64, results: &[JobResult<'_>]) -> io::Result<()> {
-        // Encoded outside the log's lock, into one buffer: one append for all of them.
+    fn save_results(&self, id: u64, group: &ResultGroup) -> io::Result<()> {
+        // Encoded outside the log's lock.
         let mut bytes = Vec::new();
-        let mut ends = Vec::with_capacity(results.len());
-        for (job, tables, record) in results {
-            encode(&mut bytes, *job, tables, record)?;
-            ends.push(bytes.len());
-        }
+        encode(&mut bytes, group)?;
         self.with_log(id, |log| {
-            // What is stored already, or given twice, stays out of the append.
+            // What is stored already, or given twice, is not indexed again; a record of
+            // nothing new is not written.
             let mut seen = std::collections::HashSet::new();
-            let fresh: Vec<bool> = results
+            let fresh: Vec<bool> = group
+                .jobs
                 .iter()
-                .map(|(job, _, _)| !log.index.contains_key(job) && seen.insert(*job))
+                .map(|(job, _)| !log.index.contains_key(job) && seen.insert(*job))
                 .collect();
-            let starts = std::iter::once(0).chain(ends.iter().copied());
-            let spans: Vec<(usize, usize)> = starts.zip(ends.iter().copied()).collect();
-            let mut kept = Vec::new();
-            let append = if fresh.iter().all(|&f| f) {
-                &bytes[..]
-            } else {
-                for (&(a, b), _) in spans.iter().zip(&fresh).filter(|(_, f)| **f) {
-                    kept.extend_from_slice(&bytes[a..b]);
-                }
-                &kept[..]
-            };
-            if append.is_empty() {
+            if !fresh.iter().any(|&f| f) {
                 return Ok(());
             }
-            io::Write::write_all(&mut log.file, append).inspect_err(|_| {
+            io::Write::write_all(&mut log.file, &bytes).inspect_err(|_| {
                 // Cut a partial append off, so the next record starts on a boundary.
                 let _ = log.file.set_len(log.len);
             })?;
-            let mut offset = log.len;
-            for (((job, _, record), (a, b)), _) in
-                results.iter().zip(&spans).zip(&fresh).filter(|(_, f)| **f)
-            {
-                log.index.insert(*job, (offset, (*record).clone()));
-                offset += (b - a) as u64;
+            for (k, ((job, record), _)) in group.jobs.iter().zip(&fresh).enumerate() {
+                if fresh[k] {
+                    log.index.insert(*job, (log.len, k, record.clone()));
+                }
             }
-            log.len = offset;
+            log.len += bytes.len() as u64;
             Ok(())
         })
     }
@@ -343,25 +451,26 @@ impl StateStore for EmbeddedStore {
         wanted: &[&str],
     ) -> io::Result<Option<(JobRecord, Tables)>> {
         self.with_log(id, |log| {
-            let Some((offset, record)) = log.index.get(&job).cloned() else {
+            let Some((offset, k, record)) = log.index.get(&job).cloned() else {
                 return Ok(None);
             };
-            let r = read_record(&log.file, offset, log.len)?
-                .ok_or_else(|| other(format!("batch {id} job {job}: result record unreadable")))?;
-            let mut tables = Tables::new();
-            let mut at = 0usize;
-            for (name, size) in r.header.tables {
-                let part = r.tables.get(at..at + size as usize).ok_or_else(|| {
-                    other(format!("batch {id} job {job}: table {name} cut short"))
-                })?;
-                at += size as usize;
-                if !wanted.contains(&name.as_str()) {
-                    continue;
+            let group = match log.read.iter().find(|(at, _)| *at == offset) {
+                Some((_, g)) => g.clone(),
+                None => {
+                    let r = read_record(&log.file, offset, log.len)?.ok_or_else(|| {
+                        other(format!("batch {id} job {job}: result record unreadable"))
+                    })?;
+                    let g = std::sync::Arc::new(
+                        decode(r).map_err(|e| other(format!("batch {id} job {job}: {e}")))?,
+                    );
+                    if log.read.len() == READ_CACHE {
+                        log.read.remove(0);
+                    }
+                    log.read.push((offset, g.clone()));
+                    g
                 }
-                let reader = StreamReader::try_new(part, None).map_err(other)?;
-                tables.insert(name, reader.collect::<Result<_, _>>().map_err(other)?);
-            }
-            Ok(Some((record, tables)))
+            };
+            Ok(Some((record, group.tables_of(k, Some(wanted)))))
         })
     }
 
@@ -387,7 +496,7 @@ impl StateStore for EmbeddedStore {
             let record: BatchRecord = serde_json::from_slice(&bytes).map_err(other)?;
             let done = self.with_log(id, |log| {
                 Ok((0..record.jobs.len() as u32)
-                    .map(|j| log.index.get(&j).map(|(_, r)| r.clone()))
+                    .map(|j| log.index.get(&j).map(|(_, _, r)| r.clone()))
                     .collect())
             })?;
             let summary = std::fs::read(entry.path().join("summary.json"))
@@ -412,8 +521,8 @@ impl StateStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int32Array;
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use std::sync::Arc;
 
     fn table(values: &[i32]) -> Tables {
@@ -421,6 +530,25 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))])
             .unwrap();
         Tables::from([("metrics".to_string(), vec![batch.clone(), batch])])
+    }
+
+    /// A job's `metrics` values, whatever batches they come in.
+    fn values(tables: &Tables) -> Vec<i32> {
+        tables["metrics"]
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int32Type>().values().to_vec())
+            .collect()
+    }
+
+    fn group(results: &[JobResult<'_>]) -> ResultGroup {
+        ResultGroup::new(results).unwrap()
+    }
+
+    fn stored(store: &EmbeddedStore, batch: u64, job: u32) -> Option<(JobRecord, Vec<i32>)> {
+        store
+            .load_result(batch, job, &["metrics"])
+            .unwrap()
+            .map(|(r, t)| (r, values(&t)))
     }
 
     #[test]
@@ -441,16 +569,25 @@ mod tests {
             bars: 10,
             ..Default::default()
         };
-        store
-            .save_results(7, &[(0, &table(&[1, 2]), &done), (0, &table(&[8]), &done)])
-            .unwrap();
-        store.save_results(7, &[(0, &table(&[9]), &done)]).unwrap();
         let failed = JobRecord {
             error: Some("bad bar".into()),
             ..Default::default()
         };
         store
-            .save_results(7, &[(2, &table(&[3]), &failed)])
+            .save_results(
+                7,
+                &group(&[
+                    (0, &table(&[1, 2]), &done),
+                    (0, &table(&[8]), &done),
+                    (3, &table(&[7]), &done),
+                ]),
+            )
+            .unwrap();
+        store
+            .save_results(7, &group(&[(0, &table(&[9]), &done)]))
+            .unwrap();
+        store
+            .save_results(7, &group(&[(2, &table(&[3]), &failed)]))
             .unwrap();
         let len = std::fs::metadata(root.join("7/results.log")).unwrap().len();
         drop(store);
@@ -460,22 +597,19 @@ mod tests {
             .open(root.join("7/results.log"))
             .unwrap();
         let mut torn = Vec::new();
-        encode(&mut torn, 1, &table(&[4]), &done).unwrap();
+        encode(&mut torn, &group(&[(1, &table(&[4]), &done)])).unwrap();
         io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
         drop(f);
 
         let store = EmbeddedStore::open(&root).unwrap();
-        let first = store.load_result(7, 0, &["metrics"]).unwrap().unwrap().1;
-        assert_eq!(first, table(&[1, 2]), "the first result stays");
         assert_eq!(
-            store.load_result(7, 1, &["metrics"]).unwrap(),
-            None,
-            "the torn record is gone"
+            stored(&store, 7, 0),
+            Some((done.clone(), vec![1, 2, 1, 2])),
+            "the first result stays"
         );
-        assert_eq!(
-            store.load_result(7, 2, &["metrics"]).unwrap().unwrap(),
-            (failed.clone(), table(&[3]))
-        );
+        assert_eq!(stored(&store, 7, 3), Some((done.clone(), vec![7, 7])));
+        assert_eq!(stored(&store, 7, 1), None, "the torn record is gone");
+        assert_eq!(stored(&store, 7, 2), Some((failed.clone(), vec![3, 3])));
         assert_eq!(
             std::fs::metadata(root.join("7/results.log")).unwrap().len(),
             len,
@@ -483,21 +617,22 @@ mod tests {
         );
         // Appending after the cut gives a readable log again.
         store
-            .save_results(7, &[(0, &table(&[6]), &done), (1, &table(&[5]), &done)])
+            .save_results(
+                7,
+                &group(&[(0, &table(&[6]), &done), (1, &table(&[5]), &done)]),
+            )
             .unwrap();
         drop(store);
         let store = EmbeddedStore::open(&root).unwrap();
         let all = store.load_all().unwrap();
         assert_eq!(all.len(), 1);
-        assert_eq!(
-            store.load_result(7, 1, &["metrics"]).unwrap().unwrap().1,
-            table(&[5])
-        );
+        assert_eq!(stored(&store, 7, 1), Some((done.clone(), vec![5, 5])));
+        assert_eq!(stored(&store, 7, 0).unwrap().1, [1, 2, 1, 2]);
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
-    fn results_summed_into_a_part_are_kept_all_or_none() {
+    fn results_stored_together_are_kept_or_cut_together() {
         let root = std::env::temp_dir().join(format!("xt-store-part-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("3")).unwrap();
@@ -511,34 +646,40 @@ mod tests {
             (0, &table(&[10]), &member(1)),
             (1, &table(&[11]), &member(1)),
         ];
-        store.save_results(3, &whole).unwrap();
+        store.save_results(3, &group(&whole)).unwrap();
         let len = std::fs::metadata(root.join("3/results.log")).unwrap().len();
         drop(store);
-        // A crash after the first records of an append, before its part's record.
+        // A crash partway through the record of a part's jobs: the first job's rows are
+        // on disk, the rest are not.
         let mut cut = Vec::new();
-        encode(&mut cut, 2, &table(&[12]), &member(4)).unwrap();
-        encode(&mut cut, 3, &table(&[13]), &member(4)).unwrap();
+        encode(
+            &mut cut,
+            &group(&[
+                (2, &table(&[12]), &member(3)),
+                (3, &table(&[13]), &member(3)),
+            ]),
+        )
+        .unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(root.join("3/results.log"))
             .unwrap();
-        io::Write::write_all(&mut f, &cut).unwrap();
+        io::Write::write_all(&mut f, &cut[..cut.len() - 20]).unwrap();
         drop(f);
 
         let store = EmbeddedStore::open(&root).unwrap();
-        let done: Vec<bool> = {
-            let logs = store.with_log(3, |log| Ok(log.index.clone())).unwrap();
-            (0..4).map(|j| logs.contains_key(&j)).collect()
-        };
+        let done: Vec<bool> = (0..4).map(|j| stored(&store, 3, j).is_some()).collect();
         assert_eq!(
             done,
             [true, true, false, false],
             "the part's jobs run again"
         );
+        assert_eq!(stored(&store, 3, 0), Some((member(1), vec![10, 10])));
+        assert_eq!(stored(&store, 3, 1), Some((member(1), vec![11, 11])));
         assert_eq!(
             std::fs::metadata(root.join("3/results.log")).unwrap().len(),
             len,
-            "cut back to the whole append"
+            "cut back to the whole record"
         );
         let _ = std::fs::remove_dir_all(&root);
     }

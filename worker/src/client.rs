@@ -155,8 +155,14 @@ async fn connect(url: &str) -> Result<Channel> {
 }
 
 /// The Flight messages of one upload of `attempts` (see [`Upload`]): each table's schema
-/// once, named, then every attempt's record batches of it, each naming its attempt; the
-/// first message carries the descriptor.
+/// once, named, then its rows, the attempts' one after another, in as few record batches as
+/// [`MESSAGE_BYTES`] allows. Each record batch says whose rows it carries: `i` (all of them
+/// attempt `i`'s) or `i:n,j:m,...` (the first `n` rows attempt `i`'s, the next `m` attempt
+/// `j`'s). The first message carries the descriptor.
+///
+/// One record batch for many attempts, not one each: every message costs a decode, a check
+/// and a copy per column on both sides, which for a one-row metrics table outweighs its
+/// bytes many times.
 pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<Vec<FlightData>> {
     let mut names: Vec<&str> = Vec::new();
     for (_, tables) in attempts {
@@ -168,28 +174,28 @@ pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<
     }
     let mut data: Vec<FlightData> = Vec::new();
     for name in names {
-        // A big table (a grid's equity) goes in slices, so no message passes MESSAGE_BYTES.
-        let parts: Vec<(usize, RecordBatch)> = attempts
+        let rows: Vec<(usize, &RecordBatch)> = attempts
             .iter()
             .enumerate()
             .flat_map(|(i, (_, tables))| {
                 tables
                     .iter()
                     .filter(move |(n, _)| *n == name)
-                    .flat_map(move |(_, b)| message_slices(b).map(move |s| (i, s)))
+                    .map(move |(_, b)| (i, b))
             })
             .collect();
-        let schema = parts[0].1.schema();
+        let schema = rows[0].1.schema();
+        let messages = table_messages(&rows)?;
         let mut encoded =
-            arrow_flight::utils::batches_to_flight_data(&schema, parts.iter().map(|(_, b)| b))?;
+            arrow_flight::utils::batches_to_flight_data(&schema, messages.iter().map(|(_, b)| b))?;
         // One message per record batch: the result schemas have no dictionaries.
         anyhow::ensure!(
-            encoded.len() == parts.len() + 1,
+            encoded.len() == messages.len() + 1,
             "table {name}: dictionary-encoded columns cannot be uploaded"
         );
         encoded[0].app_metadata = name.as_bytes().to_vec().into();
-        for (message, (i, _)) in encoded[1..].iter_mut().zip(&parts) {
-            message.app_metadata = i.to_string().into_bytes().into();
+        for (message, (owners, _)) in encoded[1..].iter_mut().zip(&messages) {
+            message.app_metadata = owners.clone().into_bytes().into();
         }
         data.extend(encoded);
     }
@@ -199,6 +205,52 @@ pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<
         .context("an upload needs at least one table")?
         .flight_descriptor = Some(descriptor);
     Ok(data)
+}
+
+/// One table's `(attempt, rows)` as record batches of at most about [`MESSAGE_BYTES`], each
+/// with the list of whose rows it carries (see [`upload_messages`]): small ones gathered
+/// into one, a big one (a grid's equity) alone, in zero-copy slices.
+fn table_messages(rows: &[(usize, &RecordBatch)]) -> Result<Vec<(String, RecordBatch)>> {
+    let mut messages = Vec::new();
+    let mut group: Vec<(usize, &RecordBatch)> = Vec::new();
+    let mut bytes = 0;
+    let flush = |group: &mut Vec<(usize, &RecordBatch)>,
+                 messages: &mut Vec<(String, RecordBatch)>|
+     -> Result<()> {
+        match group.as_slice() {
+            [] => {}
+            [(i, b)] => messages.push((i.to_string(), (*b).clone())),
+            many => {
+                let owners: Vec<String> = many
+                    .iter()
+                    .map(|(i, b)| format!("{i}:{}", b.num_rows()))
+                    .collect();
+                let batch = arrow::compute::concat_batches(
+                    &many[0].1.schema(),
+                    many.iter().map(|(_, b)| *b),
+                )?;
+                messages.push((owners.join(","), batch));
+            }
+        }
+        group.clear();
+        Ok(())
+    };
+    for &(i, b) in rows {
+        let size = b.get_array_memory_size();
+        if size > MESSAGE_BYTES {
+            flush(&mut group, &mut messages)?;
+            messages.extend(message_slices(b).map(|s| (i.to_string(), s)));
+            continue;
+        }
+        if bytes + size > MESSAGE_BYTES {
+            flush(&mut group, &mut messages)?;
+            bytes = 0;
+        }
+        bytes += size;
+        group.push((i, b));
+    }
+    flush(&mut group, &mut messages)?;
+    Ok(messages)
 }
 
 /// The values of `output`'s single-column table `name` (empty if it has none).
@@ -680,7 +732,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_big_table_goes_in_tagged_slices_that_add_up_to_it() {
+    fn small_tables_go_gathered_and_a_big_one_in_slices_each_naming_whose_rows() {
         let rows = 1_500_000;
         let equity = RecordBatch::try_new(
             sleeves_schema(),
@@ -689,7 +741,13 @@ mod tests {
             ))],
         )
         .unwrap();
-        let empty = RecordBatch::new_empty(xt_shared::schema::METRICS.clone());
+        let dates = |n: i32| {
+            RecordBatch::try_new(
+                calendar_schema(),
+                vec![Arc::new(arrow::array::Date32Array::from_iter_values(0..n))],
+            )
+            .unwrap()
+        };
         let upload = |job| Upload {
             worker: 1,
             batch: 1,
@@ -700,11 +758,25 @@ mod tests {
             error: None,
             part: None,
         };
-        let first = [("metrics", empty.clone())];
-        let second = [("metrics", empty), ("sleeves", equity.clone())];
-        let data = upload_messages(&[(upload(0), &first[..]), (upload(1), &second[..])]).unwrap();
-        // metrics: schema and one message per attempt; sleeves: schema and its slices.
-        let sleeves = &data[3..];
+        let first = [("calendar", dates(3))];
+        let second = [("calendar", dates(0)), ("sleeves", equity.clone())];
+        let third = [("calendar", dates(2))];
+        let data = upload_messages(&[
+            (upload(0), &first[..]),
+            (upload(1), &second[..]),
+            (upload(2), &third[..]),
+        ])
+        .unwrap();
+        // calendar: its schema, then one record batch of every attempt's rows in order.
+        assert_eq!(&data[0].app_metadata[..], b"calendar");
+        assert_eq!(&data[1].app_metadata[..], b"0:3,1:0,2:2");
+        let calendar = arrow_flight::utils::flight_data_to_batches(&data[..2]).unwrap();
+        let all =
+            arrow::compute::concat_batches(&calendar_schema(), &[dates(3), dates(0), dates(2)])
+                .unwrap();
+        assert_eq!(calendar, [all]);
+        // sleeves: its schema and slices of the one big table, each naming its attempt.
+        let sleeves = &data[2..];
         assert_eq!(&sleeves[0].app_metadata[..], b"sleeves");
         assert!(sleeves.len() > 3, "{} messages", sleeves.len());
         for m in &sleeves[1..] {
@@ -720,10 +792,6 @@ mod tests {
         assert_eq!(back, equity);
         let uploads: Vec<Upload> =
             serde_json::from_slice(&data[0].flight_descriptor.as_ref().unwrap().cmd).unwrap();
-        assert_eq!(uploads, [upload(0), upload(1)]);
-        assert_eq!(
-            (&data[1].app_metadata[..], &data[2].app_metadata[..]),
-            (&b"0"[..], &b"1"[..])
-        );
+        assert_eq!(uploads, [upload(0), upload(1), upload(2)]);
     }
 }
