@@ -78,7 +78,7 @@ impl FlightService for FlightProxy {
         let status = self
             .jobs
             .clone()
-            .status(StatusRequest { batch })
+            .status(StatusRequest { batch, wait_ms: 0 })
             .await?
             .into_inner();
         if !caller.sees(&status.tenant) {

@@ -195,16 +195,19 @@ async fn on_loopback(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // Each call answers after 50 ms, or as soon as the batch has finished.
     let status = loop {
         let s = client
-            .status(StatusRequest { batch: reply.batch })
+            .status(StatusRequest {
+                batch: reply.batch,
+                wait_ms: 50,
+            })
             .await?
             .into_inner();
         bar.set_position((s.done + s.failed + s.cancelled) as u64);
         if s.finished {
             break s;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     };
     bar.finish_and_clear();
     let dir = cluster.coordinator.batch_dir(reply.batch);

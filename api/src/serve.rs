@@ -263,7 +263,10 @@ async fn visible(app: &App, caller: &Caller, id: u64) -> Result<StatusReply, Api
     let s = app
         .jobs
         .clone()
-        .status(StatusRequest { batch: id })
+        .status(StatusRequest {
+            batch: id,
+            wait_ms: 0,
+        })
         .await
         .map_err(|e| match e.code() {
             tonic::Code::NotFound => ApiError::not_found(id),
@@ -582,8 +585,9 @@ async fn events(
                 last = Some(key);
                 yield Ok(Event::default().event("progress").json_data(&status).unwrap_or_default());
             }
-            tokio::time::sleep(app.event_interval).await;
-            match app.jobs.clone().status(StatusRequest { batch: id }).await {
+            // Answered after the interval, or at once when the batch finishes.
+            let wait_ms = app.event_interval.as_millis().min(u32::MAX as u128) as u32;
+            match app.jobs.clone().status(StatusRequest { batch: id, wait_ms }).await {
                 Ok(r) => current = r.into_inner(),
                 Err(e) => {
                     let body = json!({"error": {"code": "coordinator_unavailable", "message": e.message(), "field": null}});

@@ -120,7 +120,10 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let mut killed = false;
     let status = loop {
         let s = client
-            .status(StatusRequest { batch: reply.batch })
+            .status(StatusRequest {
+                batch: reply.batch,
+                wait_ms: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -250,7 +253,10 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let reply = submit(&mut client, &spec).await;
     loop {
         let s = client
-            .status(StatusRequest { batch: reply.batch })
+            .status(StatusRequest {
+                batch: reply.batch,
+                wait_ms: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -267,7 +273,10 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let exit = first.0.wait().unwrap();
     assert!(exit.success(), "a draining worker exits 0, got {exit:?}");
     let after = client
-        .status(StatusRequest { batch: reply.batch })
+        .status(StatusRequest {
+            batch: reply.batch,
+            wait_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -302,7 +311,10 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let reply = submit(&mut client, &spec).await;
     loop {
         let s = client
-            .status(StatusRequest { batch: reply.batch })
+            .status(StatusRequest {
+                batch: reply.batch,
+                wait_ms: 0,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -448,7 +460,7 @@ async fn wait_finished(
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = client
-            .status(StatusRequest { batch })
+            .status(StatusRequest { batch, wait_ms: 0 })
             .await
             .unwrap()
             .into_inner();
@@ -482,7 +494,10 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
     let done_small = wait_finished(&mut client, small.batch).await;
     assert_eq!(done_small.done, 5);
     let s = client
-        .status(StatusRequest { batch: big.batch })
+        .status(StatusRequest {
+            batch: big.batch,
+            wait_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -577,7 +592,7 @@ async fn one_upload_completes_several_jobs_each_once() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().contains("app_metadata"), "{refused:?}");
     let s = client
-        .status(StatusRequest { batch })
+        .status(StatusRequest { batch, wait_ms: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -608,7 +623,7 @@ async fn one_upload_completes_several_jobs_each_once() {
     .accepted;
     assert_eq!(accepted, [false, false, false]);
     let s = client
-        .status(StatusRequest { batch })
+        .status(StatusRequest { batch, wait_ms: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -618,13 +633,45 @@ async fn one_upload_completes_several_jobs_each_once() {
         (again.len(), again[0].job, again[0].attempt),
         (1, leases[2].job, 2)
     );
+    // A status call with a wait answers at its end while the batch runs, and the moment it
+    // finishes.
+    let asked = Instant::now();
+    let s = client
+        .status(StatusRequest {
+            batch,
+            wait_ms: 200,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.finished && asked.elapsed() >= Duration::from_millis(200));
+    let waiting = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let s = client
+                .status(StatusRequest {
+                    batch,
+                    wait_ms: 1_000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (s, asked.elapsed())
+        })
+    };
     let retried = Upload { attempt: 2, ..good };
     let accepted = upload(&channel, &[(retried, tables), attempt(1)])
         .await
         .unwrap()
         .accepted;
     assert_eq!(accepted, [true, false]);
-    let s = wait_finished(&mut client, batch).await;
+    let (s, waited) = waiting.await.unwrap();
+    assert!(s.finished, "{s:?}");
+    assert!(
+        waited < Duration::from_millis(1_000),
+        "woken by the end, not its wait"
+    );
     assert_eq!((s.done, s.failed), (3, 0));
 
     let dir = state.join("batches").join(batch.to_string());
@@ -702,7 +749,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
         (vec![false; 3], vec![0, 1, 2])
     );
     let s = client
-        .status(StatusRequest { batch })
+        .status(StatusRequest { batch, wait_ms: 0 })
         .await
         .unwrap()
         .into_inner();

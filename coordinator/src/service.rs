@@ -136,6 +136,8 @@ pub struct Coordinator {
     /// Woken when jobs are queued (a batch submitted, jobs requeued, a worker draining), for
     /// the lease calls waiting on work.
     work: Arc<tokio::sync::Notify>,
+    /// Woken when a batch finishes: status calls waiting for one.
+    finished: Arc<tokio::sync::Notify>,
     store: Arc<dyn StateStore>,
     heartbeat: Duration,
     config: Arc<Config>,
@@ -221,6 +223,7 @@ impl Coordinator {
             })),
             store,
             work: Arc::default(),
+            finished: Arc::default(),
             heartbeat: lease_ttl / 4,
             config: Arc::new(config),
         };
@@ -688,7 +691,11 @@ impl Coordinator {
             sums: fold.sums,
             kept: fold.kept,
         };
-        let (store, state) = (self.store.clone(), self.state.clone());
+        let (store, state, finished) = (
+            self.store.clone(),
+            self.state.clone(),
+            self.finished.clone(),
+        );
         std::thread::spawn(move || {
             let summary = match aggregate(ended, batch, store.as_ref()) {
                 Ok(v) => v,
@@ -702,6 +709,8 @@ impl Coordinator {
                 run.summary = Some(summary);
                 run.aggregating = false;
             }
+            drop(s);
+            finished.notify_waiters();
         });
     }
 }
@@ -1313,9 +1322,20 @@ impl Jobs for Coordinator {
     }
 
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        let id = r.into_inner().batch;
-        let s = self.lock();
-        self.status_of(&s, id).map(Response::new)
+        let r = r.into_inner();
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(r.wait_ms.min(MAX_LEASE_WAIT_MS).into());
+        loop {
+            // Registered before the status is read, so a batch finishing in between wakes it.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let status = self.status_of(&self.lock(), r.batch)?;
+            if status.finished || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(status));
+            }
+            let _ = tokio::time::timeout_at(deadline, finished).await;
+        }
     }
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {

@@ -430,6 +430,14 @@ fn queued_rounds(nanos: u64) -> usize {
 /// shutdown while idle.
 const IDLE_WAIT_MS: u32 = 250;
 
+/// How long the deliverer waits, after a result is ready, for others to go with it, and how
+/// many it waits for at most. Every upload costs a round trip, a decode, a log record and,
+/// for the sleeves summed into a part, a part's worth of bytes (a curve per date, whatever
+/// the number of jobs in it): fewer, fuller uploads cost less per job. A worker with nothing
+/// left to compute does not wait.
+const LINGER: Duration = Duration::from_millis(3);
+const GATHER: usize = 32;
+
 /// Most attempts, and about the most bytes of tables, one upload carries.
 const UPLOAD_ATTEMPTS: usize = 256;
 const UPLOAD_BYTES: usize = 16 << 20;
@@ -483,17 +491,36 @@ async fn deliver_results(
     mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
     delivering: Arc<AtomicUsize>,
     delivered: Arc<tokio::sync::Notify>,
+    computing: Arc<AtomicUsize>,
 ) {
     while let Some(first) = finished.recv().await {
         let mut bytes = first.bytes();
         let mut ready = vec![first];
-        while ready.len() < UPLOAD_ATTEMPTS && bytes < UPLOAD_BYTES {
-            match finished.try_recv() {
-                Ok(f) => {
+        let until = tokio::time::Instant::now() + LINGER;
+        loop {
+            while ready.len() < UPLOAD_ATTEMPTS && bytes < UPLOAD_BYTES {
+                match finished.try_recv() {
+                    Ok(f) => {
+                        bytes += f.bytes();
+                        ready.push(f);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Nothing more is coming soon when no job is running or queued (a batch's end,
+            // a lone job): then it goes at once.
+            if ready.len() >= GATHER
+                || bytes >= UPLOAD_BYTES
+                || computing.load(Ordering::SeqCst) == 0
+            {
+                break;
+            }
+            match tokio::time::timeout_at(until, finished.recv()).await {
+                Ok(Some(f)) => {
                     bytes += f.bytes();
                     ready.push(f);
                 }
-                Err(_) => break,
+                _ => break,
             }
         }
         let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
@@ -595,6 +622,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         to_deliver,
         delivering.clone(),
         computed.clone(),
+        computing.clone(),
     ));
     tokio::pin!(shutdown);
     loop {
@@ -602,7 +630,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         // per finished job would double the calls per job.
         let slots = config.slots.max(1);
         let max_computing = slots * (1 + queued_rounds(job_nanos.load(Ordering::Relaxed)));
-        let max_delivering = 2 * max_computing;
+        let max_delivering = 2 * (max_computing + GATHER);
         let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
         let free =
             if delivering.load(Ordering::SeqCst) < max_delivering && room >= config.slots.max(1) {
