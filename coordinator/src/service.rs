@@ -798,7 +798,10 @@ impl Fold {
 
     /// Keeps the tables to write of a group of accepted results, while they fit.
     fn keep(&mut self, group: &ResultGroup) {
-        let group = Arc::new(group.only(&JOB_TABLES));
+        let Ok(group) = group.owned(&JOB_TABLES) else {
+            return;
+        };
+        let group = Arc::new(group);
         let bytes = group.bytes();
         if self.kept_bytes + bytes > KEPT_BYTES {
             return;
@@ -1209,7 +1212,7 @@ impl TableFiles {
                 _ => continue,
             };
             if let Some(Some((start, rows))) = t.spans.get(k) {
-                self.write(table, &[t.rows.slice(*start, *rows)])?;
+                self.write(table, &t.slice(*start, *rows))?;
             }
         }
         Ok(())

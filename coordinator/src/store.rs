@@ -69,16 +69,48 @@ pub struct ResultGroup {
 #[derive(Debug, Clone)]
 pub struct GroupTable {
     pub name: String,
-    pub rows: RecordBatch,
+    /// The rows, in one record batch or (a big table, not copied) in several.
+    pub rows: Vec<RecordBatch>,
     pub spans: Spans,
 }
+
+impl GroupTable {
+    /// Rows `start..start + n`, as slices of the batches they are in (one empty slice when
+    /// `n` is 0: the job has the table, with no rows).
+    pub fn slice(&self, start: usize, n: usize) -> Vec<RecordBatch> {
+        if n == 0 {
+            return self
+                .rows
+                .first()
+                .map(|b| b.slice(0, 0))
+                .into_iter()
+                .collect();
+        }
+        let (mut out, mut at, end) = (Vec::new(), 0, start + n);
+        for b in &self.rows {
+            let (from, to) = (start.max(at), end.min(at + b.num_rows()));
+            if from < to {
+                out.push(b.slice(from - at, to - from));
+            }
+            at += b.num_rows();
+            if at >= end {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Bytes of parts beyond which a table's parts are kept apart rather than copied into one
+/// record batch: gathering saves a decode and an encode per part, which for big ones is
+/// less than the copy.
+const GATHER_BYTES: usize = 1 << 20;
 
 /// Each job's `(start, rows)` in a group's table, `None` for a job without it.
 pub type Spans = Vec<Option<(usize, usize)>>;
 
 impl ResultGroup {
-    /// The results' tables gathered (copied once: what is stored or kept must not hold on to
-    /// the upload's buffers).
+    /// The results' tables gathered: one job's as they are, several jobs' copied into one.
     pub fn new(results: &[JobResult<'_>]) -> Result<Self, arrow::error::ArrowError> {
         let mut names: Vec<&String> = results.iter().flat_map(|(_, t, _)| t.keys()).collect();
         names.sort();
@@ -99,9 +131,14 @@ impl ResultGroup {
             let Some(first) = parts.first() else {
                 continue;
             };
+            let bytes: usize = parts.iter().map(|b| b.get_array_memory_size()).sum();
             let rows = match parts.as_slice() {
-                [one] => owned(one)?,
-                many => arrow::compute::concat_batches(&first.schema(), many.iter().copied())?,
+                [one] => vec![(*one).clone()],
+                many if bytes > GATHER_BYTES => many.iter().map(|b| (*b).clone()).collect(),
+                many => vec![arrow::compute::concat_batches(
+                    &first.schema(),
+                    many.iter().copied(),
+                )?],
             };
             tables.push(GroupTable {
                 name: name.clone(),
@@ -123,30 +160,39 @@ impl ResultGroup {
                 continue;
             }
             if let Some(Some((start, rows))) = t.spans.get(k) {
-                out.insert(t.name.clone(), vec![t.rows.slice(*start, *rows)]);
+                out.insert(t.name.clone(), t.slice(*start, *rows));
             }
         }
         out
     }
 
-    /// Only the tables named in `names`.
-    pub fn only(&self, names: &[&str]) -> ResultGroup {
-        ResultGroup {
-            jobs: self.jobs.clone(),
-            tables: self
-                .tables
-                .iter()
-                .filter(|t| names.contains(&t.name.as_str()))
-                .cloned()
-                .collect(),
+    /// Only the tables named in `names`, in buffers of their own: kept until a batch ends,
+    /// they must not hold on to the upload they came in (its sleeves and all).
+    pub fn owned(&self, names: &[&str]) -> Result<ResultGroup, arrow::error::ArrowError> {
+        let mut tables = Vec::new();
+        for t in self
+            .tables
+            .iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+        {
+            tables.push(GroupTable {
+                name: t.name.clone(),
+                rows: t.rows.iter().map(owned).collect::<Result<_, _>>()?,
+                spans: t.spans.clone(),
+            });
         }
+        Ok(ResultGroup {
+            jobs: self.jobs.clone(),
+            tables,
+        })
     }
 
     /// Bytes of its tables in memory.
     pub fn bytes(&self) -> usize {
         self.tables
             .iter()
-            .map(|t| t.rows.get_array_memory_size())
+            .flat_map(|t| &t.rows)
+            .map(|b| b.get_array_memory_size())
             .sum()
     }
 }
@@ -262,8 +308,13 @@ fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
     let mut tables = Vec::with_capacity(group.tables.len());
     for t in &group.tables {
         let before = streams.len();
-        let mut w = StreamWriter::try_new(&mut streams, &t.rows.schema()).map_err(other)?;
-        w.write(&t.rows).map_err(other)?;
+        let Some(first) = t.rows.first() else {
+            continue;
+        };
+        let mut w = StreamWriter::try_new(&mut streams, &first.schema()).map_err(other)?;
+        for b in &t.rows {
+            w.write(b).map_err(other)?;
+        }
         w.finish().map_err(other)?;
         drop(w);
         tables.push((
@@ -332,14 +383,9 @@ fn decode(r: LogRecord) -> io::Result<ResultGroup> {
             .ok_or_else(|| other(format!("table {name} cut short")))?;
         at += size as usize;
         let reader = StreamReader::try_new(bytes, None).map_err(other)?;
-        let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(other)?;
-        let rows = arrow::compute::concat_batches(&schema, &batches).map_err(other)?;
-        if spans
-            .iter()
-            .flatten()
-            .any(|(start, n)| start + n > rows.num_rows())
-        {
+        let rows = reader.collect::<Result<Vec<_>, _>>().map_err(other)?;
+        let total: usize = rows.iter().map(|b| b.num_rows()).sum();
+        if spans.iter().flatten().any(|(start, n)| start + n > total) {
             return Err(other(format!("table {name}: a job's rows past its end")));
         }
         tables.push(GroupTable { name, rows, spans });
@@ -629,6 +675,49 @@ mod tests {
         assert_eq!(stored(&store, 7, 1), Some((done.clone(), vec![5, 5])));
         assert_eq!(stored(&store, 7, 0).unwrap().1, [1, 2, 1, 2]);
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_big_table_is_stored_in_its_parts_and_read_back_whole() {
+        let root = std::env::temp_dir().join(format!("xt-store-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("1")).unwrap();
+        let store = EmbeddedStore::open(&root).unwrap();
+        let part = |k: i32| table(&(k * 300_000..(k + 1) * 300_000).collect::<Vec<_>>());
+        let parts: Vec<RecordBatch> = (0..3).map(|k| part(k)["metrics"][0].clone()).collect();
+        let big = Tables::from([("metrics".to_string(), parts)]);
+        let small = table(&[7]);
+        let done = JobRecord::default();
+        let g = group(&[(4, &small, &done), (5, &big, &done)]);
+        assert_eq!(
+            g.tables[0].rows.len(),
+            5,
+            "1.2 MB a part: none copied into one"
+        );
+        store.save_results(1, &g).unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(&root).unwrap();
+        let want: Vec<i32> = (0..900_000).collect();
+        assert_eq!(stored(&store, 1, 5).unwrap().1, want);
+        assert_eq!(stored(&store, 1, 4).unwrap().1, [7, 7]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_jobs_rows_are_sliced_across_the_batches_they_span() {
+        let batch = |v: &[i32]| table(v)["metrics"][0].clone();
+        let t = GroupTable {
+            name: "metrics".into(),
+            rows: vec![batch(&[0, 1, 2]), batch(&[3]), batch(&[4, 5])],
+            spans: Vec::new(),
+        };
+        let rows = |start, n| values(&Tables::from([("metrics".into(), t.slice(start, n))]));
+        assert_eq!(rows(0, 6), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(rows(2, 3), [2, 3, 4]);
+        assert_eq!(rows(3, 1), [3]);
+        assert_eq!(rows(5, 1), [5]);
+        assert_eq!(t.slice(4, 0).len(), 1, "an empty table is still there");
+        assert_eq!(rows(4, 0), Vec::<i32>::new());
     }
 
     #[test]
