@@ -427,7 +427,7 @@ pub fn overhead(
     ));
     let jobs = symbols as f64;
     table.note(format!(
-        "Model beyond this machine: on these jobs the coordinator process spent {:.0} µs of CPU per job ({coordinator_cpu:.2} s a batch, this bench's status polling included), spread over receiving, decoding, storing and summing its results (`bench/PROFILE.md` has the breakdown), against {:.0} µs of the worker's: one coordinator core keeps about {:.1} worker cores busy on jobs of this size ({:.2} ms of engine work each in process). The results a job sends grow with its curves and bars, and so does the engine's work on it (`bench cluster --grid ...` measures a grid).",
+        "Model beyond this machine: on these jobs the coordinator process spent {:.0} µs of CPU per job ({coordinator_cpu:.2} s a batch, this bench's status call waiting for the end included), spread over receiving, decoding, storing and summing its results (`bench/PROFILE.md` has the breakdown), against {:.0} µs of the worker's: one coordinator core keeps about {:.1} worker cores busy on jobs of this size ({:.2} ms of engine work each in process). The results a job sends grow with its curves and bars, and so does the engine's work on it (`bench cluster --grid ...` measures a grid).",
         coordinator_cpu / jobs * 1e6,
         worker_cpu / jobs * 1e6,
         worker_cpu / coordinator_cpu.max(1e-9),

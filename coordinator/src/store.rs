@@ -342,13 +342,31 @@ fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
 /// Reads the record at `offset`, or `None` where the log ends or its last record is cut
 /// short.
 fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<LogRecord>> {
+    let mut magic = [0u8; 4];
+    if offset + 4 <= file_len {
+        file.read_exact_at(&mut magic, offset)?;
+        // A torn append starts with the magic; anything else is not this log's record, and
+        // is not cut off: it may be a result this version cannot read.
+        if &magic != MAGIC {
+            return Err(other(format!(
+                "the record at byte {offset} is not an {} record (it starts {:?}){}",
+                String::from_utf8_lossy(MAGIC),
+                String::from_utf8_lossy(&magic),
+                if &magic == b"XTR1" {
+                    ": the log was written by an earlier version, which must finish its batches"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
     if offset + FRAME > file_len {
         return Ok(None);
     }
     let mut head = [0u8; 12];
     file.read_exact_at(&mut head, offset)?;
     let body = u64::from_le_bytes(head[4..12].try_into().map_err(other)?);
-    if &head[..4] != MAGIC || body > file_len || offset + FRAME + body > file_len {
+    if body > file_len || offset + FRAME + body > file_len {
         return Ok(None);
     }
     let mut bytes = vec![0u8; body as usize + 8];
@@ -421,7 +439,12 @@ impl EmbeddedStore {
         let file_len = file.metadata()?.len();
         let mut index = HashMap::new();
         let mut offset = 0;
-        while let Some(r) = read_record(&file, offset, file_len)? {
+        while let Some(r) = read_record(&file, offset, file_len).map_err(|e| {
+            other(format!(
+                "{}: {e}",
+                self.batch_dir(id).join("results.log").display()
+            ))
+        })? {
             for (k, (job, record)) in r.header.jobs.into_iter().enumerate() {
                 // A late duplicate of a job already stored: the first record stays the result.
                 index.entry(job).or_insert((offset, k, record));
@@ -700,6 +723,26 @@ mod tests {
         let want: Vec<i32> = (0..900_000).collect();
         assert_eq!(stored(&store, 1, 5).unwrap().1, want);
         assert_eq!(stored(&store, 1, 4).unwrap().1, [7, 7]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_log_of_another_format_is_refused_not_cut() {
+        let root = std::env::temp_dir().join(format!("xt-store-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("2")).unwrap();
+        let old = b"XTR1\x00\x00\x00\x00 an earlier version's record".to_vec();
+        std::fs::write(root.join("2/results.log"), &old).unwrap();
+        let store = EmbeddedStore::open(&root).unwrap();
+        let e = store
+            .load_result(2, 0, &["metrics"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("earlier version") && e.contains("results.log"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(root.join("2/results.log")).unwrap(), old);
         let _ = std::fs::remove_dir_all(&root);
     }
 

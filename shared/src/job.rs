@@ -54,10 +54,13 @@ impl JobSpec {
 
 /// One job attempt's results in a Flight upload. An upload carries one or more: the
 /// descriptor's `cmd` is the JSON list of their `Upload`s, each table's schema message names
-/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `calendar`, `sleeves`), and each record
-/// batch names in its `app_metadata` the index, in that list, of the attempt it belongs to.
-/// A worker sends every result it has finished in one upload: one round trip, one append to
-/// the store and one pass through the scheduler for all of them.
+/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `calendar`, `sleeves`,
+/// `part_calendar`, `part_sums`), and each record batch names in its `app_metadata` whose
+/// rows it carries: `i`, all of them the attempt at index `i` in that list, or `i:n,j:m,...`,
+/// the first `n` rows attempt `i`'s, the next `m` attempt `j`'s. A worker sends the results it
+/// has finished in one upload, each table in as few record batches as it can: one round
+/// trip, one decode per table, one append to the store and one pass through the scheduler
+/// for all of them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Upload {

@@ -1,6 +1,6 @@
 //! The worker process's loop: register with the coordinator, pull as many jobs as there are
 //! free slots (and a few rounds more when jobs are short), run each on the rayon pool, and
-//! deliver finished results over Flight, as many per upload as finished meanwhile; heartbeat
+//! deliver finished results over Flight, gathered a few milliseconds into each upload; heartbeat
 //! all along. On shutdown it takes no new jobs, finishes those it holds, and leaves. A
 //! finished result is retried until the coordinator takes it.
 
@@ -482,10 +482,11 @@ async fn deliver(channel: &Channel, outputs: &[(Upload, &JobOutput)], parts: boo
     }
 }
 
-/// Delivers computed jobs as they come: each upload takes every result that finished while
-/// the previous one was on its way, so a busy worker sends many per round trip and an idle
-/// one sends each at once. An upload is retried with backoff until the coordinator answers:
-/// a finished result is never dropped while the worker runs.
+/// Delivers computed jobs as they come: each upload takes what finished while the previous
+/// one was on its way and what finishes within [`LINGER`] after (up to [`GATHER`] results),
+/// so a busy worker sends many per round trip and one with nothing left to compute sends at
+/// once. An upload is retried with backoff until the coordinator answers: a finished result
+/// is never dropped while the worker runs.
 async fn deliver_results(
     channel: Channel,
     mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
