@@ -520,7 +520,7 @@ impl Coordinator {
                 .collect(),
         };
         let uploads = Arc::new(uploads);
-        let mut groups: Vec<(u64, Arc<ResultGroup>)> = Vec::new();
+        let mut groups: Vec<(u64, ResultGroup)> = Vec::new();
         if reserved.iter().any(|&r| r) {
             // Durable before a job counts as done: a completed result survives a crash.
             // Written outside the lock; the reservations keep every other attempt of these
@@ -551,7 +551,7 @@ impl Coordinator {
                     for (batch, results) in by_batch {
                         let group = ResultGroup::new(&results).map_err(std::io::Error::other)?;
                         store.save_results(batch, &group)?;
-                        groups.push((batch, Arc::new(group)));
+                        groups.push((batch, group));
                     }
                     std::io::Result::Ok(groups)
                 }
@@ -796,8 +796,12 @@ impl Fold {
         }
     }
 
-    /// Keeps the tables to write of a group of accepted results, while they fit.
+    /// Keeps the tables to write of a group of accepted results, while they fit. Without
+    /// sums the end reads every result back from the store anyway, so nothing is kept.
     fn keep(&mut self, group: &ResultGroup) {
+        if self.sums.is_none() {
+            return;
+        }
         let Ok(group) = group.owned(&JOB_TABLES) else {
             return;
         };
@@ -1259,19 +1263,14 @@ impl Jobs for Coordinator {
 
     async fn lease(&self, r: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
         let r = r.into_inner();
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(r.wait_ms.min(MAX_LEASE_WAIT_MS).into());
-        loop {
-            // Registered before the queue is looked at, so a submission in between wakes it.
-            let work = self.work.notified();
-            tokio::pin!(work);
-            work.as_mut().enable();
-            let jobs = self.lease_now(r.worker, r.slots as usize)?;
-            if !jobs.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(LeaseReply { jobs }));
-            }
-            let _ = tokio::time::timeout_at(deadline, work).await;
-        }
+        let jobs = waited(
+            &self.work,
+            r.wait_ms,
+            || self.lease_now(r.worker, r.slots as usize),
+            |jobs| !jobs.is_empty(),
+        )
+        .await?;
+        Ok(Response::new(LeaseReply { jobs }))
     }
 
     async fn heartbeat(
@@ -1326,19 +1325,14 @@ impl Jobs for Coordinator {
 
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let r = r.into_inner();
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(r.wait_ms.min(MAX_LEASE_WAIT_MS).into());
-        loop {
-            // Registered before the status is read, so a batch finishing in between wakes it.
-            let finished = self.finished.notified();
-            tokio::pin!(finished);
-            finished.as_mut().enable();
-            let status = self.status_of(&self.lock(), r.batch)?;
-            if status.finished || tokio::time::Instant::now() >= deadline {
-                return Ok(Response::new(status));
-            }
-            let _ = tokio::time::timeout_at(deadline, finished).await;
-        }
+        let status = waited(
+            &self.finished,
+            r.wait_ms,
+            || self.status_of(&self.lock(), r.batch),
+            |s| s.finished,
+        )
+        .await?;
+        Ok(Response::new(status))
     }
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
@@ -1730,8 +1724,31 @@ impl FlightService for Coordinator {
     }
 }
 
-/// Longest a lease call waits for work.
-pub const MAX_LEASE_WAIT_MS: u32 = 1_000;
+/// Longest a lease call waits for work, or a status call for its batch to finish.
+pub const MAX_WAIT_MS: u32 = 1_000;
+
+/// Calls `look` until its answer is `ready` or `wait_ms` (at most [`MAX_WAIT_MS`]) have
+/// passed, looking again whenever `wake` is notified. Registered for the wake-up before each
+/// look, so one in between is not missed.
+async fn waited<T>(
+    wake: &tokio::sync::Notify,
+    wait_ms: u32,
+    look: impl Fn() -> Result<T, Status>,
+    ready: impl Fn(&T) -> bool,
+) -> Result<T, Status> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS).into());
+    loop {
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let answer = look()?;
+        if ready(&answer) || tokio::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        let _ = tokio::time::timeout_at(deadline, woken).await;
+    }
+}
 
 /// Most job attempts one upload may carry.
 pub const MAX_UPLOADS: usize = 4096;
