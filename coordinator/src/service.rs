@@ -676,10 +676,7 @@ impl Coordinator {
         run.aggregating = true;
         // The sums hold every stored result only if each job done was added in this process.
         let done = ends.iter().filter(|e| matches!(e, JobEnd::Done)).count();
-        let mut fold = std::mem::replace(
-            &mut *run.fold.lock().unwrap_or_else(|e| e.into_inner()),
-            Fold::restarted(0),
-        );
+        let mut fold = std::mem::take(&mut *run.fold.lock().unwrap_or_else(|e| e.into_inner()));
         if run.folded != done {
             fold.sums = None;
         }
@@ -747,6 +744,7 @@ struct Ended {
 
 /// What a running batch's accepted results add up to as they come in, so that its end need
 /// not read them back from the store: the portfolio, and each job's tables to write.
+#[derive(Default)]
 struct Fold {
     /// The portfolio's sums; `None` when they would take more memory than [`FOLD_CELLS`]
     /// (the end sums the sleeves from the store then, as after a restart).
@@ -768,6 +766,17 @@ const INLINE_STORE_BYTES: usize = 1 << 20;
 
 /// The tables a batch's end writes for each job.
 const JOB_TABLES: [&str; 3] = ["metrics", "trades", "equity"];
+
+/// Every table an upload may carry: the job tables and the sleeves, alone or in a part.
+const UPLOAD_TABLES: [&str; 7] = [
+    "metrics",
+    "trades",
+    "equity",
+    "calendar",
+    "sleeves",
+    "part_calendar",
+    "part_sums",
+];
 
 impl Fold {
     fn new(dates: &[Date], combos: usize, jobs: usize) -> Self {
@@ -1051,19 +1060,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     let dir = &store.batch_dir(batch);
     std::fs::create_dir_all(dir)?;
     // With the sleeves summed already, only the tables to write are decoded.
-    let wanted: &[&str] = if folded {
-        &["metrics", "trades", "equity"]
-    } else {
-        &[
-            "metrics",
-            "trades",
-            "equity",
-            "calendar",
-            "sleeves",
-            "part_calendar",
-            "part_sums",
-        ]
-    };
+    let wanted: &[&str] = if folded { &JOB_TABLES } else { &UPLOAD_TABLES };
     // Each job's rows go to the files in job order, gathered a row group at a time: memory
     // holds what was kept and one row group of each table, not the batch's tables read
     // back (an equity table runs to millions of rows).
@@ -1091,8 +1088,7 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
                 for p in run.plan.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
                 }
-                let rows = w.finish()?;
-                files.write(Table::Metrics, &[rows.metrics])?;
+                files.write("metrics", &[w.finish()?.metrics])?;
                 sums.add_cash(capital);
                 continue;
             }
@@ -1100,14 +1096,8 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
         if !folded {
             add_result(&mut sums, capital, &result, record.part.is_some());
         }
-        for (table, name) in [
-            (Table::Metrics, "metrics"),
-            (Table::Trades, "trades"),
-            (Table::Equity, "equity"),
-        ] {
-            if let Some(batches) = result.get(name) {
-                files.write(table, batches)?;
-            }
+        for (name, batches) in &result {
+            files.write(name, batches)?;
         }
     }
     let (portfolio, portfolio_metrics) =
@@ -1191,9 +1181,9 @@ impl TableFiles {
         })
     }
 
-    /// Adds one job's rows of `table` (if the batch writes it).
-    fn write(&mut self, table: Table, batches: &[RecordBatch]) -> anyhow::Result<()> {
-        let Some(f) = self.writers.iter_mut().find(|f| f.table == table) else {
+    /// Adds one job's rows of table `name` (if the batch writes it).
+    fn write(&mut self, name: &str, batches: &[RecordBatch]) -> anyhow::Result<()> {
+        let Some(f) = self.writers.iter_mut().find(|f| f.table.name() == name) else {
             return Ok(());
         };
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
@@ -1209,14 +1199,8 @@ impl TableFiles {
     /// Adds the rows of the `k`th job of a kept group.
     fn write_kept(&mut self, group: &ResultGroup, k: usize) -> anyhow::Result<()> {
         for t in &group.tables {
-            let table = match t.name.as_str() {
-                "metrics" => Table::Metrics,
-                "trades" => Table::Trades,
-                "equity" => Table::Equity,
-                _ => continue,
-            };
             if let Some(Some((start, rows))) = t.spans.get(k) {
-                self.write(table, &t.slice(*start, *rows))?;
+                self.write(&t.name, &t.slice(*start, *rows))?;
             }
         }
         Ok(())
@@ -1457,22 +1441,12 @@ impl FlightService for Coordinator {
                 DecodedPayload::Schema(_) => {
                     let name = std::str::from_utf8(&message.inner.app_metadata)
                         .ok()
-                        .filter(|n| {
-                            matches!(
-                                *n,
-                                "metrics"
-                                    | "trades"
-                                    | "equity"
-                                    | "calendar"
-                                    | "sleeves"
-                                    | "part_calendar"
-                                    | "part_sums"
-                            )
-                        })
+                        .filter(|n| UPLOAD_TABLES.contains(n))
                         .ok_or_else(|| {
-                            Status::invalid_argument(
-                                "each table's schema must name it in app_metadata: metrics, trades, equity, calendar, sleeves, part_calendar or part_sums",
-                            )
+                            Status::invalid_argument(format!(
+                                "each table's schema must name it in app_metadata: one of {}",
+                                UPLOAD_TABLES.join(", ")
+                            ))
                         })?;
                     table = Some(name.to_string());
                 }

@@ -56,9 +56,9 @@ pub type Tables = HashMap<String, Vec<RecordBatch>>;
 pub type JobResult<'a> = (u32, &'a Tables, &'a JobRecord);
 
 /// Several of a batch's jobs' results as one: each table the jobs' rows one after another
-/// in one record batch, in buffers of its own (not the upload's). Stored as one record and
+/// (in one record batch, or a big table's parts as they came). Stored as one record and
 /// kept in memory as one, so that a job costs its rows, not tables of its own.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResultGroup {
     pub jobs: Vec<(u32, JobRecord)>,
     /// Per table: its rows, and where each job's rows start and how many there are (`None`
@@ -152,13 +152,10 @@ impl ResultGroup {
         })
     }
 
-    /// The `k`th job's tables named in `wanted` (all of them if `None`), as slices.
-    pub fn tables_of(&self, k: usize, wanted: Option<&[&str]>) -> Tables {
+    /// The `k`th job's tables, as slices.
+    pub fn tables_of(&self, k: usize) -> Tables {
         let mut out = Tables::new();
         for t in &self.tables {
-            if wanted.is_some_and(|w| !w.contains(&t.name.as_str())) {
-                continue;
-            }
             if let Some(Some((start, rows))) = t.spans.get(k) {
                 out.insert(t.name.clone(), t.slice(*start, *rows));
             }
@@ -267,7 +264,8 @@ struct ResultLog {
     file: File,
     len: u64,
     index: HashMap<u32, (u64, usize, JobRecord)>,
-    read: Vec<(u64, std::sync::Arc<ResultGroup>)>,
+    /// Each with its offset and the tables decoded of it.
+    read: Vec<(u64, Vec<String>, std::sync::Arc<ResultGroup>)>,
 }
 
 /// Records read back and kept by a log.
@@ -342,17 +340,19 @@ fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
 /// Reads the record at `offset`, or `None` where the log ends or its last record is cut
 /// short.
 fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<LogRecord>> {
-    let mut magic = [0u8; 4];
-    if offset + 4 <= file_len {
-        file.read_exact_at(&mut magic, offset)?;
+    let mut head = [0u8; 12];
+    let got = head.len().min(file_len.saturating_sub(offset) as usize);
+    file.read_exact_at(&mut head[..got], offset)?;
+    if got >= MAGIC.len() {
+        let magic = &head[..MAGIC.len()];
         // A torn append starts with the magic; anything else is not this log's record, and
         // is not cut off: it may be a result this version cannot read.
-        if &magic != MAGIC {
+        if magic != MAGIC {
             return Err(other(format!(
                 "the record at byte {offset} is not an {} record (it starts {:?}){}",
                 String::from_utf8_lossy(MAGIC),
-                String::from_utf8_lossy(&magic),
-                if &magic == b"XTR1" {
+                String::from_utf8_lossy(magic),
+                if magic == b"XTR1" {
                     ": the log was written by an earlier version, which must finish its batches"
                 } else {
                     ""
@@ -363,8 +363,6 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<Log
     if offset + FRAME > file_len {
         return Ok(None);
     }
-    let mut head = [0u8; 12];
-    file.read_exact_at(&mut head, offset)?;
     let body = u64::from_le_bytes(head[4..12].try_into().map_err(other)?);
     if body > file_len || offset + FRAME + body > file_len {
         return Ok(None);
@@ -390,8 +388,8 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<Option<Log
     }))
 }
 
-/// A record's tables decoded.
-fn decode(r: LogRecord) -> io::Result<ResultGroup> {
+/// A record's tables named in `wanted`, decoded.
+fn decode(r: LogRecord, wanted: &[&str]) -> io::Result<ResultGroup> {
     let mut tables = Vec::with_capacity(r.header.tables.len());
     let mut at = 0usize;
     for (name, size, spans) in r.header.tables {
@@ -400,6 +398,9 @@ fn decode(r: LogRecord) -> io::Result<ResultGroup> {
             .get(at..at + size as usize)
             .ok_or_else(|| other(format!("table {name} cut short")))?;
         at += size as usize;
+        if !wanted.contains(&name.as_str()) {
+            continue;
+        }
         let reader = StreamReader::try_new(bytes, None).map_err(other)?;
         let rows = reader.collect::<Result<Vec<_>, _>>().map_err(other)?;
         let total: usize = rows.iter().map(|b| b.num_rows()).sum();
@@ -503,8 +504,8 @@ impl StateStore for EmbeddedStore {
                 // Cut a partial append off, so the next record starts on a boundary.
                 let _ = log.file.set_len(log.len);
             })?;
-            for (k, ((job, record), _)) in group.jobs.iter().zip(&fresh).enumerate() {
-                if fresh[k] {
+            for (k, ((job, record), fresh)) in group.jobs.iter().zip(fresh).enumerate() {
+                if fresh {
                     log.index.insert(*job, (log.len, k, record.clone()));
                 }
             }
@@ -523,23 +524,29 @@ impl StateStore for EmbeddedStore {
             let Some((offset, k, record)) = log.index.get(&job).cloned() else {
                 return Ok(None);
             };
-            let group = match log.read.iter().find(|(at, _)| *at == offset) {
-                Some((_, g)) => g.clone(),
+            let group = match log
+                .read
+                .iter()
+                .find(|(at, names, _)| *at == offset && names.iter().eq(wanted))
+            {
+                Some((_, _, g)) => g.clone(),
                 None => {
                     let r = read_record(&log.file, offset, log.len)?.ok_or_else(|| {
                         other(format!("batch {id} job {job}: result record unreadable"))
                     })?;
                     let g = std::sync::Arc::new(
-                        decode(r).map_err(|e| other(format!("batch {id} job {job}: {e}")))?,
+                        decode(r, wanted)
+                            .map_err(|e| other(format!("batch {id} job {job}: {e}")))?,
                     );
                     if log.read.len() == READ_CACHE {
                         log.read.remove(0);
                     }
-                    log.read.push((offset, g.clone()));
+                    let names = wanted.iter().map(|n| n.to_string()).collect();
+                    log.read.push((offset, names, g.clone()));
                     g
                 }
             };
-            Ok(Some((record, group.tables_of(k, Some(wanted)))))
+            Ok(Some((record, group.tables_of(k))))
         })
     }
 
@@ -609,6 +616,14 @@ mod tests {
             .collect()
     }
 
+    /// A fresh store root for test `name`, with batch `batch`'s directory made.
+    fn scratch(name: &str, batch: u64) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("xt-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join(batch.to_string())).unwrap();
+        root
+    }
+
     fn group(results: &[JobResult<'_>]) -> ResultGroup {
         ResultGroup::new(results).unwrap()
     }
@@ -622,8 +637,7 @@ mod tests {
 
     #[test]
     fn results_survive_reopen_first_wins_and_a_torn_tail_is_cut() {
-        let root = std::env::temp_dir().join(format!("xt-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = scratch("reopen", 7);
         let store = EmbeddedStore::open(&root).unwrap();
         let record = BatchRecord {
             spec: BatchSpec::new("synthetic://?symbols=3", "macd"),
@@ -702,9 +716,7 @@ mod tests {
 
     #[test]
     fn a_big_table_is_stored_in_its_parts_and_read_back_whole() {
-        let root = std::env::temp_dir().join(format!("xt-store-big-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("1")).unwrap();
+        let root = scratch("big", 1);
         let store = EmbeddedStore::open(&root).unwrap();
         let part = |k: i32| table(&(k * 300_000..(k + 1) * 300_000).collect::<Vec<_>>());
         let parts: Vec<RecordBatch> = (0..3).map(|k| part(k)["metrics"][0].clone()).collect();
@@ -728,9 +740,7 @@ mod tests {
 
     #[test]
     fn a_log_of_another_format_is_refused_not_cut() {
-        let root = std::env::temp_dir().join(format!("xt-store-old-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("2")).unwrap();
+        let root = scratch("old", 2);
         let old = b"XTR1\x00\x00\x00\x00 an earlier version's record".to_vec();
         std::fs::write(root.join("2/results.log"), &old).unwrap();
         let store = EmbeddedStore::open(&root).unwrap();
@@ -765,9 +775,7 @@ mod tests {
 
     #[test]
     fn results_stored_together_are_kept_or_cut_together() {
-        let root = std::env::temp_dir().join(format!("xt-store-part-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("3")).unwrap();
+        let root = scratch("part", 3);
         let member = |part| JobRecord {
             bars: 1,
             part: Some(part),

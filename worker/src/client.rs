@@ -237,14 +237,13 @@ fn table_messages(rows: &[(usize, &RecordBatch)]) -> Result<Vec<(String, RecordB
     };
     for &(i, b) in rows {
         let size = b.get_array_memory_size();
-        if size > MESSAGE_BYTES {
-            flush(&mut group, &mut messages)?;
-            messages.extend(message_slices(b).map(|s| (i.to_string(), s)));
-            continue;
-        }
-        if bytes + size > MESSAGE_BYTES {
+        if size > MESSAGE_BYTES || bytes + size > MESSAGE_BYTES {
             flush(&mut group, &mut messages)?;
             bytes = 0;
+        }
+        if size > MESSAGE_BYTES {
+            messages.extend(message_slices(b).map(|s| (i.to_string(), s)));
+            continue;
         }
         bytes += size;
         group.push((i, b));
