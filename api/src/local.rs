@@ -139,10 +139,7 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = xt_coordinator::local::runtime()?;
     let started = Instant::now();
     let result = runtime.block_on(on_loopback(&spec, &state, workers, slots, args.quiet));
     let elapsed = started.elapsed().as_secs_f64();

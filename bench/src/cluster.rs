@@ -387,9 +387,11 @@ pub fn overhead(
         ]);
     };
     row(format!("in-process rayon runner, {cores} threads"), &local);
+    // `xt local`'s runtime, not this bench's.
+    let local_runtime = xt_coordinator::local::runtime()?;
     for workers in [1, 2, 4] {
         let t = timed(runs, 1, || {
-            runtime.block_on(through_cluster(&spec, workers))
+            local_runtime.block_on(through_cluster(&spec, workers))
         })?;
         row(
             format!(
@@ -455,7 +457,12 @@ pub fn one_path(
     let cores = crate::machine::cores();
     match path {
         "in-process" => in_process(&spec, cores, runs),
-        "local" => timed(runs, 1, || runtime.block_on(through_cluster(&spec, 1))),
+        "local" => {
+            let local_runtime = xt_coordinator::local::runtime()?;
+            timed(runs, 1, || {
+                local_runtime.block_on(through_cluster(&spec, 1))
+            })
+        }
         _ => timed(runs, 1, || {
             runtime.block_on(through_processes(&spec, 1, cores))
         }),
