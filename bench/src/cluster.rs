@@ -360,7 +360,6 @@ pub fn overhead(
 ) -> anyhow::Result<(Table, Target)> {
     let spec = batch_spec(symbols, years, strategy, grid)?;
     let cores = crate::machine::cores();
-    let local = in_process(&spec, cores, runs)?;
     let mut table = Table::new(
         format!(
             "Cluster overhead: {symbols} symbols x {years} years, {strategy}{} ({} bar evaluations), submission to tables written",
@@ -371,53 +370,105 @@ pub fn overhead(
             "path",
             "seconds (median, spread)",
             "CPU seconds",
-            "vs in-process",
+            "vs in-process (median of rounds)",
         ],
     );
+    // The paths take turns, one batch each a round (the first round a warm-up, each round
+    // starting at the next path), and each is compared with the in-process run of its own
+    // round: on a machine whose speed drifts over minutes, measuring one path's runs after
+    // another's would compare the drift.
+    let synth = match xt_shared::spec::DataSpec::parse(&spec.data)? {
+        xt_shared::spec::DataSpec::Synthetic {
+            symbols,
+            years,
+            seed,
+        } => SyntheticMarket::new(symbols, years, seed),
+        other => anyhow::bail!("a synthetic batch, not {other:?}"),
+    };
+    let universe = synth.universe();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
+    // `xt local`'s runtime, not this bench's.
+    let local_runtime = xt_coordinator::local::runtime()?;
+    const PATHS: usize = 5;
+    // Per path and round: seconds, this process's CPU seconds, the worker process's.
+    let mut runs_of: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); PATHS];
+    for round in 0..=runs.max(1) {
+        let mut this_round = [(0.0, 0.0, 0.0); PATHS];
+        for k in 0..PATHS {
+            let path = (round + k) % PATHS;
+            let cpu = cpu_seconds();
+            let (t, worker_cpu) = match path {
+                0 => {
+                    let t = Instant::now();
+                    pool.install(|| xt_worker::runner::run_batch(&spec, &synth, &universe))?;
+                    (t.elapsed(), 0.0)
+                }
+                1..=3 => {
+                    let workers = [1, 2, 4][path - 1];
+                    let t = local_runtime.block_on(through_cluster(&spec, workers))?;
+                    (t, 0.0)
+                }
+                _ => runtime.block_on(through_processes_cpu(&spec, 1, cores))?,
+            };
+            this_round[path] = (t.as_secs_f64(), cpu_seconds() - cpu, worker_cpu);
+        }
+        if round > 0 {
+            for (path, r) in this_round.into_iter().enumerate() {
+                runs_of[path].push(r);
+            }
+        }
+    }
+    let mean = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        v.iter().map(f).sum::<f64>() / v.len() as f64
+    };
+    let timing = |path: usize| {
+        Timing::from_seconds(
+            runs_of[path].iter().map(|r| r.0).collect(),
+            mean(&runs_of[path], |r| r.1),
+        )
+    };
+    let ratio = |path: usize| {
+        Timing::from_seconds(
+            runs_of[path]
+                .iter()
+                .zip(&runs_of[0])
+                .map(|(r, base)| r.0 / base.0)
+                .collect(),
+            0.0,
+        )
+    };
+    let local = timing(0);
     let mut best: f64 = f64::INFINITY;
-    let mut row = |name: String, t: &Timing| {
-        if !name.starts_with("in-process") {
-            best = best.min(t.median / local.median);
+    let names = [
+        format!("in-process rayon runner, {cores} threads"),
+        "xt local: coordinator + 1 in-process worker(s) on loopback gRPC/Flight".to_string(),
+        "xt local: coordinator + 2 in-process worker(s) on loopback gRPC/Flight".to_string(),
+        "xt local: coordinator + 4 in-process worker(s) on loopback gRPC/Flight".to_string(),
+        format!("coordinator + 1 worker process of {cores} slots"),
+    ];
+    for (path, name) in names.into_iter().enumerate() {
+        let r = ratio(path);
+        if path > 0 {
+            best = best.min(r.median);
         }
         table.row(vec![
             name,
-            t.show(),
-            format!("{:.2}", t.cpu),
-            format!("{:.2}x", t.median / local.median),
+            timing(path).show(),
+            format!("{:.2}", timing(path).cpu),
+            if path == 0 {
+                "1.00x".to_string()
+            } else {
+                format!("{:.2}x ({:.2}-{:.2})", r.median, r.min, r.max)
+            },
         ]);
-    };
-    row(format!("in-process rayon runner, {cores} threads"), &local);
-    // `xt local`'s runtime, not this bench's.
-    let local_runtime = xt_coordinator::local::runtime()?;
-    for workers in [1, 2, 4] {
-        let t = timed(runs, 1, || {
-            local_runtime.block_on(through_cluster(&spec, workers))
-        })?;
-        row(
-            format!(
-                "xt local: coordinator + {workers} in-process worker(s) on loopback gRPC/Flight"
-            ),
-            &t,
-        );
     }
-    let coordinator_cpu = cpu_seconds();
-    let mut worker_cpu = Vec::new();
-    let mut seconds = Vec::new();
-    for run in 0..=runs.max(1) {
-        let (t, cpu) = runtime.block_on(through_processes_cpu(&spec, 1, cores))?;
-        // The first is a warm-up.
-        if run > 0 {
-            seconds.push(t.as_secs_f64());
-            worker_cpu.push(cpu);
-        }
-    }
-    let coordinator_cpu = (cpu_seconds() - coordinator_cpu) / (runs.max(1) + 1) as f64;
-    let t = Timing::from_seconds(seconds, coordinator_cpu);
-    row(
-        format!("coordinator + 1 worker process of {cores} slots"),
-        &t,
-    );
+    let coordinator_cpu = timing(PATHS - 1).cpu;
+    let worker_cpu: Vec<f64> = runs_of[PATHS - 1].iter().map(|r| r.2).collect();
     let worker_cpu = Timing::from_seconds(worker_cpu, 0.0).median;
+    table.note(format!(
+        "The paths took turns, one batch each a round ({} rounds after a warm-up, each round starting at the next path); each ratio is to the in-process run of the same round, median and spread over the rounds.",
+        runs.max(1)
+    ));
     table.note(
         "CPU seconds are this process's: the coordinator, and the in-process workers where there are some (a worker process's CPU is not in it).",
     );
