@@ -327,16 +327,21 @@ pub fn batch_spec(
     Ok(spec)
 }
 
-/// The in-process runner's time for `spec` on a rayon pool of `threads`.
-pub fn in_process(spec: &BatchSpec, threads: usize, runs: usize) -> anyhow::Result<Timing> {
-    let synth = match xt_shared::spec::DataSpec::parse(&spec.data)? {
+/// The synthetic market a bench batch runs on.
+fn synthetic_market(spec: &BatchSpec) -> anyhow::Result<SyntheticMarket> {
+    match xt_shared::spec::DataSpec::parse(&spec.data)? {
         xt_shared::spec::DataSpec::Synthetic {
             symbols,
             years,
             seed,
-        } => SyntheticMarket::new(symbols, years, seed),
+        } => Ok(SyntheticMarket::new(symbols, years, seed)),
         other => anyhow::bail!("a synthetic batch, not {other:?}"),
-    };
+    }
+}
+
+/// The in-process runner's time for `spec` on a rayon pool of `threads`.
+pub fn in_process(spec: &BatchSpec, threads: usize, runs: usize) -> anyhow::Result<Timing> {
+    let synth = synthetic_market(spec)?;
     let universe = synth.universe();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -377,14 +382,7 @@ pub fn overhead(
     // starting at the next path), and each is compared with the in-process run of its own
     // round: on a machine whose speed drifts over minutes, measuring one path's runs after
     // another's would compare the drift.
-    let synth = match xt_shared::spec::DataSpec::parse(&spec.data)? {
-        xt_shared::spec::DataSpec::Synthetic {
-            symbols,
-            years,
-            seed,
-        } => SyntheticMarket::new(symbols, years, seed),
-        other => anyhow::bail!("a synthetic batch, not {other:?}"),
-    };
+    let synth = synthetic_market(&spec)?;
     let universe = synth.universe();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
     // `xt local`'s runtime, not this bench's.
