@@ -445,14 +445,14 @@ pub fn overhead(
         format!("coordinator + 1 worker process of {cores} slots"),
     ];
     for (path, name) in names.into_iter().enumerate() {
-        let r = ratio(path);
+        let (t, r) = (timing(path), ratio(path));
         if path > 0 {
             best = best.min(r.median);
         }
         table.row(vec![
             name,
-            timing(path).show(),
-            format!("{:.2}", timing(path).cpu),
+            t.show(),
+            format!("{:.2}", t.cpu),
             if path == 0 {
                 "1.00x".to_string()
             } else {

@@ -437,7 +437,8 @@ const IDLE_WAIT_MS: u32 = 250;
 /// wait.
 const LINGER: Duration = Duration::from_millis(3);
 
-/// Results a worker holds undelivered beyond its queue before it stops leasing.
+/// A worker stops leasing once it holds more computed and undelivered results (an
+/// unreachable coordinator) than twice its queue and this many.
 const UNDELIVERED: usize = 32;
 
 /// Most attempts, and about the most bytes of tables, one upload carries.
@@ -488,8 +489,9 @@ async fn deliver(channel: &Channel, outputs: &[(Upload, &JobOutput)], parts: boo
 /// one was on its way and what finishes within [`LINGER`] after, so a busy worker sends many
 /// per round trip and one with nothing left to compute sends at once. The wait is a timer
 /// (cut short when the last job running finishes), not a wake-up per finished job: on
-/// shared cores every wake-up of this task preempts a job. An upload is retried with backoff until the coordinator answers: a finished result
-/// is never dropped while the worker runs.
+/// shared cores every wake-up of this task preempts a job. An upload is retried with
+/// backoff until the coordinator answers: a finished result is never dropped while the
+/// worker runs.
 async fn deliver_results(
     channel: Channel,
     mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
@@ -719,6 +721,8 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     Ordering::Relaxed,
                 );
                 delivering.fetch_add(1, Ordering::SeqCst);
+                // Sent before it stops counting as computing: once `settled` says nothing is
+                // left, the deliverer finds every result in the channel.
                 let _ = finished.send(Finished {
                     worker,
                     lease,
