@@ -339,7 +339,54 @@ fn synthetic_market(spec: &BatchSpec) -> anyhow::Result<SyntheticMarket> {
     }
 }
 
-/// The in-process runner's time for `spec` on a rayon pool of `threads`.
+/// One batch through the in-process runner on `pool`, its tables written to `dir` as the
+/// coordinator writes a finished batch's: each table the spec keeps as Parquet with the same
+/// writer settings, and the summary. Like for like with the cluster paths, whose time ends
+/// with those files.
+fn in_process_written(
+    pool: &rayon::ThreadPool,
+    spec: &BatchSpec,
+    synth: &SyntheticMarket,
+    universe: &xt_shared::Universe,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use xt_shared::spec::Table as T;
+    let r = pool.install(|| xt_worker::runner::run_batch(spec, synth, universe))?;
+    std::fs::create_dir_all(dir)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(131_072))
+        .build();
+    let tables = [
+        (T::Metrics, Some(&r.metrics)),
+        (T::Trades, r.trades.as_ref()),
+        (T::Equity, r.equity.as_ref()),
+        (T::Portfolio, Some(&r.outcome.portfolio)),
+    ];
+    for (table, batch) in tables {
+        if let Some(batch) = batch.filter(|_| spec.wants(table)) {
+            let file = std::fs::File::create(dir.join(format!("{}.parquet", table.name())))?;
+            let mut w =
+                parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props.clone()))?;
+            w.write(batch)?;
+            w.close()?;
+        }
+    }
+    let portfolio: serde_json::Map<String, serde_json::Value> = r
+        .outcome
+        .portfolio_metrics
+        .iter()
+        .map(|(p, m)| Ok((p.clone(), serde_json::to_value(m)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let summary = serde_json::json!({ "jobs": r.outcome.jobs, "portfolio": portfolio });
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
+    Ok(())
+}
+
+/// The in-process runner's time for `spec` on a rayon pool of `threads` (the engine alone:
+/// no tables written).
 pub fn in_process(spec: &BatchSpec, threads: usize, runs: usize) -> anyhow::Result<Timing> {
     let synth = synthetic_market(spec)?;
     let universe = synth.universe();
@@ -387,6 +434,7 @@ pub fn overhead(
     let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
     // `xt local`'s runtime, not this bench's.
     let local_runtime = xt_coordinator::local::runtime()?;
+    let out = state_dir("in-process");
     const PATHS: usize = 5;
     // Per path and round: seconds, this process's CPU seconds, the worker process's.
     let mut runs_of: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); PATHS];
@@ -398,7 +446,7 @@ pub fn overhead(
             let (t, worker_cpu) = match path {
                 0 => {
                     let t = Instant::now();
-                    pool.install(|| xt_worker::runner::run_batch(&spec, &synth, &universe))?;
+                    in_process_written(&pool, &spec, &synth, &universe, &out)?;
                     (t.elapsed(), 0.0)
                 }
                 1..=3 => {
@@ -416,6 +464,7 @@ pub fn overhead(
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&out);
     let mean = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
         v.iter().map(f).sum::<f64>() / v.len() as f64
     };
@@ -438,7 +487,7 @@ pub fn overhead(
     let local = timing(0);
     let mut best: f64 = f64::INFINITY;
     let names = [
-        format!("in-process rayon runner, {cores} threads"),
+        format!("in-process rayon runner, {cores} threads, the same tables written"),
         "xt local: coordinator + 1 in-process worker(s) on loopback gRPC/Flight".to_string(),
         "xt local: coordinator + 2 in-process worker(s) on loopback gRPC/Flight".to_string(),
         "xt local: coordinator + 4 in-process worker(s) on loopback gRPC/Flight".to_string(),
@@ -505,7 +554,19 @@ pub fn one_path(
     let spec = batch_spec(symbols, years, "macd", None)?;
     let cores = crate::machine::cores();
     match path {
-        "in-process" => in_process(&spec, cores, runs),
+        "in-process" => {
+            let synth = synthetic_market(&spec)?;
+            let universe = synth.universe();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
+            let out = state_dir("in-process");
+            let t = timed(runs, 1, || {
+                let t = Instant::now();
+                in_process_written(&pool, &spec, &synth, &universe, &out)?;
+                Ok(t.elapsed())
+            });
+            let _ = std::fs::remove_dir_all(&out);
+            t
+        }
         "local" => {
             let local_runtime = xt_coordinator::local::runtime()?;
             timed(runs, 1, || {

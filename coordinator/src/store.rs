@@ -172,9 +172,16 @@ impl ResultGroup {
             .iter()
             .filter(|t| names.contains(&t.name.as_str()))
         {
+            // All of a table's rows copied at once: a copy per job's slice costs a pass per
+            // column and slice, which for a one-row metrics slice outweighs its bytes.
+            let rows = match t.rows.as_slice() {
+                [] => Vec::new(),
+                [one] => vec![owned(one)?],
+                many => vec![arrow::compute::concat_batches(&many[0].schema(), many)?],
+            };
             tables.push(GroupTable {
                 name: t.name.clone(),
-                rows: t.rows.iter().map(owned).collect::<Result<_, _>>()?,
+                rows,
                 spans: t.spans.clone(),
             });
         }
@@ -771,6 +778,48 @@ mod tests {
         assert_eq!(rows(5, 1), [5]);
         assert_eq!(t.slice(4, 0).len(), 1, "an empty table is still there");
         assert_eq!(rows(4, 0), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn kept_tables_hold_each_jobs_rows_in_buffers_of_their_own() {
+        // One upload's metrics: a record batch of three jobs' rows, sliced per job, as
+        // `do_put` hands them over (big enough for the group to keep the slices as they
+        // are); and a table the group is not asked to keep.
+        let all: Vec<i32> = (0..400_000).collect();
+        let upload = table(&all)["metrics"][0].clone();
+        let (a, b, c) = (
+            upload.slice(0, 1),
+            upload.slice(1, 2),
+            upload.slice(3, 399_997),
+        );
+        let jobs = [
+            Tables::from([("metrics".to_string(), vec![a]), ("sleeves".into(), vec![])]),
+            Tables::from([("metrics".to_string(), vec![b])]),
+            Tables::from([("metrics".to_string(), vec![c])]),
+        ];
+        let record = JobRecord::default();
+        let results: Vec<JobResult<'_>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (j as u32, t, &record))
+            .collect();
+        let gathered = group(&results);
+        assert_eq!(gathered.tables[0].rows.len(), 3, "slices, not copied");
+        let kept = gathered.owned(&["metrics"]).unwrap();
+        assert_eq!(kept.tables.len(), 1, "only the tables asked for");
+        let per_job: Vec<Vec<i32>> = (0..3).map(|k| values(&kept.tables_of(k))).collect();
+        assert_eq!(per_job, [vec![0], vec![1, 2], all[3..].to_vec()]);
+        // No buffer of the kept rows lies inside the upload's.
+        let range = |b: &RecordBatch| {
+            let v = b.column(0).as_primitive::<Int32Type>().values();
+            let p = v.as_ptr() as usize;
+            p..p + v.len() * 4
+        };
+        let theirs = range(&upload);
+        for rows in &kept.tables[0].rows {
+            let ours = range(rows);
+            assert!(ours.end <= theirs.start || ours.start >= theirs.end);
+        }
     }
 
     #[test]
