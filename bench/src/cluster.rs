@@ -339,9 +339,9 @@ fn synthetic_market(spec: &BatchSpec) -> anyhow::Result<SyntheticMarket> {
     }
 }
 
-/// One batch through the in-process runner on `pool`, its tables written to `dir` as the
-/// coordinator writes a finished batch's: each table the spec keeps as Parquet with the same
-/// writer settings, and the summary. Like for like with the cluster paths, whose time ends
+/// One batch through the in-process runner on `pool`, its tables written to `dir` by the
+/// coordinator's own writer (the tables the spec keeps, Parquet, the same settings) and a
+/// summary of its portfolio metrics: like for like with the cluster paths, whose time ends
 /// with those files.
 fn in_process_written(
     pool: &rayon::ThreadPool,
@@ -350,27 +350,21 @@ fn in_process_written(
     universe: &xt_shared::Universe,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use xt_shared::spec::Table as T;
     let r = pool.install(|| xt_worker::runner::run_batch(spec, synth, universe))?;
     std::fs::create_dir_all(dir)?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(131_072))
-        .build();
-    let tables = [
-        (T::Metrics, Some(&r.metrics)),
-        (T::Trades, r.trades.as_ref()),
-        (T::Equity, r.equity.as_ref()),
-        (T::Portfolio, Some(&r.outcome.portfolio)),
-    ];
-    for (table, batch) in tables {
-        if let Some(batch) = batch.filter(|_| spec.wants(table)) {
-            let file = std::fs::File::create(dir.join(format!("{}.parquet", table.name())))?;
-            let mut w =
-                parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props.clone()))?;
-            w.write(batch)?;
-            w.close()?;
-        }
-    }
+    let mut tables: Vec<(&str, &[RecordBatch])> =
+        vec![("metrics", std::slice::from_ref(&r.metrics))];
+    tables.extend(
+        r.trades
+            .as_ref()
+            .map(|t| ("trades", std::slice::from_ref(t))),
+    );
+    tables.extend(
+        r.equity
+            .as_ref()
+            .map(|t| ("equity", std::slice::from_ref(t))),
+    );
+    xt_coordinator::service::write_tables(dir, spec, &tables, &r.outcome.portfolio)?;
     let portfolio: serde_json::Map<String, serde_json::Value> = r
         .outcome
         .portfolio_metrics
@@ -385,19 +379,32 @@ fn in_process_written(
     Ok(())
 }
 
-/// The in-process runner's time for `spec` on a rayon pool of `threads` (the engine alone:
-/// no tables written).
-pub fn in_process(spec: &BatchSpec, threads: usize, runs: usize) -> anyhow::Result<Timing> {
+/// The in-process runner's time for `spec` on a rayon pool of `threads`: with `written`,
+/// its tables written as the cluster paths' are (see [`in_process_written`]); without, the
+/// engine alone.
+pub fn in_process(
+    spec: &BatchSpec,
+    threads: usize,
+    runs: usize,
+    written: bool,
+) -> anyhow::Result<Timing> {
     let synth = synthetic_market(spec)?;
     let universe = synth.universe();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    timed(runs, 1, || {
+    let out = state_dir("in-process");
+    let timing = timed(runs, 1, || {
         let t = Instant::now();
-        pool.install(|| xt_worker::runner::run_batch(spec, &synth, &universe))?;
+        if written {
+            in_process_written(&pool, spec, &synth, &universe, &out)?;
+        } else {
+            pool.install(|| xt_worker::runner::run_batch(spec, &synth, &universe))?;
+        }
         Ok(t.elapsed())
-    })
+    });
+    let _ = std::fs::remove_dir_all(&out);
+    timing
 }
 
 /// The same batch in process and through the cluster on loopback: in-process workers
@@ -554,19 +561,7 @@ pub fn one_path(
     let spec = batch_spec(symbols, years, "macd", None)?;
     let cores = crate::machine::cores();
     match path {
-        "in-process" => {
-            let synth = synthetic_market(&spec)?;
-            let universe = synth.universe();
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
-            let out = state_dir("in-process");
-            let t = timed(runs, 1, || {
-                let t = Instant::now();
-                in_process_written(&pool, &spec, &synth, &universe, &out)?;
-                Ok(t.elapsed())
-            });
-            let _ = std::fs::remove_dir_all(&out);
-            t
-        }
+        "in-process" => in_process(&spec, cores, runs, true),
         "local" => {
             let local_runtime = xt_coordinator::local::runtime()?;
             timed(runs, 1, || {

@@ -10,7 +10,7 @@ use crate::report::{Table, Timing, count};
 /// One case in this process: prints `{"seconds": s, "peak_mb": m}` (peak resident memory).
 pub fn case(symbols: usize, years: usize, grid: Option<&str>) -> anyhow::Result<()> {
     let spec = batch_spec(symbols, years, "sma_cross", grid)?;
-    let timing = in_process(&spec, crate::machine::cores(), 1)?;
+    let timing = in_process(&spec, crate::machine::cores(), 1, false)?;
     let peak = crate::report::status_kb("VmHWM:") as f64 / 1024.0;
     println!("{}", json!({"seconds": timing.median, "peak_mb": peak}));
     Ok(())

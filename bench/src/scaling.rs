@@ -44,7 +44,7 @@ pub fn run(
     threads.push(cores);
     let (mut one_thread, mut all) = (0.0, 0.0);
     for &n in &threads {
-        let t = in_process(&spec, n, runs)?;
+        let t = in_process(&spec, n, runs, false)?;
         if n == 1 {
             one_thread = t.median;
         }

@@ -1114,6 +1114,23 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
     Ok(summary)
 }
 
+/// Writes a batch's tables to `dir` as a finished batch's are: each of `tables` (`metrics`,
+/// `trades`, `equity`: its rows in job order) that the spec keeps, and the portfolio, with
+/// the same writer settings, each under a temporary name until whole. For a batch run
+/// elsewhere (the bench's in-process runner) to end where the cluster's batches end.
+pub fn write_tables(
+    dir: &std::path::Path,
+    spec: &BatchSpec,
+    tables: &[(&str, &[RecordBatch])],
+    portfolio: &RecordBatch,
+) -> anyhow::Result<()> {
+    let mut files = TableFiles::create(dir, spec)?;
+    for (name, batches) in tables {
+        files.write(name, batches)?;
+    }
+    files.finish(portfolio)
+}
+
 /// A finished batch's Parquet files, written job by job. Each is written under a temporary
 /// name and renamed when whole, so a reader never sees half a table. Rows are gathered and
 /// handed to the writer a row group at a time: a write per job costs more than its rows.

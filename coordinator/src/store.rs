@@ -793,7 +793,10 @@ mod tests {
             upload.slice(3, 399_997),
         );
         let jobs = [
-            Tables::from([("metrics".to_string(), vec![a]), ("sleeves".into(), vec![])]),
+            Tables::from([
+                ("metrics".to_string(), vec![a]),
+                ("sleeves".into(), table(&[7])["metrics"].clone()),
+            ]),
             Tables::from([("metrics".to_string(), vec![b])]),
             Tables::from([("metrics".to_string(), vec![c])]),
         ];
@@ -804,6 +807,7 @@ mod tests {
             .map(|(j, t)| (j as u32, t, &record))
             .collect();
         let gathered = group(&results);
+        assert_eq!(gathered.tables.len(), 2, "metrics and sleeves");
         assert_eq!(gathered.tables[0].rows.len(), 3, "slices, not copied");
         let kept = gathered.owned(&["metrics"]).unwrap();
         assert_eq!(kept.tables.len(), 1, "only the tables asked for");
