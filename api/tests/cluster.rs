@@ -248,7 +248,9 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let state = scratch("cluster-drain");
     let (_coordinator, url) = coordinator(&state);
     let mut first = worker(&url);
-    let spec = BatchSpec::new("synthetic://?symbols=60&years=6&seed=8", "turtle");
+    // More jobs than one worker holds (up to 24 rounds of its slots queued, see
+    // `queued_rounds`), so some are still queued when it drains.
+    let spec = BatchSpec::new("synthetic://?symbols=300&years=6&seed=8", "turtle");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     loop {
@@ -290,14 +292,14 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     );
     let _second = worker(&url);
     let status = wait_finished(&mut client, reply.batch).await;
-    assert_eq!((status.done, status.failed), (60, 0));
+    assert_eq!((status.done, status.failed), (300, 0));
     let metrics = read(
         &state
             .join("batches")
             .join(reply.batch.to_string())
             .join("metrics.parquet"),
     );
-    assert_eq!(final_equity(&metrics).len(), 60);
+    assert_eq!(final_equity(&metrics).len(), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

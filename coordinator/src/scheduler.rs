@@ -243,6 +243,17 @@ impl Scheduler {
         slots: usize,
         now: Instant,
     ) -> Result<Vec<Lease>, ScheduleError> {
+        // No worker takes more than its share of what is queued: workers lease several
+        // rounds of short jobs ahead, and at a batch's end the jobs one of them holds
+        // would leave the others idle.
+        let workers = self.workers.values().filter(|w| !w.draining).count().max(1);
+        let queued: usize = self
+            .ring
+            .iter()
+            .filter_map(|b| self.batches.get(b))
+            .map(|b| b.queue.len())
+            .sum();
+        let slots = slots.min(queued.div_ceil(workers).max(1));
         let w = self
             .workers
             .get_mut(&worker)
@@ -605,6 +616,30 @@ mod tests {
         }
         assert_eq!(s.progress(2).unwrap().queued, 0);
         assert!(s.progress(1).unwrap().queued > 4_900);
+    }
+
+    #[test]
+    fn no_worker_leases_more_than_its_share_of_the_queue() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(TTL, 3);
+        s.submit(1, 30).unwrap();
+        let alone = s.register(t);
+        assert_eq!(
+            s.lease(alone, 4, t).unwrap().len(),
+            4,
+            "alone: what it asks"
+        );
+        let (a, b) = (s.register(t), s.register(t));
+        // 26 queued, 3 workers: at most 9 each, of what is left each time.
+        assert_eq!(s.lease(a, 50, t).unwrap().len(), 9);
+        assert_eq!(s.lease(b, 50, t).unwrap().len(), 6);
+        s.drain(alone);
+        // A draining worker takes no share: 11 queued, 2 workers.
+        assert_eq!(s.lease(a, 50, t).unwrap().len(), 6);
+        assert_eq!(s.lease(b, 50, t).unwrap().len(), 3);
+        assert_eq!(s.lease(a, 50, t).unwrap().len(), 1);
+        assert_eq!(s.lease(b, 50, t).unwrap().len(), 1);
+        assert_eq!(s.queue_depth(), 0);
     }
 
     #[test]

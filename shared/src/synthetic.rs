@@ -80,18 +80,15 @@ impl SyntheticMarket {
         }
     }
 
-    /// Trading days: weekdays from 2015-01-05.
+    /// Trading days: weekdays from Monday 2015-01-05, five a week. In closed form rather
+    /// than by testing each day: every job's bars and every member's dates in planning
+    /// start from it, and planning runs before any job can.
     fn calendar(&self) -> Vec<Date> {
-        let n = self.years * DAYS_PER_YEAR;
-        let mut out = Vec::with_capacity(n);
-        let mut d = ymd(2015, 1, 5).expect("a valid date");
-        while out.len() < n {
-            if weekday(d) < 5 {
-                out.push(d);
-            }
-            d += 1;
-        }
-        out
+        let monday = ymd(2015, 1, 5).expect("a valid date");
+        debug_assert_eq!(weekday(monday), 0);
+        (0..(self.years * DAYS_PER_YEAR) as Date)
+            .map(|k| monday + 7 * (k / 5) + k % 5)
+            .collect()
     }
 
     /// The bars of symbol `i`.
@@ -194,6 +191,20 @@ impl BarSource for SyntheticMarket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_calendar_is_every_weekday_from_its_first_monday() {
+        let m = SyntheticMarket::new(1, 3, 1);
+        let mut expected = Vec::new();
+        let mut d = ymd(2015, 1, 5).unwrap();
+        while expected.len() < 3 * DAYS_PER_YEAR {
+            if weekday(d) < 5 {
+                expected.push(d);
+            }
+            d += 1;
+        }
+        assert_eq!(m.calendar(), expected);
+    }
 
     #[test]
     fn same_seed_same_bars_and_every_rule_exercised() {

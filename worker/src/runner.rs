@@ -169,9 +169,12 @@ pub fn run_plan(
     ));
     let (done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let total = plan.batch.jobs.len();
+    // One job a task: rayon's default splitting hands each thread a run of jobs it cannot
+    // share, so a batch used to end with one core idle for the last tens of milliseconds.
     plan.batch
         .jobs
         .par_iter()
+        .with_max_len(1)
         .enumerate()
         .try_for_each(|(i, job)| {
             let bars = source
