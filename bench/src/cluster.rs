@@ -365,12 +365,7 @@ fn in_process_written(
             .map(|t| ("equity", std::slice::from_ref(t))),
     );
     xt_coordinator::service::write_tables(dir, spec, &tables, &r.outcome.portfolio)?;
-    let portfolio: serde_json::Map<String, serde_json::Value> = r
-        .outcome
-        .portfolio_metrics
-        .iter()
-        .map(|(p, m)| Ok((p.clone(), serde_json::to_value(m)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let portfolio = xt_coordinator::service::portfolio_summary(&r.outcome.portfolio_metrics);
     let summary = serde_json::json!({ "jobs": r.outcome.jobs, "portfolio": portfolio });
     std::fs::write(
         dir.join("summary.json"),

@@ -247,13 +247,7 @@ impl Scheduler {
         // rounds of short jobs ahead, and at a batch's end the jobs one of them holds
         // would leave the others idle.
         let workers = self.workers.values().filter(|w| !w.draining).count().max(1);
-        let queued: usize = self
-            .ring
-            .iter()
-            .filter_map(|b| self.batches.get(b))
-            .map(|b| b.queue.len())
-            .sum();
-        let slots = slots.min(queued.div_ceil(workers).max(1));
+        let slots = slots.min(self.queue_depth().div_ceil(workers).max(1));
         let w = self
             .workers
             .get_mut(&worker)
@@ -572,9 +566,14 @@ impl Scheduler {
             .map(|j| &j.status)
     }
 
-    /// Jobs waiting in every queue: the autoscaling signal.
+    /// Jobs waiting in every queue: the autoscaling signal, and each lease's bound. Every
+    /// batch with queued jobs is in the ring, once, so the finished batches need no visit.
     pub fn queue_depth(&self) -> usize {
-        self.batches.values().map(|b| b.queue.len()).sum()
+        self.ring
+            .iter()
+            .filter_map(|b| self.batches.get(b))
+            .map(|b| b.queue.len())
+            .sum()
     }
 
     /// Workers registered and not gone.

@@ -1109,9 +1109,19 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
         "bars": run.bars,
-        "portfolio": portfolio_metrics.iter().map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
+        "portfolio": portfolio_summary(&portfolio_metrics),
     });
     Ok(summary)
+}
+
+/// A summary's `portfolio`: each parameter set's portfolio metrics against the benchmark.
+pub fn portfolio_summary(
+    metrics: &[(String, xt_shared::metrics::PortfolioMetrics)],
+) -> serde_json::Map<String, Value> {
+    metrics
+        .iter()
+        .map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null)))
+        .collect()
 }
 
 /// Writes a batch's tables to `dir` as a finished batch's are: each of `tables` (`metrics`,
