@@ -422,7 +422,14 @@ impl Coordinator {
                 job: l.key.job,
                 attempt: l.attempt,
                 spec_json,
+                last: false,
             });
+        }
+        for lease in &mut jobs {
+            lease.last = s
+                .scheduler
+                .progress(lease.batch)
+                .is_ok_and(|p| p.queued == 0);
         }
         Ok(jobs)
     }

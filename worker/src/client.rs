@@ -24,6 +24,7 @@ use xt_shared::spec::DataSpec;
 use xt_shared::wire::jobs_client::JobsClient;
 use xt_shared::wire::*;
 
+use crate::engine::strategy::{ParamSet, Strategy};
 use crate::runner::{execute, strategy_combos};
 
 /// The internal tables a job sends for the portfolio: `calendar`, the dates of its bars, and
@@ -77,6 +78,46 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
     let (strategy, combos) =
         strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
             .map_err(|e| e.to_string())?;
+    run_expanded(spec, strategy, &combos, source, started)
+}
+
+/// A strategy and its parameter sets, expanded once for the jobs that share them (a batch's
+/// jobs all do): expanding them again for every job cost about 1.5 ms of a 300-job batch.
+#[derive(Default)]
+struct Expanded {
+    last: Option<(JobSpec, &'static dyn Strategy, Arc<Vec<ParamSet>>)>,
+}
+
+impl Expanded {
+    fn get(
+        &mut self,
+        spec: &JobSpec,
+    ) -> Result<(&'static dyn Strategy, Arc<Vec<ParamSet>>), String> {
+        if let Some((seen, strategy, combos)) = &self.last
+            && seen.strategy == spec.strategy
+            && seen.params == spec.params
+            && seen.grid == spec.grid
+        {
+            return Ok((*strategy, combos.clone()));
+        }
+        let (strategy, combos) =
+            strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
+                .map_err(|e| e.to_string())?;
+        let combos = Arc::new(combos);
+        self.last = Some((spec.clone(), strategy, combos.clone()));
+        Ok((strategy, combos))
+    }
+}
+
+/// [`run_leased`] with the strategy and its parameter sets expanded already; `started`: when
+/// the job began.
+fn run_expanded(
+    spec: &JobSpec,
+    strategy: &dyn Strategy,
+    combos: &[ParamSet],
+    source: &dyn BarSource,
+    started: std::time::Instant,
+) -> Result<JobOutput, String> {
     let bars = source
         .load_range(&spec.symbol, spec.start, spec.end)
         .map_err(|e| e.to_string());
@@ -85,7 +126,7 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
     let curves = combos.len() + 1;
     let mut calendar: Vec<xt_shared::Date> = Vec::new();
     let mut equity: Vec<f64> = Vec::with_capacity(n * curves);
-    let tables = execute(spec, strategy, &combos, &bars, &mut |c, dates, eq| {
+    let tables = execute(spec, strategy, combos, &bars, &mut |c, dates, eq| {
         // Curves come in order, all on the job's bars.
         debug_assert_eq!(equity.len(), c * dates.len());
         if c == 0 {
@@ -266,56 +307,129 @@ fn values<'a, T: arrow::datatypes::ArrowPrimitiveType>(
         .map_or(&[], |a| a.values().as_ref())
 }
 
-/// The `part_calendar` and `part_sums` tables of `outputs`' sleeves summed: each adds
-/// exactly what it would to the batch's portfolio (the same fixed-point sums, see
-/// [`xt_shared::portfolio::PortfolioSum::add_part`]).
-pub fn portfolio_part(outputs: &[&JobOutput]) -> Result<[(&'static str, RecordBatch); 2]> {
-    use arrow::datatypes::{Date32Type, Float64Type};
-    use xt_shared::portfolio::{FixedSum, PortfolioSum, union_dates};
-    let curves = outputs.first().map_or(0, |o| o.curves);
-    let dates = union_dates(outputs.iter().map(|o| values::<Date32Type>(o, "calendar")));
-    let mut sums = PortfolioSum::new(dates, curves);
-    let mut before = FixedSum::default();
-    for o in outputs {
-        anyhow::ensure!(o.curves == curves, "a part's jobs have the same curves");
-        let dates = values::<Date32Type>(o, "calendar");
-        let equity = values::<Float64Type>(o, "sleeves");
+/// The sleeves of several of a batch's finished jobs summed into one portfolio part (see
+/// [`Upload::part`]), a job at a time: a worker adds each job's sleeves as it finishes, on
+/// the thread that ran it (as the in-process runner adds its sleeves to the portfolio), so
+/// an upload's part is summed by the time the upload goes. The part's calendar grows to the
+/// union of its jobs' dates. Each job adds exactly what it would to the batch's portfolio
+/// (the same fixed-point sums, see [`xt_shared::portfolio::PortfolioSum::add_part`]), in
+/// whatever order the jobs come.
+pub struct PartSum {
+    sums: xt_shared::portfolio::PortfolioSum,
+    /// Each curve's value before the part's first date: its jobs' capital.
+    before: xt_shared::portfolio::FixedSum,
+    jobs: usize,
+}
+
+impl PartSum {
+    /// An empty part of `curves` curves on `dates` (the calendar grows as jobs need).
+    pub fn new(dates: Vec<xt_shared::Date>, curves: usize) -> Self {
+        PartSum {
+            sums: xt_shared::portfolio::PortfolioSum::new(dates, curves),
+            before: Default::default(),
+            jobs: 0,
+        }
+    }
+
+    /// Jobs added so far.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// Adds a job's sleeves (a job with no bar adds its capital throughout, as cash).
+    pub fn add(&mut self, output: &JobOutput) -> Result<()> {
+        use arrow::datatypes::{Date32Type, Float64Type};
+        use xt_shared::portfolio::{PortfolioSum, union_dates};
+        let curves = self.sums.curves.len();
+        anyhow::ensure!(
+            output.curves == curves,
+            "a part's jobs have the same curves"
+        );
+        let dates = values::<Date32Type>(output, "calendar");
+        let equity = values::<Float64Type>(output, "sleeves");
         anyhow::ensure!(equity.len() == curves * dates.len(), "a sleeve per curve");
-        before.add(o.capital);
-        // A job with no bar adds its capital throughout, as cash.
+        if self.jobs == 0 && self.sums.dates.is_empty() {
+            self.sums = PortfolioSum::new(dates.to_vec(), curves);
+        } else if !within(dates, &self.sums.dates) {
+            // The sums so far carried onto the grown calendar, as the coordinator adds a
+            // part onto the batch's: exact.
+            let union = union_dates([self.sums.dates.as_slice(), dates].into_iter());
+            let mut grown = PortfolioSum::new(union, curves);
+            grown.add_part(&self.sums, &vec![self.before; curves]);
+            self.sums = grown;
+        }
+        self.before.add(output.capital);
         for c in 0..curves {
             let curve = &equity[c * dates.len()..(c + 1) * dates.len()];
-            sums.add_sleeve(c, o.capital, dates, curve);
+            self.sums.add_sleeve(c, output.capital, dates, curve);
         }
+        self.jobs += 1;
+        Ok(())
     }
-    let cells = curves * (sums.dates.len() + 1);
-    let (mut hi, mut lo) = (Vec::with_capacity(cells), Vec::with_capacity(cells));
-    for row in &sums.curves {
-        for v in std::iter::once(before).chain(row.iter().copied()) {
-            hi.push((v.raw() >> 64) as i64);
-            lo.push(v.raw() as u64);
+
+    /// The part's `part_calendar` and `part_sums` tables.
+    pub fn tables(&self) -> Result<PartTables> {
+        let cells = self.sums.curves.len() * (self.sums.dates.len() + 1);
+        let (mut hi, mut lo) = (Vec::with_capacity(cells), Vec::with_capacity(cells));
+        for row in &self.sums.curves {
+            for v in std::iter::once(self.before).chain(row.iter().copied()) {
+                hi.push((v.raw() >> 64) as i64);
+                lo.push(v.raw() as u64);
+            }
         }
+        Ok([
+            (
+                "part_calendar",
+                RecordBatch::try_new(
+                    calendar_schema(),
+                    vec![Arc::new(arrow::array::Date32Array::from(
+                        self.sums.dates.clone(),
+                    ))],
+                )?,
+            ),
+            (
+                "part_sums",
+                RecordBatch::try_new(
+                    part_sums_schema(),
+                    vec![
+                        Arc::new(arrow::array::Int64Array::from(hi)),
+                        Arc::new(arrow::array::UInt64Array::from(lo)),
+                    ],
+                )?,
+            ),
+        ])
     }
-    Ok([
-        (
-            "part_calendar",
-            RecordBatch::try_new(
-                calendar_schema(),
-                vec![Arc::new(arrow::array::Date32Array::from(sums.dates))],
-            )?,
-        ),
-        (
-            "part_sums",
-            RecordBatch::try_new(
-                part_sums_schema(),
-                vec![
-                    Arc::new(arrow::array::Int64Array::from(hi)),
-                    Arc::new(arrow::array::UInt64Array::from(lo)),
-                ],
-            )?,
-        ),
-    ])
 }
+
+/// Whether every date of `dates` is in `calendar` (both ascending).
+fn within(dates: &[xt_shared::Date], calendar: &[xt_shared::Date]) -> bool {
+    if dates == calendar {
+        return true;
+    }
+    let mut rest = calendar.iter();
+    dates.iter().all(|d| rest.any(|c| c == d))
+}
+
+/// The `part_calendar` and `part_sums` tables of `outputs`' sleeves summed (see
+/// [`PartSum`]), on their dates' union.
+pub fn portfolio_part(outputs: &[&JobOutput]) -> Result<PartTables> {
+    use arrow::datatypes::Date32Type;
+    let curves = outputs.first().map_or(0, |o| o.curves);
+    let dates = xt_shared::portfolio::union_dates(
+        outputs.iter().map(|o| values::<Date32Type>(o, "calendar")),
+    );
+    let mut part = PartSum::new(dates, curves);
+    for o in outputs {
+        part.add(o)?;
+    }
+    part.tables()
+}
+
+/// A portfolio part's `part_calendar` and `part_sums` tables.
+pub type PartTables = [(&'static str, RecordBatch); 2];
+
+/// A part's members (indices of an upload's attempts, of one batch) and its tables.
+type Part = (Vec<usize>, PartTables);
 
 /// One attempt of an upload and its tables by name.
 pub type Attempt = (Upload, Vec<(&'static str, RecordBatch)>);
@@ -324,35 +438,45 @@ pub type Attempt = (Upload, Vec<(&'static str, RecordBatch)>);
 /// results (two or more, their data read) summed into one part, carried by the last of
 /// them; each other result with its own.
 pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<Vec<Attempt>> {
+    let mut summed = Vec::new();
+    if parts {
+        let mut batches: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (i, (u, _)) in outputs.iter().enumerate() {
+            if u.error.is_some() {
+                continue;
+            }
+            match batches.iter_mut().find(|(b, _)| *b == u.batch) {
+                Some((_, members)) => members.push(i),
+                None => batches.push((u.batch, vec![i])),
+            }
+        }
+        for (_, members) in batches.into_iter().filter(|(_, m)| m.len() > 1) {
+            let group: Vec<&JobOutput> = members.iter().map(|&i| outputs[i].1).collect();
+            summed.push((members, portfolio_part(&group)?));
+        }
+    }
+    Ok(attempts_with_parts(outputs, summed))
+}
+
+/// The attempts of one upload of `outputs`, the sleeves of each of `parts`' members (indices
+/// in `outputs`, of one batch) sent summed in its tables, carried by its last member.
+fn attempts_with_parts(outputs: &[(Upload, &JobOutput)], parts: Vec<Part>) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = outputs
         .iter()
         .map(|(u, o)| (u.clone(), o.tables.clone()))
         .collect();
-    if !parts {
-        return Ok(attempts);
-    }
-    let mut batches: Vec<(u64, Vec<usize>)> = Vec::new();
-    for (i, (u, _)) in outputs.iter().enumerate() {
-        if u.error.is_some() {
+    for (members, tables) in parts {
+        let Some(&lead) = members.last() else {
             continue;
-        }
-        match batches.iter_mut().find(|(b, _)| *b == u.batch) {
-            Some((_, members)) => members.push(i),
-            None => batches.push((u.batch, vec![i])),
-        }
-    }
-    for (_, members) in batches.into_iter().filter(|(_, m)| m.len() > 1) {
-        let group: Vec<&JobOutput> = members.iter().map(|&i| outputs[i].1).collect();
-        let part = portfolio_part(&group)?;
-        let lead = *members.last().context("a part has jobs")?;
+        };
         for &i in &members {
             let (upload, tables) = &mut attempts[i];
             upload.part = Some(lead as u32);
             tables.retain(|(n, _)| !matches!(*n, "calendar" | "sleeves"));
         }
-        attempts[lead].1.extend(part);
+        attempts[lead].1.extend(tables);
     }
-    Ok(attempts)
+    attempts
 }
 
 /// About the most bytes of a record batch one Flight message carries.
@@ -403,14 +527,13 @@ struct Finished {
     result: Result<JobOutput, String>,
 }
 
-impl Finished {
-    fn bytes(&self) -> usize {
-        self.result.as_ref().map_or(0, |o| {
-            o.tables
-                .iter()
-                .map(|(_, b)| b.get_array_memory_size())
-                .sum()
-        })
+impl JobOutput {
+    /// Bytes of its tables in memory.
+    pub fn bytes(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size())
+            .sum()
     }
 }
 
@@ -440,27 +563,27 @@ const IDLE_WAIT_MS: u32 = 250;
 /// go at once. Measured on the overhead batch with 24 rounds queued (see
 /// [`queued_rounds`]), one worker: 8 ms took 7% less time than 3 ms and 30 ms 6% less than
 /// 8 ms; 60 ms no less than 30. With two workers 30 ms took 5% less than 3 ms.
-const LINGER: Duration = Duration::from_millis(30);
+const LINGER: Duration = Duration::from_millis(60);
 
 /// A worker stops leasing once it holds more computed and undelivered results (an
-/// unreachable coordinator) than twice its queue and this many.
-const UNDELIVERED: usize = 32;
+/// unreachable coordinator) than twice its queue and this many, or this many bytes of them.
+/// Short jobs' results come hundreds to a [`LINGER`].
+const UNDELIVERED: usize = 256;
+const UNDELIVERED_BYTES: usize = 512 << 20;
 
 /// Most attempts, and about the most bytes of tables, one upload carries.
 const UPLOAD_ATTEMPTS: usize = 256;
 const UPLOAD_BYTES: usize = 16 << 20;
 
-/// Sends one upload of `outputs`, retrying with backoff until the coordinator answers;
-/// returns the attempts it asks to be sent again on their own.
-async fn deliver(channel: &Channel, outputs: &[(Upload, &JobOutput)], parts: bool) -> Vec<u32> {
-    let attempts = match upload_attempts(outputs, parts) {
-        Ok(a) => a,
-        Err(e) => {
-            // Not summable (it cannot happen with this worker's own results): each its own.
-            eprintln!("xt-worker: summing sleeves: {e:#}");
-            return (0..outputs.len() as u32).collect();
-        }
-    };
+/// Sends one upload of `outputs` (`parts`: the sleeves summed, see [`attempts_with_parts`]),
+/// retrying with backoff until the coordinator answers; returns the attempts it asks to be
+/// sent again on their own.
+async fn deliver(
+    channel: &Channel,
+    outputs: &[(Upload, &JobOutput)],
+    parts: Vec<Part>,
+) -> Vec<u32> {
+    let attempts = attempts_with_parts(outputs, parts);
     let attempts: Vec<(Upload, &[(&str, RecordBatch)])> = attempts
         .iter()
         .map(|(u, t)| (u.clone(), t.as_slice()))
@@ -490,55 +613,149 @@ async fn deliver(channel: &Channel, outputs: &[(Upload, &JobOutput)], parts: boo
     }
 }
 
+/// Computed results waiting for the deliverer, an upload's worth to a bundle. The pool
+/// threads file each job's result as it finishes, its sleeves added to its batch's part in
+/// the bundle it joins.
+#[derive(Default)]
+struct Outbox {
+    bundles: std::collections::VecDeque<Bundle>,
+    /// The deliverer waits for a result: the next one filed wakes it.
+    idle: bool,
+    /// No more jobs come: the deliverer ends once nothing is left to compute or deliver.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Bundle {
+    finished: Vec<Finished>,
+    bytes: usize,
+    /// Per batch, the sleeves of its results here summed so far, and which those are.
+    parts: Vec<(u64, PartSum, Vec<usize>)>,
+}
+
+impl Outbox {
+    /// Files a finished job in the last bundle, or a new one when it is full (a job that
+    /// fills an upload on its own goes alone, with its own sleeves); returns whether the
+    /// deliverer is to be woken.
+    fn file(&mut self, finished: Finished, bytes: usize) -> bool {
+        let fits = |b: &Bundle| {
+            b.finished.is_empty()
+                || (b.finished.len() < UPLOAD_ATTEMPTS && b.bytes + bytes <= UPLOAD_BYTES)
+        };
+        if !self.bundles.back().is_some_and(fits) {
+            self.bundles.push_back(Bundle::default());
+        }
+        let bundle = self.bundles.back_mut().expect("a bundle was just made");
+        let index = bundle.finished.len();
+        if let Ok(output) = &finished.result
+            && output.error.is_none()
+            && bytes < UPLOAD_BYTES
+        {
+            let batch = finished.lease.batch;
+            let at = match bundle.parts.iter().position(|(b, _, _)| *b == batch) {
+                Some(at) => at,
+                None => {
+                    bundle
+                        .parts
+                        .push((batch, PartSum::new(Vec::new(), output.curves), Vec::new()));
+                    bundle.parts.len() - 1
+                }
+            };
+            let (_, part, members) = &mut bundle.parts[at];
+            // A result that does not sum (it cannot happen with this worker's own) goes
+            // with its own sleeves.
+            if part.add(output).is_ok() {
+                members.push(index);
+            } else if part.jobs() == 0 {
+                bundle.parts.remove(at);
+            }
+        }
+        bundle.finished.push(finished);
+        bundle.bytes += bytes;
+        std::mem::take(&mut self.idle)
+    }
+}
+
+/// The outbox, and the notice to its deliverer of a result filed.
+#[derive(Default)]
+struct Handover {
+    outbox: Mutex<Outbox>,
+    filed: tokio::sync::Notify,
+}
+
+impl Handover {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        // Every change to the outbox completes under the lock: a poisoned one is still
+        // whole.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Delivers computed jobs as they come: each upload takes what finished while the previous
 /// one was on its way and what finishes within [`LINGER`] after, so a busy worker sends many
 /// per round trip and one with nothing left to compute sends at once. The wait is a timer
 /// (cut short when the last job running finishes), not a wake-up per finished job: on
-/// shared cores every wake-up of this task preempts a job. An upload is retried with
-/// backoff until the coordinator answers: a finished result is never dropped while the
-/// worker runs.
+/// shared cores every wake-up of this task preempts a job. An upload's sleeves are summed
+/// by the pool threads as its jobs finish (see [`Outbox::file`]), so its part is ready when
+/// it goes, a batch's last included. An upload is retried with backoff until the
+/// coordinator answers: a finished result is never dropped while the worker runs.
 async fn deliver_results(
     channel: Channel,
-    mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+    handover: Arc<Handover>,
     delivering: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
     delivered: Arc<tokio::sync::Notify>,
     computing: Arc<AtomicUsize>,
     settled: Arc<tokio::sync::Notify>,
 ) {
-    while let Some(first) = finished.recv().await {
-        if computing.load(Ordering::SeqCst) > 0 {
+    loop {
+        let lone = loop {
+            {
+                let mut o = handover.outbox();
+                if !o.bundles.is_empty() {
+                    o.idle = false;
+                    break o.bundles.len() == 1;
+                }
+                if o.closed && computing.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                o.idle = true;
+            }
+            handover.filed.notified().await;
+        };
+        if lone && computing.load(Ordering::SeqCst) > 0 {
             tokio::select! {
                 _ = tokio::time::sleep(LINGER) => {}
                 _ = settled.notified() => {}
             }
         }
-        let mut bytes = first.bytes();
-        let mut ready = vec![first];
-        while ready.len() < UPLOAD_ATTEMPTS && bytes < UPLOAD_BYTES {
-            match finished.try_recv() {
-                Ok(f) => {
-                    bytes += f.bytes();
-                    ready.push(f);
-                }
-                Err(_) => break,
-            }
-        }
+        let bundle = handover
+            .outbox()
+            .bundles
+            .pop_front()
+            .expect("only the deliverer takes bundles");
+        // Indices of the bundle's results in the upload: the failed ones are reported
+        // apart.
+        let mut at = vec![usize::MAX; bundle.finished.len()];
         let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
-        for f in &ready {
+        for (k, f) in bundle.finished.iter().enumerate() {
             match &f.result {
-                Ok(output) => outputs.push((
-                    Upload {
-                        worker: f.worker,
-                        batch: f.lease.batch,
-                        job: f.lease.job,
-                        attempt: f.lease.attempt,
-                        bars: output.bars,
-                        seconds: output.seconds,
-                        error: output.error.clone(),
-                        part: None,
-                    },
-                    output,
-                )),
+                Ok(output) => {
+                    at[k] = outputs.len();
+                    outputs.push((
+                        Upload {
+                            worker: f.worker,
+                            batch: f.lease.batch,
+                            job: f.lease.job,
+                            attempt: f.lease.attempt,
+                            bars: output.bars,
+                            seconds: output.seconds,
+                            error: output.error.clone(),
+                            part: None,
+                        },
+                        output,
+                    ))
+                }
                 Err(error) => {
                     let request = FailRequest {
                         worker: f.worker,
@@ -552,11 +769,18 @@ async fn deliver_results(
                 }
             }
         }
-        // Sleeves go summed into parts first; the attempts of a part the coordinator could
-        // not take whole go again, each with its own.
-        let mut parts = true;
+        // A part of one job goes as that job's own sleeves.
+        let mut parts = Vec::new();
+        for (_, part, members) in bundle.parts.iter().filter(|(_, _, m)| m.len() > 1) {
+            match part.tables() {
+                Ok(tables) => parts.push((members.iter().map(|&k| at[k]).collect(), tables)),
+                Err(e) => eprintln!("xt-worker: a part's tables: {e:#}"),
+            }
+        }
+        // The attempts of a part the coordinator could not take whole go again, each with
+        // its own sleeves.
         while !outputs.is_empty() {
-            let resend = deliver(&channel, &outputs, parts).await;
+            let resend = deliver(&channel, &outputs, std::mem::take(&mut parts)).await;
             let resend: std::collections::HashSet<usize> =
                 resend.into_iter().map(|i| i as usize).collect();
             outputs = outputs
@@ -565,9 +789,9 @@ async fn deliver_results(
                 .filter(|(i, _)| resend.contains(i))
                 .map(|(_, o)| o)
                 .collect();
-            parts = false;
         }
-        delivering.fetch_sub(ready.len(), Ordering::SeqCst);
+        delivering.fetch_sub(bundle.finished.len(), Ordering::SeqCst);
+        held.fetch_sub(bundle.bytes, Ordering::SeqCst);
         delivered.notify_one();
     }
 }
@@ -602,6 +826,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let slots = config.slots.max(1);
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(slots).build()?);
     let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
+    let expanded: Arc<Mutex<Expanded>> = Arc::default();
     // Jobs leased and not yet computed: the slots' worth running and as many again queued
     // behind them, so the pool never waits on a lease round trip between jobs; up to 24
     // times as many queued when jobs are short (see `queued_rounds`), since then each
@@ -612,8 +837,10 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     // as its job is computed, while its upload runs; past this many undelivered results
     // (an unreachable coordinator) the worker stops leasing.
     let delivering = Arc::new(AtomicUsize::new(0));
+    // And their bytes.
+    let held = Arc::new(AtomicUsize::new(0));
     let computed = Arc::new(tokio::sync::Notify::new());
-    let (finished, to_deliver) = tokio::sync::mpsc::unbounded_channel();
+    let handover: Arc<Handover> = Arc::default();
     // Nothing left to compute: the deliverer sends what it holds at once.
     let settled = Arc::new(tokio::sync::Notify::new());
     // A finished job wakes the lease loop only once the jobs left to compute are this few,
@@ -621,15 +848,19 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let wake_at = Arc::new(AtomicUsize::new(usize::MAX));
     let deliverer = tokio::spawn(deliver_results(
         channel.clone(),
-        to_deliver,
+        handover.clone(),
         delivering.clone(),
+        held.clone(),
         computed.clone(),
         computing.clone(),
         settled.clone(),
     ));
     tokio::pin!(shutdown);
     // The last lease call found nothing queued.
-    let mut dry = false;
+    let dried = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Per batch, its jobs computing here, and whether the coordinator had none of it left
+    // queued at a lease (see `JobLease::last`).
+    let batches: Arc<Mutex<HashMap<u64, (usize, bool)>>> = Arc::default();
     loop {
         // Leased in rounds of half the queue (at least `slots` jobs): every lease call is a
         // round trip and wake-ups on both sides, which for short jobs cost as much as a job.
@@ -640,7 +871,10 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         let lease_round = slots.max(max_computing / 2);
         wake_at.store(max_computing - lease_round, Ordering::SeqCst);
         let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
-        let free = if delivering.load(Ordering::SeqCst) < max_delivering && room >= lease_round {
+        let free = if delivering.load(Ordering::SeqCst) < max_delivering
+            && held.load(Ordering::SeqCst) < UNDELIVERED_BYTES
+            && room >= lease_round
+        {
             room
         } else {
             0
@@ -651,7 +885,8 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         // queued again); otherwise it answers at once, and finished jobs wake the loop. At
         // a batch's end that is one waiting call, not an empty one for each job finished:
         // 28 lease calls a batch on the overhead batch before, 15 after.
-        let waited = free > 0 && (dry || computing.load(Ordering::SeqCst) == 0);
+        let waited =
+            free > 0 && (dried.load(Ordering::SeqCst) || computing.load(Ordering::SeqCst) == 0);
         let leases = if free > 0 {
             match jobs
                 .lease(LeaseRequest {
@@ -686,19 +921,36 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         };
         let idle = leases.is_empty();
         if free > 0 {
-            dry = idle;
+            dried.store(idle, Ordering::SeqCst);
+            // The coordinator had nothing more and nothing is left to compute: what the
+            // deliverer holds goes now (see the pool's side below).
+            if idle && computing.load(Ordering::SeqCst) == 0 {
+                settled.notify_one();
+            }
+        }
+        if !leases.is_empty() {
+            let mut b = batches.lock().unwrap_or_else(|e| e.into_inner());
+            for lease in &leases {
+                let (running, last) = b.entry(lease.batch).or_default();
+                *running += 1;
+                *last |= lease.last;
+            }
         }
         for lease in leases {
             computing.fetch_add(1, Ordering::SeqCst);
-            let (sources, finished) = (sources.clone(), finished.clone());
-            let (computing, delivering, computed, job_nanos) = (
+            let (sources, handover) = (sources.clone(), handover.clone());
+            let expanded = expanded.clone();
+            let (computing, delivering, held, computed, job_nanos) = (
                 computing.clone(),
                 delivering.clone(),
+                held.clone(),
                 computed.clone(),
                 job_nanos.clone(),
             );
             let (settled, wake_at) = (settled.clone(), wake_at.clone());
+            let (dried, batches) = (dried.clone(), batches.clone());
             // Straight from the pool to the deliverer: no task of its own per job.
+            let batch = lease.batch;
             pool.spawn(move || {
                 let started = std::time::Instant::now();
                 let run = || {
@@ -717,7 +969,11 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                             }
                         }
                     };
-                    run_leased(&spec, source.as_ref())
+                    let (strategy, combos) = expanded
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&spec)?;
+                    run_expanded(&spec, strategy, &combos, source.as_ref(), started)
                 };
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
                     .unwrap_or_else(|_| Err("the job panicked".to_string()));
@@ -733,19 +989,58 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     Ordering::Relaxed,
                 );
                 delivering.fetch_add(1, Ordering::SeqCst);
-                // Sent before it stops counting as computing: once `settled` says nothing is
-                // left, the deliverer finds every result in the channel.
-                let _ = finished.send(Finished {
+                let bytes = result.as_ref().map_or(0, JobOutput::bytes);
+                held.fetch_add(bytes, Ordering::SeqCst);
+                // Filed before it stops counting as computing: once `settled` says nothing is
+                // left, the deliverer finds every result in the outbox.
+                let finished = Finished {
                     worker,
                     lease,
                     result,
-                });
+                };
+                if handover.outbox().file(finished, bytes) {
+                    handover.filed.notify_one();
+                }
+                // The last of a batch's jobs this worker holds, with none of it queued at
+                // the coordinator: its results go now, not after a linger, though other
+                // batches' jobs still run (a small batch beside a big one ends as soon as
+                // its jobs do).
+                let batch_done = {
+                    let mut b = batches.lock().unwrap_or_else(|e| e.into_inner());
+                    match b.get_mut(&batch) {
+                        Some((running, last)) => {
+                            *running -= 1;
+                            let done = *running == 0 && *last;
+                            if *running == 0 {
+                                b.remove(&batch);
+                            }
+                            done
+                        }
+                        None => false,
+                    }
+                };
+                if batch_done {
+                    settled.notify_one();
+                }
                 let left = computing.fetch_sub(1, Ordering::SeqCst) - 1;
                 if left <= wake_at.load(Ordering::SeqCst) {
                     computed.notify_one();
                 }
-                if left == 0 {
+                // Nothing left to compute, and the coordinator had nothing more at the last
+                // lease call: the deliverer sends what it holds at once. Not while more
+                // jobs are on their way (a batch's first jobs may all finish before the next
+                // lease comes), which would send an upload of a few results. The lease loop
+                // sets `dried` before it reads `computing`, and this decrement comes before
+                // the read of `dried`: one of the two sees the other.
+                if left == 0 && dried.load(Ordering::SeqCst) {
                     settled.notify_one();
+                }
+                if left == 0 {
+                    // A draining worker's deliverer, waiting for results, ends now.
+                    let mut o = handover.outbox();
+                    if o.closed && std::mem::take(&mut o.idle) {
+                        handover.filed.notify_one();
+                    }
                 }
             });
         }
@@ -768,8 +1063,19 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             worker: id.load(Ordering::SeqCst),
         })
         .await;
-    // The deliverer ends once every job in flight is computed and delivered.
-    drop(finished);
+    // The deliverer ends once every job in flight is computed and delivered, each upload
+    // going as soon as nothing is left to compute.
+    dried.store(true, Ordering::SeqCst);
+    if computing.load(Ordering::SeqCst) == 0 {
+        settled.notify_one();
+    }
+    {
+        let mut o = handover.outbox();
+        o.closed = true;
+        if std::mem::take(&mut o.idle) {
+            handover.filed.notify_one();
+        }
+    }
     let _ = deliverer.await;
     beat.abort();
     Ok(())
@@ -841,5 +1147,138 @@ mod tests {
         let uploads: Vec<Upload> =
             serde_json::from_slice(&data[0].flight_descriptor.as_ref().unwrap().cmd).unwrap();
         assert_eq!(uploads, [upload(0), upload(1), upload(2)]);
+    }
+
+    /// A job's output with its sleeves: `curves` curves on `dates`, curve `c`'s equity on the
+    /// `k`th date `capital + 10 * c + k + 0.125`.
+    fn output(capital: f64, dates: &[i32], curves: usize) -> JobOutput {
+        let equity: Vec<f64> = (0..curves)
+            .flat_map(|c| (0..dates.len()).map(move |k| capital + (10 * c + k) as f64 + 0.125))
+            .collect();
+        JobOutput {
+            tables: vec![
+                (
+                    "calendar",
+                    RecordBatch::try_new(
+                        calendar_schema(),
+                        vec![Arc::new(arrow::array::Date32Array::from(dates.to_vec()))],
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "sleeves",
+                    RecordBatch::try_new(
+                        sleeves_schema(),
+                        vec![Arc::new(arrow::array::Float64Array::from(equity))],
+                    )
+                    .unwrap(),
+                ),
+            ],
+            capital,
+            curves,
+            bars: dates.len() as u64,
+            error: None,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_part_summed_job_by_job_in_any_order_is_the_part_summed_at_once() {
+        // Calendars that differ (gaps, a late start, one job with no bar at all), so the
+        // part's calendar grows as jobs come.
+        let outputs = [
+            output(1000.0, &[2, 3, 5, 9], 3),
+            output(250.5, &[5, 6, 12], 3),
+            output(333.3, &[], 3),
+            output(10.0, &[1, 12], 3),
+            output(77.0, &[2, 3, 5, 9], 3),
+        ];
+        let all: Vec<&JobOutput> = outputs.iter().collect();
+        let at_once = portfolio_part(&all).unwrap();
+        assert_eq!(at_once[0].1.num_rows(), 7, "the union of the calendars");
+        let orders: [[usize; 5]; 4] = [
+            [0, 1, 2, 3, 4],
+            [4, 3, 2, 1, 0],
+            [2, 0, 3, 1, 4],
+            [1, 4, 0, 2, 3],
+        ];
+        for order in orders {
+            let mut part = PartSum::new(Vec::new(), 3);
+            for &i in &order {
+                part.add(&outputs[i]).unwrap();
+            }
+            assert_eq!(part.jobs(), 5);
+            let tables = part.tables().unwrap();
+            assert_eq!(tables[0], at_once[0], "calendar, order {order:?}");
+            assert_eq!(tables[1], at_once[1], "sums, order {order:?}");
+        }
+        // A job of other curves is refused and leaves the part as it was.
+        let mut part = PartSum::new(Vec::new(), 3);
+        part.add(&outputs[0]).unwrap();
+        let before = part.tables().unwrap();
+        assert!(part.add(&output(5.0, &[1, 2], 2)).is_err());
+        assert_eq!((part.jobs(), part.tables().unwrap()), (1, before));
+    }
+
+    fn finished(batch: u64, job: u32, result: Result<JobOutput, String>) -> Finished {
+        Finished {
+            worker: 1,
+            lease: JobLease {
+                batch,
+                job,
+                attempt: 1,
+                spec_json: String::new(),
+                last: false,
+            },
+            result,
+        }
+    }
+
+    #[test]
+    fn the_outbox_sums_each_batch_part_and_starts_a_bundle_when_one_is_full() {
+        let mut outbox = Outbox::default();
+        let mut file = |f: Finished| {
+            let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
+            outbox.file(f, bytes)
+        };
+        assert!(!file(finished(1, 0, Ok(output(100.0, &[1, 2, 3], 2)))));
+        file(finished(2, 0, Ok(output(50.0, &[1, 2], 2))));
+        file(finished(1, 1, Err("the job panicked".into())));
+        let mut failed_data = output(20.0, &[], 2);
+        failed_data.error = Some("no such symbol".into());
+        file(finished(1, 2, Ok(failed_data)));
+        file(finished(1, 3, Ok(output(100.0, &[2, 4], 2))));
+        assert_eq!(outbox.bundles.len(), 1);
+        let bundle = &outbox.bundles[0];
+        assert_eq!(bundle.finished.len(), 5);
+        // Batch 1's part holds jobs 0 and 3 (not the failed attempt, nor the job whose data
+        // failed: it has no sleeves), batch 2's its one job.
+        let parts: Vec<(u64, usize, Vec<usize>)> = bundle
+            .parts
+            .iter()
+            .map(|(b, p, m)| (*b, p.jobs(), m.clone()))
+            .collect();
+        assert_eq!(parts, [(1, 2, vec![0, 4]), (2, 1, vec![1])]);
+        let one = [&output(100.0, &[1, 2, 3], 2), &output(100.0, &[2, 4], 2)];
+        assert_eq!(
+            bundle.parts[0].1.tables().unwrap(),
+            portfolio_part(&one).unwrap()
+        );
+        // An idle deliverer is woken by the next result, once.
+        outbox.idle = true;
+        let mut file = |f: Finished| {
+            let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
+            outbox.file(f, bytes)
+        };
+        assert!(file(finished(1, 4, Ok(output(1.0, &[1], 2)))));
+        assert!(!file(finished(1, 5, Ok(output(1.0, &[1], 2)))));
+        // A full bundle: the next result starts another, with a part of its own.
+        for job in 6..UPLOAD_ATTEMPTS as u32 + 1 {
+            file(finished(1, job, Ok(output(1.0, &[1], 2))));
+        }
+        assert_eq!(outbox.bundles.len(), 2);
+        assert_eq!(outbox.bundles[0].finished.len(), UPLOAD_ATTEMPTS);
+        assert_eq!(outbox.bundles[1].finished.len(), 2);
+        assert_eq!(outbox.bundles[1].parts[0].2, [0, 1]);
     }
 }
