@@ -175,8 +175,11 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
         &mut lap,
     );
 
-    // Its rounds are cheap (under a second each) and this machine's speed drifts: more of them.
-    let (t, x) = cluster::overhead(&rt, 300, 10, "macd", None, 4 * runs)?;
+    // Its rounds are cheap (under a second each) and this machine's speed drifts: more of
+    // them. Single rounds range from 0.7x to 1.7x here, so the median of 20 could still
+    // move by a few points between runs of the same code; the median of 40 wanders about
+    // 30% less (1/sqrt 2).
+    let (t, x) = cluster::overhead(&rt, 300, 10, "macd", None, 8 * runs)?;
     keep(&mut tables, t, &mut lap);
     targets.push(x);
     let (mut t, x, per_cpu) = cluster::overheads(&rt, 20_000, runs)?;

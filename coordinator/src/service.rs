@@ -566,7 +566,7 @@ impl Coordinator {
             let bytes: usize = uploads
                 .iter()
                 .flat_map(|(_, t)| t.values().flatten())
-                .map(|b| b.get_array_memory_size())
+                .map(crate::store::batch_bytes)
                 .sum();
             // A small upload is stored on this thread: a hop to the blocking pool and back
             // costs more than its append.

@@ -72,6 +72,9 @@ pub struct GroupTable {
     /// The rows, in one record batch or (a big table, not copied) in several.
     pub rows: Vec<RecordBatch>,
     pub spans: Spans,
+    /// The rows are in buffers of their own (copied into one record batch), not in those of
+    /// the messages they came in.
+    pub own: bool,
 }
 
 impl GroupTable {
@@ -131,19 +134,25 @@ impl ResultGroup {
             let Some(first) = parts.first() else {
                 continue;
             };
-            let bytes: usize = parts.iter().map(|b| b.get_array_memory_size()).sum();
-            let rows = match parts.as_slice() {
-                [one] => vec![(*one).clone()],
-                many if bytes > GATHER_BYTES => many.iter().map(|b| (*b).clone()).collect(),
-                many => vec![arrow::compute::concat_batches(
-                    &first.schema(),
-                    many.iter().copied(),
-                )?],
+            let bytes: usize = parts.iter().map(|b| batch_bytes(b)).sum();
+            let (rows, own) = match parts.as_slice() {
+                [one] => (vec![(*one).clone()], false),
+                many if bytes > GATHER_BYTES => {
+                    (many.iter().map(|b| (*b).clone()).collect(), false)
+                }
+                many => (
+                    vec![arrow::compute::concat_batches(
+                        &first.schema(),
+                        many.iter().copied(),
+                    )?],
+                    true,
+                ),
             };
             tables.push(GroupTable {
                 name: name.clone(),
                 rows,
                 spans,
+                own,
             });
         }
         Ok(ResultGroup {
@@ -175,6 +184,8 @@ impl ResultGroup {
             // All of a table's rows copied at once: a copy per job's slice costs a pass per
             // column and slice, which for a one-row metrics slice outweighs its bytes.
             let rows = match t.rows.as_slice() {
+                // Copied into one record batch when the group was made.
+                _ if t.own => t.rows.clone(),
                 [] => Vec::new(),
                 [one] => vec![owned(one)?],
                 many => vec![arrow::compute::concat_batches(&many[0].schema(), many)?],
@@ -183,6 +194,7 @@ impl ResultGroup {
                 name: t.name.clone(),
                 rows,
                 spans: t.spans.clone(),
+                own: true,
             });
         }
         Ok(ResultGroup {
@@ -191,14 +203,32 @@ impl ResultGroup {
         })
     }
 
-    /// Bytes of its tables in memory.
+    /// Bytes of its tables' rows.
     pub fn bytes(&self) -> usize {
         self.tables
             .iter()
             .flat_map(|t| &t.rows)
-            .map(|b| b.get_array_memory_size())
+            .map(batch_bytes)
             .sum()
     }
+}
+
+/// Bytes of `batch`'s rows: a slice's, not those of the buffers it shares.
+/// `get_array_memory_size` counts every buffer whole, so each job's one-row slice of an
+/// upload's `metrics` used to count as the whole upload's message (480-760 KB a row on the
+/// overhead batch): an upload's 114-186 rows (20-30 KB) weighed 54-140 MB, so they were
+/// stored a message a row (a log record 4x its size, 0.8-1.3 ms to encode) and every
+/// upload went to the blocking pool to be stored.
+pub fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let data = c.to_data();
+            data.get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// A record batch in buffers of its own.
@@ -307,9 +337,12 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Appends one record of `group` to `out`.
-fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
-    let mut streams = Vec::new();
+/// One record of `group`, in two pieces written one after the other: the frame's head with
+/// the header, then the tables' streams with the frame's tail. Apart, the streams (nearly
+/// all of a record's bytes) are not copied once more to join them.
+fn encode(group: &ResultGroup) -> io::Result<[Vec<u8>; 2]> {
+    // About what the streams take, so that they are not copied as they grow.
+    let mut streams = Vec::with_capacity(group.bytes() + 4096);
     let mut tables = Vec::with_capacity(group.tables.len());
     for t in &group.tables {
         let before = streams.len();
@@ -328,20 +361,19 @@ fn encode(out: &mut Vec<u8>, group: &ResultGroup) -> io::Result<()> {
             t.spans.clone(),
         ));
     }
-    let mut header = serde_json::to_vec(&RecordHeader {
+    let header = serde_json::to_vec(&RecordHeader {
         jobs: group.jobs.clone(),
         tables,
     })
     .map_err(other)?;
-    header.push(b'\n');
-    let body = (header.len() + streams.len()) as u64;
-    out.reserve((body + FRAME) as usize);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&body.to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&streams);
-    out.extend_from_slice(&body.to_le_bytes());
-    Ok(())
+    let body = (header.len() + 1 + streams.len()) as u64;
+    let mut head = Vec::with_capacity(MAGIC.len() + 8 + header.len() + 1);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&body.to_le_bytes());
+    head.extend_from_slice(&header);
+    head.push(b'\n');
+    streams.extend_from_slice(&body.to_le_bytes());
+    Ok([head, streams])
 }
 
 /// Reads the record at `offset`, or `None` where the log ends or its last record is cut
@@ -414,7 +446,12 @@ fn decode(r: LogRecord, wanted: &[&str]) -> io::Result<ResultGroup> {
         if spans.iter().flatten().any(|(start, n)| start + n > total) {
             return Err(other(format!("table {name}: a job's rows past its end")));
         }
-        tables.push(GroupTable { name, rows, spans });
+        tables.push(GroupTable {
+            name,
+            rows,
+            spans,
+            own: false,
+        });
     }
     Ok(ResultGroup {
         jobs: r.header.jobs,
@@ -493,8 +530,7 @@ impl StateStore for EmbeddedStore {
 
     fn save_results(&self, id: u64, group: &ResultGroup) -> io::Result<()> {
         // Encoded outside the log's lock.
-        let mut bytes = Vec::new();
-        encode(&mut bytes, group)?;
+        let pieces = encode(group)?;
         self.with_log(id, |log| {
             // What is stored already, or given twice, is not indexed again; a record of
             // nothing new is not written.
@@ -507,16 +543,19 @@ impl StateStore for EmbeddedStore {
             if !fresh.iter().any(|&f| f) {
                 return Ok(());
             }
-            io::Write::write_all(&mut log.file, &bytes).inspect_err(|_| {
-                // Cut a partial append off, so the next record starts on a boundary.
-                let _ = log.file.set_len(log.len);
-            })?;
+            pieces
+                .iter()
+                .try_for_each(|p| io::Write::write_all(&mut log.file, p))
+                .inspect_err(|_| {
+                    // Cut a partial append off, so the next record starts on a boundary.
+                    let _ = log.file.set_len(log.len);
+                })?;
             for (k, ((job, record), fresh)) in group.jobs.iter().zip(fresh).enumerate() {
                 if fresh {
                     log.index.insert(*job, (log.len, k, record.clone()));
                 }
             }
-            log.len += bytes.len() as u64;
+            log.len += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
             Ok(())
         })
     }
@@ -686,8 +725,9 @@ mod tests {
             .append(true)
             .open(root.join("7/results.log"))
             .unwrap();
-        let mut torn = Vec::new();
-        encode(&mut torn, &group(&[(1, &table(&[4]), &done)])).unwrap();
+        let torn = encode(&group(&[(1, &table(&[4]), &done)]))
+            .unwrap()
+            .concat();
         io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
         drop(f);
 
@@ -770,6 +810,7 @@ mod tests {
             name: "metrics".into(),
             rows: vec![batch(&[0, 1, 2]), batch(&[3]), batch(&[4, 5])],
             spans: Vec::new(),
+            own: true,
         };
         let rows = |start, n| values(&Tables::from([("metrics".into(), t.slice(start, n))]));
         assert_eq!(rows(0, 6), [0, 1, 2, 3, 4, 5]);
@@ -827,6 +868,42 @@ mod tests {
     }
 
     #[test]
+    fn small_slices_of_a_big_upload_are_gathered_once_and_kept_without_another_copy() {
+        // An upload's metrics as `do_put` hands them over: each job's row a slice of one
+        // record batch whose buffers are far bigger than the rows (8 KB each here, the
+        // whole message's body in a real upload). 200 such slices are 800 bytes of rows,
+        // though each reports the 8 KB it shares.
+        let upload = table(&(0..2_000).collect::<Vec<_>>())["metrics"][0].clone();
+        let jobs: Vec<Tables> = (0..200)
+            .map(|k| Tables::from([("metrics".to_string(), vec![upload.slice(k, 1)])]))
+            .collect();
+        assert_eq!(batch_bytes(&jobs[0]["metrics"][0]), 4);
+        let record = JobRecord::default();
+        let results: Vec<JobResult<'_>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (j as u32, t, &record))
+            .collect();
+        let gathered = group(&results);
+        let metrics = &gathered.tables[0];
+        assert!(metrics.own && metrics.rows.len() == 1, "one record batch");
+        // The log record's streams: the schema and one message for the 200 rows (800 bytes
+        // of values), not a message a job (over 200 bytes each).
+        let [_, streams] = encode(&gathered).unwrap();
+        assert!(streams.len() < 2_000, "{} bytes", streams.len());
+        // Kept as it is: the rows are already in buffers of their own.
+        let kept = gathered.owned(&["metrics"]).unwrap();
+        let values = |b: &RecordBatch| b.column(0).as_primitive::<Int32Type>().values().as_ptr();
+        assert_eq!(values(&kept.tables[0].rows[0]), values(&metrics.rows[0]));
+        assert_eq!(
+            (0..200)
+                .map(|k| self::values(&kept.tables_of(k))[0])
+                .collect::<Vec<_>>(),
+            (0..200).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn results_stored_together_are_kept_or_cut_together() {
         let root = scratch("part", 3);
         let member = |part| JobRecord {
@@ -844,15 +921,12 @@ mod tests {
         drop(store);
         // A crash partway through the record of a part's jobs: the first job's rows are
         // on disk, the rest are not.
-        let mut cut = Vec::new();
-        encode(
-            &mut cut,
-            &group(&[
-                (2, &table(&[12]), &member(3)),
-                (3, &table(&[13]), &member(3)),
-            ]),
-        )
-        .unwrap();
+        let cut = encode(&group(&[
+            (2, &table(&[12]), &member(3)),
+            (3, &table(&[13]), &member(3)),
+        ]))
+        .unwrap()
+        .concat();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(root.join("3/results.log"))

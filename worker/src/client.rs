@@ -842,7 +842,12 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         })
     };
     let slots = config.slots.max(1);
-    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(slots).build()?);
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(slots)
+            .thread_name(|i| format!("xt-job-{i}"))
+            .build()?,
+    );
     let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
     let expanded: Arc<Mutex<Expanded>> = Arc::default();
     // Jobs leased and not yet computed: the slots' worth running and as many again queued
