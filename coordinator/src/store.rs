@@ -674,6 +674,17 @@ mod tests {
         ResultGroup::new(results).unwrap()
     }
 
+    /// Jobs 0, 1, ... done with `jobs`' tables, as one group.
+    fn gather(jobs: &[Tables]) -> ResultGroup {
+        let record = JobRecord::default();
+        let results: Vec<JobResult<'_>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(j, t)| (j as u32, t, &record))
+            .collect();
+        group(&results)
+    }
+
     fn stored(store: &EmbeddedStore, batch: u64, job: u32) -> Option<(JobRecord, Vec<i32>)> {
         store
             .load_result(batch, job, &["metrics"])
@@ -841,13 +852,7 @@ mod tests {
             Tables::from([("metrics".to_string(), vec![b])]),
             Tables::from([("metrics".to_string(), vec![c])]),
         ];
-        let record = JobRecord::default();
-        let results: Vec<JobResult<'_>> = jobs
-            .iter()
-            .enumerate()
-            .map(|(j, t)| (j as u32, t, &record))
-            .collect();
-        let gathered = group(&results);
+        let gathered = gather(&jobs);
         assert_eq!(gathered.tables.len(), 2, "metrics and sleeves");
         assert_eq!(gathered.tables[0].rows.len(), 3, "slices, not copied");
         let kept = gathered.owned(&["metrics"]).unwrap();
@@ -878,13 +883,7 @@ mod tests {
             .map(|k| Tables::from([("metrics".to_string(), vec![upload.slice(k, 1)])]))
             .collect();
         assert_eq!(batch_bytes(&jobs[0]["metrics"][0]), 4);
-        let record = JobRecord::default();
-        let results: Vec<JobResult<'_>> = jobs
-            .iter()
-            .enumerate()
-            .map(|(j, t)| (j as u32, t, &record))
-            .collect();
-        let gathered = group(&results);
+        let gathered = gather(&jobs);
         let metrics = &gathered.tables[0];
         assert!(metrics.own && metrics.rows.len() == 1, "one record batch");
         // The log record's streams: the schema and one message for the 200 rows (800 bytes
