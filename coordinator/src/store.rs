@@ -217,18 +217,42 @@ impl ResultGroup {
 /// `get_array_memory_size` counts every buffer whole, so each job's one-row slice of an
 /// upload's `metrics` used to count as the whole upload's message (480-760 KB a row on the
 /// overhead batch): an upload's 114-186 rows (20-30 KB) weighed 54-140 MB, so they were
-/// stored a message a row (a log record 4x its size, 0.8-1.3 ms to encode) and every
+/// stored a message a row (a log record 3-4x its size, 0.8-1.3 ms to encode) and every
 /// upload went to the blocking pool to be stored.
 pub fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
         .iter()
-        .map(|c| {
-            let data = c.to_data();
-            data.get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
+        .map(|c| column_bytes(c.as_ref()))
         .sum()
+}
+
+/// A column's bytes from its length and type where they tell (fixed widths, strings), the
+/// same as `to_data().get_slice_memory_size()` gives. That builds the column's `ArrayData`
+/// and layout first, which for an upload's 150 one-row slices of 25 columns took 560 µs
+/// (20 µs this way), more than the 85 µs of copying them into one record batch.
+fn column_bytes(c: &dyn arrow::array::Array) -> usize {
+    use arrow::array::AsArray;
+    // A validity bitmap counts where it has a null, as arrow's own measure counts it.
+    let nulls = if c.null_count() > 0 {
+        c.len().div_ceil(8)
+    } else {
+        0
+    };
+    if let Some(width) = c.data_type().primitive_width() {
+        return nulls + c.len() * width;
+    }
+    if let Some(strings) = c.as_string_opt::<i32>() {
+        let offsets = strings.value_offsets();
+        let text = offsets
+            .last()
+            .zip(offsets.first())
+            .map_or(0, |(b, a)| b - a);
+        return nulls + offsets.len() * 4 + text as usize;
+    }
+    c.to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| c.get_array_memory_size())
 }
 
 /// A record batch in buffers of its own.
@@ -900,6 +924,33 @@ mod tests {
                 .collect::<Vec<_>>(),
             (0..200).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_slices_bytes_are_arrows_own_measure_of_its_rows() {
+        use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray};
+        let columns: [ArrayRef; 3] = [
+            Arc::new(Float64Array::from(vec![
+                Some(1.0),
+                None,
+                Some(3.0),
+                Some(4.0),
+            ])),
+            Arc::new(StringArray::from(vec!["a", "bcd", "", "efgh"])),
+            Arc::new(BooleanArray::from(vec![true, false, true, true])),
+        ];
+        for c in &columns {
+            for (start, n) in [(0, 4), (1, 2), (3, 1), (2, 0)] {
+                let slice = c.slice(start, n);
+                assert_eq!(
+                    column_bytes(slice.as_ref()),
+                    slice.to_data().get_slice_memory_size().unwrap(),
+                    "{} rows {start}..{}",
+                    c.data_type(),
+                    start + n
+                );
+            }
+        }
     }
 
     #[test]
