@@ -141,6 +141,12 @@ pub struct Coordinator {
     store: Arc<dyn StateStore>,
     heartbeat: Duration,
     config: Arc<Config>,
+    /// Where submissions are planned (every member's dates read, in parallel): a pool of
+    /// the coordinator's own rather than rayon's global one. On the 300-member overhead
+    /// batch, planning on the global pool from a blocking thread read the dates in 2.1-2.8
+    /// ms, on a pool of its own in 1.1 ms, as in the in-process runner (paired rounds, one
+    /// process); planning runs before any job can, so this is the batch's start.
+    planner: Arc<rayon::ThreadPool>,
 }
 
 fn now_ms() -> u64 {
@@ -226,6 +232,11 @@ impl Coordinator {
             finished: Arc::default(),
             heartbeat: lease_ttl / 4,
             config: Arc::new(config),
+            planner: Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("xt-plan-{i}"))
+                    .build()?,
+            ),
         };
         // A batch whose last job finished just before a crash is aggregated now.
         coordinator.reap();
@@ -269,7 +280,10 @@ impl Coordinator {
         let data = DataSpec::parse(&spec.data).map_err(bad)?;
         let source = open_source(&data).map_err(bad)?;
         let universe = resolve_universe(&spec, &data, source.as_ref()).map_err(bad)?;
-        let planned = plan(&spec, source.as_ref(), &universe).map_err(bad)?;
+        let planned = self
+            .planner
+            .install(|| plan(&spec, source.as_ref(), &universe))
+            .map_err(bad)?;
         let jobs: Vec<JobSpec> = planned.jobs.into_iter().map(|j| j.spec).collect();
         let n = jobs.len() as u32;
         self.check_limits(tenant, n as usize)?;
