@@ -144,8 +144,9 @@ pub struct Coordinator {
     /// Where submissions are planned (every member's dates read, in parallel): a pool of
     /// the coordinator's own rather than rayon's global one. On the 300-member overhead
     /// batch, planning on the global pool from a blocking thread read the dates in 2.1-2.8
-    /// ms, on a pool of its own in 1.1 ms, as in the in-process runner (paired rounds, one
-    /// process); planning runs before any job can, so this is the batch's start.
+    /// ms, on a pool of its own in 0.7-1.3 ms, as in the in-process runner (0.8-1.7 ms;
+    /// paired rounds, one process); planning runs before any job can, so this is the
+    /// batch's start.
     planner: Arc<rayon::ThreadPool>,
 }
 
