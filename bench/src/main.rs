@@ -175,11 +175,12 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
         &mut lap,
     );
 
-    // Its rounds are cheap (under a second each) and this machine's speed drifts: more of
-    // them. Single rounds range from 0.7x to 1.7x here, so the median of 20 could still
-    // move by a few points between runs of the same code; the median of 40 wanders about
-    // 30% less (1/sqrt 2).
-    let (t, x) = cluster::overhead(&rt, 300, 10, "macd", None, 8 * runs)?;
+    // Its rounds are cheap (about a second each) and this machine's speed drifts: many of
+    // them. Single rounds range from 0.9x to 1.4x here, and the median of 40 moved by 3 to 6
+    // points between runs of the same code; its 95% interval narrows as 1/sqrt(rounds), to
+    // about +-2 points at 120.
+    let rounds = if quick { 20 } else { 120 };
+    let (t, x) = cluster::overhead(&rt, 300, 10, "macd", None, rounds)?;
     keep(&mut tables, t, &mut lap);
     targets.push(x);
     let (mut t, x, per_cpu) = cluster::overheads(&rt, 20_000, runs)?;

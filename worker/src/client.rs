@@ -137,17 +137,16 @@ fn run_expanded(
     let n = bars.as_ref().map_or(0, |b| b.len());
     let error = bars.as_ref().err().cloned();
     let curves = combos.len() + 1;
-    let mut calendar: Vec<xt_shared::Date> = Vec::new();
     let mut equity: Vec<f64> = Vec::with_capacity(n * curves);
     let tables = execute(spec, strategy, combos, &bars, &mut |c, dates, eq| {
         // Curves come in order, all on the job's bars.
         debug_assert_eq!(equity.len(), c * dates.len());
-        if c == 0 {
-            calendar.extend_from_slice(dates);
-        }
         equity.extend_from_slice(eq);
     })
     .map_err(|e| e.to_string())?;
+    // The curves' calendar is the bars' dates (none when the data failed): moved, not
+    // copied.
+    let calendar = bars.map(|b| b.dates).unwrap_or_default();
     let column = |schema: SchemaRef, array: arrow::array::ArrayRef| {
         RecordBatch::try_new(schema, vec![array]).map_err(|e| e.to_string())
     };
