@@ -794,3 +794,82 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     let dir = state.join("batches").join(batch.to_string());
     assert_as_in_process(&dir, &spec, &synth);
 }
+
+/// A worker's results go summed into their batch's part, each dropping its sleeves once
+/// summed. When the coordinator cannot take a part whole (one of its jobs was done
+/// meanwhile by another attempt) and asks for its jobs on their own, the worker runs them
+/// again and sends each with its own sleeves: every job completes once, and the batch's
+/// tables equal the in-process run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use xt_shared::job::{JobSpec, Upload};
+    use xt_shared::wire::JobLease;
+    use xt_worker::client::{Rerun, deliver_finished, run_leased, upload, upload_attempts};
+
+    let state = scratch("cluster-rerun");
+    let Played {
+        coordinator: _coordinator,
+        url,
+        mut client,
+        spec,
+        synth,
+        batch,
+        worker,
+        leases,
+        outputs,
+    } = played(&state, 4, 7).await;
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // Job 1 completes first by an attempt of its own, with its own sleeves, as another
+    // worker's would after this one's lease had lapsed.
+    let first = Upload {
+        worker,
+        batch,
+        job: leases[1].job,
+        attempt: leases[1].attempt,
+        bars: outputs[1].bars,
+        seconds: 0.0,
+        error: None,
+        part: None,
+    };
+    let alone = upload_attempts(&[(first, &outputs[1])], false).unwrap();
+    let alone: Vec<_> = alone
+        .iter()
+        .map(|(u, t)| (u.clone(), t.as_slice()))
+        .collect();
+    assert_eq!(upload(&channel, &alone).await.unwrap().accepted, [true]);
+
+    // Then the worker's four results, delivered as its deliverer delivers them: one part,
+    // refused whole, so all four run again and go alone (job 1's then answered "not
+    // accepted").
+    let reruns = Arc::new(AtomicUsize::new(0));
+    let rerun: Rerun = {
+        let reruns = reruns.clone();
+        Arc::new(move |lease: JobLease| {
+            reruns.fetch_add(1, Ordering::SeqCst);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job: JobSpec = serde_json::from_str(&lease.spec_json).unwrap();
+            let _ = tx.send(run_leased(&job, &synth));
+            rx
+        })
+    };
+    let results = leases
+        .iter()
+        .cloned()
+        .zip(outputs)
+        .map(|(lease, output)| (worker, lease, Ok(output)))
+        .collect();
+    deliver_finished(&channel, rerun, results).await;
+    assert_eq!(reruns.load(Ordering::SeqCst), 4);
+
+    let s = wait_finished(&mut client, batch).await;
+    assert_eq!((s.done, s.failed), (4, 0));
+    let dir = state.join("batches").join(batch.to_string());
+    assert_as_in_process(&dir, &spec, &synth);
+}

@@ -122,6 +122,57 @@ impl Expanded {
     }
 }
 
+/// What a worker's jobs share: each data source, opened once, and the strategy's parameter
+/// sets, expanded once a batch.
+#[derive(Default)]
+struct JobRunner {
+    sources: Mutex<HashMap<String, Arc<dyn BarSource>>>,
+    expanded: Mutex<Expanded>,
+}
+
+impl JobRunner {
+    /// Runs a leased job on this thread; a panic is the job's error.
+    fn run(&self, lease: &JobLease) -> Result<JobOutput, String> {
+        let started = std::time::Instant::now();
+        let run = || {
+            let spec: JobSpec =
+                serde_json::from_str(&lease.spec_json).map_err(|e| format!("job spec: {e}"))?;
+            let source = {
+                let mut cache = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+                match cache.get(&spec.data) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let data = DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
+                        let s = open_source(&data).map_err(|e| e.to_string())?;
+                        cache.insert(spec.data.clone(), s.clone());
+                        s
+                    }
+                }
+            };
+            let (strategy, combos) = self
+                .expanded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&spec)?;
+            run_expanded(&spec, strategy, &combos, source.as_ref(), started)
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .unwrap_or_else(|_| Err("the job panicked".to_string()))
+    }
+}
+
+/// Where a deliverer sends results, and how it runs a job again whose sleeves the
+/// coordinator asks for on their own.
+struct Courier {
+    channel: Channel,
+    rerun: Rerun,
+}
+
+/// Runs a job again (on the worker's pool): its result, when it comes.
+pub type Rerun = Arc<
+    dyn Fn(JobLease) -> tokio::sync::oneshot::Receiver<Result<JobOutput, String>> + Send + Sync,
+>;
+
 /// [`run_leased`] with the strategy and its parameter sets expanded already; `started`: when
 /// the job began.
 fn run_expanded(
@@ -432,8 +483,8 @@ type Part = (Vec<usize>, PartTables);
 pub type Attempt = (Upload, Vec<(&'static str, RecordBatch)>);
 
 /// The attempts of one upload of `outputs`: with `parts`, the sleeves of each batch's
-/// results (two or more, their data read) summed into one part, carried by the last of
-/// them; each other result with its own.
+/// results (those whose data was read) summed into one part, carried by the last of them;
+/// without, each result with its own.
 pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<Vec<Attempt>> {
     let mut summed = Parts::default();
     if parts {
@@ -449,8 +500,8 @@ pub fn upload_attempts(outputs: &[(Upload, &JobOutput)], parts: bool) -> Result<
 }
 
 /// The parts of an upload's results: per batch, its results' sleeves summed (see
-/// [`PartSum`]) and which results those are. A part of one result is no part: that result
-/// goes with its own sleeves.
+/// [`PartSum`]) and which results those are. A part may have one result: a worker's
+/// results drop their sleeves once summed, so even a lone one goes as a part.
 #[derive(Default)]
 struct Parts(Vec<(u64, PartSum, Vec<usize>)>);
 
@@ -481,12 +532,12 @@ impl Parts {
         false
     }
 
-    /// Each part of two or more results: its members, as indices in the upload (`at` of
-    /// their indices here), and its tables.
+    /// Each part: its members, as indices in the upload (`at` of their indices here), and
+    /// its tables.
     fn tables(&self, at: impl Fn(usize) -> usize) -> Result<Vec<Part>> {
         self.0
             .iter()
-            .filter(|(_, _, members)| members.len() > 1)
+            .filter(|(_, _, members)| !members.is_empty())
             .map(|(_, part, members)| {
                 Ok((members.iter().map(|&k| at(k)).collect(), part.tables()?))
             })
@@ -564,6 +615,20 @@ struct Finished {
 }
 
 impl JobOutput {
+    /// Drops its `calendar` and `sleeves` tables, once summed into a part: a worker holds
+    /// a part's sums per upload, not every job's curves until the upload is taken (a grid's
+    /// job has a curve per combination). Should the coordinator ask for the job's sleeves
+    /// on their own after all, the job runs again (see [`deliver_results`]).
+    fn drop_sleeves(&mut self) {
+        self.tables
+            .retain(|(n, _)| !matches!(*n, "calendar" | "sleeves"));
+    }
+
+    /// Whether it still has its own sleeves (a result whose data failed has none to have).
+    fn has_sleeves(&self) -> bool {
+        self.error.is_some() || self.tables.iter().any(|(n, _)| *n == "sleeves")
+    }
+
     /// Bytes of its tables in memory.
     pub fn bytes(&self) -> usize {
         self.tables
@@ -649,6 +714,28 @@ async fn deliver(
     }
 }
 
+/// Reports an attempt that produced no result, so the job is tried again. A lost report
+/// costs nothing: the lease expires and the job runs again.
+async fn fail(channel: &Channel, worker: u64, lease: &JobLease, error: String) {
+    let request = FailRequest {
+        worker,
+        batch: lease.batch,
+        job: lease.job,
+        attempt: lease.attempt,
+        error,
+    };
+    let _ = JobsClient::new(channel.clone()).fail(request).await;
+}
+
+/// A result's copy (its tables' buffers shared).
+fn clone_output(o: &JobOutput) -> JobOutput {
+    JobOutput {
+        tables: o.tables.clone(),
+        error: o.error.clone(),
+        ..*o
+    }
+}
+
 /// Computed results waiting for the deliverer, an upload's worth to a bundle. The pool
 /// threads file each job's result as it finishes, its sleeves added to its batch's part in
 /// the bundle it joins.
@@ -682,13 +769,19 @@ impl Outbox {
             self.bundles.push_back(Bundle::default());
         }
         let bundle = self.bundles.back_mut().expect("a bundle was just made");
-        if let Ok(output) = &finished.result
+        let mut finished = finished;
+        if let Ok(output) = &mut finished.result
             && bytes < UPLOAD_BYTES
+            && output.error.is_none()
         {
-            // A result that does not sum goes with its own sleeves.
-            let _ = bundle
+            // Summed, its sleeves are dropped here, on the thread that made them; a result
+            // that does not sum goes with its own.
+            if bundle
                 .parts
-                .add(bundle.finished.len(), finished.lease.batch, output);
+                .add(bundle.finished.len(), finished.lease.batch, output)
+            {
+                output.drop_sleeves();
+            }
         }
         bundle.finished.push(finished);
         bundle.bytes += bytes;
@@ -720,7 +813,7 @@ impl Handover {
 /// it goes, a batch's last included. An upload is retried with backoff until the
 /// coordinator answers: a finished result is never dropped while the worker runs.
 async fn deliver_results(
-    channel: Channel,
+    to: Courier,
     handover: Arc<Handover>,
     delivering: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
@@ -754,62 +847,135 @@ async fn deliver_results(
             .bundles
             .pop_front()
             .expect("only the deliverer takes bundles");
-        // Indices of the bundle's results in the upload: the failed ones are reported
-        // apart.
-        let mut at = vec![usize::MAX; bundle.finished.len()];
-        let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
-        for (k, f) in bundle.finished.iter().enumerate() {
-            match &f.result {
-                Ok(output) => {
-                    at[k] = outputs.len();
-                    outputs.push((
-                        Upload {
-                            worker: f.worker,
-                            batch: f.lease.batch,
-                            job: f.lease.job,
-                            attempt: f.lease.attempt,
-                            bars: output.bars,
-                            seconds: output.seconds,
-                            error: output.error.clone(),
-                            part: None,
-                        },
-                        output,
-                    ))
-                }
-                Err(error) => {
-                    let request = FailRequest {
+        deliver_bundle(&to, &bundle).await;
+        delivering.fetch_sub(bundle.finished.len(), Ordering::SeqCst);
+        held.fetch_sub(bundle.bytes, Ordering::SeqCst);
+        delivered.notify_one();
+    }
+}
+
+/// Delivers one bundle of results: those that failed reported apart, the others in one
+/// upload, each batch's summed into its part; then whatever the coordinator asks for again
+/// on its own (see [`deliver_results`]).
+async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
+    let (channel, rerun) = (&to.channel, &to.rerun);
+    // Indices of the bundle's results in the upload: the failed ones are reported
+    // apart.
+    let mut at = vec![usize::MAX; bundle.finished.len()];
+    let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
+    let mut leases: Vec<&JobLease> = Vec::new();
+    for (k, f) in bundle.finished.iter().enumerate() {
+        match &f.result {
+            Ok(output) => {
+                at[k] = outputs.len();
+                leases.push(&f.lease);
+                outputs.push((
+                    Upload {
                         worker: f.worker,
                         batch: f.lease.batch,
                         job: f.lease.job,
                         attempt: f.lease.attempt,
-                        error: error.clone(),
-                    };
-                    // A lost report costs nothing: the lease expires and the job runs again.
-                    let _ = JobsClient::new(channel.clone()).fail(request).await;
-                }
+                        bars: output.bars,
+                        seconds: output.seconds,
+                        error: output.error.clone(),
+                        part: None,
+                    },
+                    output,
+                ))
+            }
+            Err(error) => fail(channel, f.worker, &f.lease, error.clone()).await,
+        }
+    }
+    // Should a part's tables fail, its results (their sleeves dropped once summed) are
+    // held back, to go again with their own below.
+    let (parts, mut pending) = match bundle.parts.tables(|k| at[k]) {
+        Ok(parts) => (parts, Vec::new()),
+        Err(e) => {
+            eprintln!("xt-worker: a part's tables: {e:#}");
+            let summed = (0..outputs.len()).filter(|&i| !outputs[i].1.has_sleeves());
+            (Vec::new(), summed.collect::<Vec<usize>>())
+        }
+    };
+    let first: Vec<usize> = (0..outputs.len())
+        .filter(|i| !pending.contains(i))
+        .collect();
+    let sent: Vec<(Upload, &JobOutput)> = first.iter().map(|&i| outputs[i].clone()).collect();
+    // The attempts of a part the coordinator could not take whole (one of its jobs done
+    // meanwhile by another attempt: the sums cannot be split) go again, each with its
+    // own sleeves. Those were dropped once summed, so each of these jobs runs again
+    // first: the same spec on the same bars gives the same sleeves, bit for bit.
+    if !sent.is_empty() {
+        let resend = deliver(channel, &sent, parts).await;
+        pending.extend(
+            resend
+                .into_iter()
+                .filter_map(|i| first.get(i as usize).copied()),
+        );
+    }
+    let mut again: Vec<(Upload, JobOutput)> = Vec::new();
+    let mut reruns = Vec::new();
+    for i in pending {
+        let Some(((upload, output), lease)) = outputs.get(i).zip(leases.get(i)) else {
+            continue;
+        };
+        if output.has_sleeves() {
+            again.push((upload.clone(), clone_output(output)));
+        } else {
+            reruns.push((upload, *lease, rerun((*lease).clone())));
+        }
+    }
+    for (upload, lease, result) in reruns {
+        match result.await {
+            Ok(Ok(output)) => again.push((upload.clone(), output)),
+            Ok(Err(error)) => fail(channel, upload.worker, lease, error).await,
+            Err(_) => {
+                let error = "the job's second run was lost".to_string();
+                fail(channel, upload.worker, lease, error).await
             }
         }
-        let mut parts = bundle.parts.tables(|k| at[k]).unwrap_or_else(|e| {
-            // Each result with its own sleeves, then.
-            eprintln!("xt-worker: a part's tables: {e:#}");
-            Vec::new()
-        });
-        // The attempts of a part the coordinator could not take whole go again, each with
-        // its own sleeves.
-        while !outputs.is_empty() {
-            let resend = deliver(&channel, &outputs, std::mem::take(&mut parts)).await;
-            let resend: std::collections::HashSet<usize> =
-                resend.into_iter().map(|i| i as usize).collect();
-            outputs = outputs
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| resend.contains(i))
-                .map(|(_, o)| o)
-                .collect();
-        }
-        delivering.fetch_sub(bundle.finished.len(), Ordering::SeqCst);
-        held.fetch_sub(bundle.bytes, Ordering::SeqCst);
-        delivered.notify_one();
+    }
+    let mut again: Vec<(Upload, &JobOutput)> = again.iter().map(|(u, o)| (u.clone(), o)).collect();
+    while !again.is_empty() {
+        // No parts now: nothing is asked for again.
+        let resend = deliver(channel, &again, Vec::new()).await;
+        let resend: std::collections::HashSet<usize> =
+            resend.into_iter().map(|i| i as usize).collect();
+        again = again
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| resend.contains(i))
+            .map(|(_, o)| o)
+            .collect();
+    }
+}
+
+/// Delivers `results` as the worker does a bundle of them (each of a batch summed into its
+/// part, the sleeves dropped once summed; any the coordinator asks for again run again
+/// with `rerun` and go on their own), in uploads of up to [`UPLOAD_ATTEMPTS`]: what a
+/// worker's deliverer does, for a caller that computed the results itself.
+pub async fn deliver_finished(
+    channel: &Channel,
+    rerun: Rerun,
+    results: Vec<(u64, JobLease, Result<JobOutput, String>)>,
+) {
+    let mut outbox = Outbox::default();
+    for (worker, lease, result) in results {
+        let bytes = result.as_ref().map_or(0, JobOutput::bytes);
+        outbox.file(
+            Finished {
+                worker,
+                lease,
+                result,
+            },
+            bytes,
+        );
+    }
+    let to = Courier {
+        channel: channel.clone(),
+        rerun,
+    };
+    for bundle in outbox.bundles {
+        deliver_bundle(&to, &bundle).await;
     }
 }
 
@@ -847,8 +1013,20 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             .thread_name(|i| format!("xt-job-{i}"))
             .build()?,
     );
-    let sources: Arc<Mutex<HashMap<String, Arc<dyn BarSource>>>> = Arc::default();
-    let expanded: Arc<Mutex<Expanded>> = Arc::default();
+    let runner: Arc<JobRunner> = Arc::default();
+    // A job asked for again with its own sleeves, after they were summed and dropped, runs
+    // again on the pool.
+    let rerun: Rerun = {
+        let (pool, runner) = (pool.clone(), runner.clone());
+        Arc::new(move |lease: JobLease| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let runner = runner.clone();
+            pool.spawn(move || {
+                let _ = tx.send(runner.run(&lease));
+            });
+            rx
+        })
+    };
     // Jobs leased and not yet computed: the slots' worth running and as many again queued
     // behind them, so the pool never waits on a lease round trip between jobs; up to 24
     // times as many queued when jobs are short (see `queued_rounds`), since then each
@@ -869,7 +1047,10 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     // so that a round's room is free (and always when nothing is left).
     let wake_at = Arc::new(AtomicUsize::new(usize::MAX));
     let deliverer = tokio::spawn(deliver_results(
-        channel.clone(),
+        Courier {
+            channel: channel.clone(),
+            rerun,
+        },
         handover.clone(),
         delivering.clone(),
         held.clone(),
@@ -960,8 +1141,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         }
         for lease in leases {
             computing.fetch_add(1, Ordering::SeqCst);
-            let (sources, handover) = (sources.clone(), handover.clone());
-            let expanded = expanded.clone();
+            let (runner, handover) = (runner.clone(), handover.clone());
             let (computing, delivering, held, computed, job_nanos) = (
                 computing.clone(),
                 delivering.clone(),
@@ -975,30 +1155,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             let batch = lease.batch;
             pool.spawn(move || {
                 let started = std::time::Instant::now();
-                let run = || {
-                    let spec: JobSpec = serde_json::from_str(&lease.spec_json)
-                        .map_err(|e| format!("job spec: {e}"))?;
-                    let source = {
-                        let mut cache = sources.lock().unwrap_or_else(|e| e.into_inner());
-                        match cache.get(&spec.data) {
-                            Some(s) => s.clone(),
-                            None => {
-                                let data =
-                                    DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
-                                let s = open_source(&data).map_err(|e| e.to_string())?;
-                                cache.insert(spec.data.clone(), s.clone());
-                                s
-                            }
-                        }
-                    };
-                    let (strategy, combos) = expanded
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&spec)?;
-                    run_expanded(&spec, strategy, &combos, source.as_ref(), started)
-                };
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
-                    .unwrap_or_else(|_| Err("the job panicked".to_string()));
+                let result = runner.run(&lease);
                 // A moving average of job time; races between threads lose an update at worst.
                 let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 let mean = job_nanos.load(Ordering::Relaxed);
