@@ -511,8 +511,10 @@ pub fn overhead(
         .median
     };
     let local = timing(0);
-    // The best cluster path by its median ratio, and that median's 95% interval.
-    let mut best = (f64::INFINITY, (f64::INFINITY, f64::INFINITY));
+    // The target is judged on `xt local` as a user runs it (one worker, the default), named
+    // before the rounds: the least of four noisy medians would be biased low. Its median
+    // ratio and that median's 95% interval.
+    let mut judged = (f64::INFINITY, (f64::INFINITY, f64::INFINITY));
     let names = [
         format!("in-process rayon runner, {cores} threads, the same tables written"),
         "xt local: coordinator + 1 in-process worker(s) on loopback gRPC/Flight".to_string(),
@@ -540,8 +542,8 @@ pub fn overhead(
             .map(|(r, base)| r.0 / base.0)
             .collect();
         let interval = Timing::median_interval(&ratios);
-        if r.median < best.0 {
-            best = (r.median, interval);
+        if path == 1 {
+            judged = (r.median, interval);
         }
         table.row(vec![
             name,
@@ -558,7 +560,7 @@ pub fn overhead(
     // The worker process's CPU comes in ticks of 10 ms: its mean over the rounds.
     let worker_cpu = mean(&runs_of[PATHS - 1], |r| r.2);
     table.note(format!(
-        "The paths took turns, one batch each a round ({} rounds after a warm-up, each round starting at the next path); each ratio is to the in-process run of the same round: the median over the rounds, its 95% confidence interval (distribution-free, from the rounds' order statistics) and the rounds' spread. The target counts as met only when the best path's whole interval is under 1.10.",
+        "The paths took turns, one batch each a round ({} rounds after a warm-up, each round starting at the next path); each ratio is to the in-process run of the same round: the median over the rounds, its 95% confidence interval (distribution-free, from the rounds' order statistics) and the rounds' spread. The target is judged on `xt local` with its default one worker, and counts as met only when that path's whole interval is under 1.10.",
         runs.max(1)
     ));
     table.note(
@@ -578,13 +580,13 @@ pub fn overhead(
         worker_cpu / coordinator_cpu.max(1e-9),
         local.cpu / jobs * 1e3,
     ));
-    let (best, (lo, hi)) = best;
+    let (median, (lo, hi)) = judged;
     let target = Target::new(
         format!("cluster overhead, {symbols} x {years} y {strategy}"),
         "< 10% over in-process",
         format!(
-            "{:+.1}% (best cluster path; 95% CI {:+.1}% to {:+.1}%)",
-            (best - 1.0) * 100.0,
+            "{:+.1}% (`xt local`, 1 worker; 95% CI {:+.1}% to {:+.1}%)",
+            (median - 1.0) * 100.0,
             (lo - 1.0) * 100.0,
             (hi - 1.0) * 100.0
         ),
