@@ -440,6 +440,34 @@ fn run_leases(
         .collect()
 }
 
+/// Attempt `attempt` of a leased job by `worker`, as its upload names it.
+fn attempt_upload(
+    worker: u64,
+    lease: &xt_shared::wire::JobLease,
+    attempt: u32,
+    output: &xt_worker::client::JobOutput,
+) -> xt_shared::job::Upload {
+    xt_shared::job::Upload {
+        worker,
+        batch: lease.batch,
+        job: lease.job,
+        attempt,
+        bars: output.bars,
+        seconds: output.seconds,
+        error: None,
+        part: None,
+    }
+}
+
+/// A channel to the coordinator at `url`, as a worker's uploads use.
+async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// Submits `spec` (as the API does, with no tenant), expecting it accepted.
 async fn submit(
     client: &mut JobsClient<tonic::transport::Channel>,
@@ -553,23 +581,9 @@ async fn one_upload_completes_several_jobs_each_once() {
     } = played(&state, 3, 11).await;
     let attempt = |i: usize| {
         let (l, o) = (&leases[i], &outputs[i]);
-        let upload = Upload {
-            worker,
-            batch,
-            job: l.job,
-            attempt: l.attempt,
-            bars: o.bars,
-            seconds: o.seconds,
-            error: None,
-            part: None,
-        };
-        (upload, o.tables.as_slice())
+        (attempt_upload(worker, l, l.attempt, o), o.tables.as_slice())
     };
-    let channel = tonic::transport::Channel::from_shared(url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&url).await;
 
     let accepted = upload(&channel, &[attempt(0), attempt(1), attempt(0)])
         .await
@@ -687,7 +701,6 @@ async fn one_upload_completes_several_jobs_each_once() {
 /// to the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_completes_its_jobs_together_or_is_sent_again() {
-    use xt_shared::job::Upload;
     use xt_worker::client::{upload, upload_attempts};
 
     let state = scratch("cluster-parts");
@@ -703,25 +716,12 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
         outputs,
     } = played(&state, 4, 5).await;
     let attempt_of = |worker, i: usize, attempt: u32| {
-        let upload = Upload {
-            worker,
-            batch,
-            job: leases[i].job,
-            attempt,
-            bars: outputs[i].bars,
-            seconds: 0.0,
-            error: None,
-            part: None,
-        };
+        let upload = attempt_upload(worker, &leases[i], attempt, &outputs[i]);
         (upload, &outputs[i])
     };
     let attempt = |i, attempt| attempt_of(worker, i, attempt);
     let send = async |attempts: &[xt_worker::client::Attempt]| {
-        let channel = tonic::transport::Channel::from_shared(url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel(&url).await;
         let attempts: Vec<_> = attempts
             .iter()
             .map(|(u, t)| (u.clone(), t.as_slice()))
@@ -804,7 +804,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
 async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use xt_shared::job::{JobSpec, Upload};
+    use xt_shared::job::JobSpec;
     use xt_shared::wire::JobLease;
     use xt_worker::client::{Rerun, deliver_finished, run_leased, upload, upload_attempts};
 
@@ -820,24 +820,11 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
         leases,
         outputs,
     } = played(&state, 4, 7).await;
-    let channel = tonic::transport::Channel::from_shared(url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel(&url).await;
 
     // Job 1 completes first by an attempt of its own, with its own sleeves, as another
     // worker's would after this one's lease had lapsed.
-    let first = Upload {
-        worker,
-        batch,
-        job: leases[1].job,
-        attempt: leases[1].attempt,
-        bars: outputs[1].bars,
-        seconds: 0.0,
-        error: None,
-        part: None,
-    };
+    let first = attempt_upload(worker, &leases[1], leases[1].attempt, &outputs[1]);
     let alone = upload_attempts(&[(first, &outputs[1])], false).unwrap();
     let alone: Vec<_> = alone
         .iter()

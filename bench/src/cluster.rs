@@ -487,34 +487,18 @@ pub fn overhead(
             mean(&runs_of[path], |r| r.1),
         )
     };
-    let ratio = |path: usize| {
-        Timing::from_seconds(
-            runs_of[path]
-                .iter()
-                .zip(&runs_of[0])
-                .map(|(r, base)| r.0 / base.0)
-                .collect(),
-            0.0,
-        )
+    // Per round, a path's time and CPU (the coordinator's and every worker's, wherever
+    // they ran) over the in-process runner's.
+    let per_round = |path: usize, of: fn(&(f64, f64, f64)) -> f64| -> Vec<f64> {
+        runs_of[path]
+            .iter()
+            .zip(&runs_of[0])
+            .map(|(r, base)| of(r) / of(base).max(1e-9))
+            .collect()
     };
-    // Per round, a path's CPU over the in-process runner's: the coordinator's and every
-    // worker's, wherever they ran.
-    let cpu_ratio = |path: usize| {
-        Timing::from_seconds(
-            runs_of[path]
-                .iter()
-                .zip(&runs_of[0])
-                .map(|(r, base)| (r.1 + r.2) / base.1.max(1e-9))
-                .collect(),
-            0.0,
-        )
-        .median
-    };
+    let time_of: fn(&(f64, f64, f64)) -> f64 = |r| r.0;
+    let cpu_of: fn(&(f64, f64, f64)) -> f64 = |r| r.1 + r.2;
     let local = timing(0);
-    // The target is judged on `xt local` as a user runs it (one worker, the default), named
-    // before the rounds: the least of four noisy medians would be biased low. Its median
-    // ratio and that median's 95% interval.
-    let mut judged = (f64::INFINITY, (f64::INFINITY, f64::INFINITY));
     let names = [
         format!("in-process rayon runner, {cores} threads, the same tables written"),
         "xt local: coordinator + 1 in-process worker(s) on loopback gRPC/Flight".to_string(),
@@ -524,7 +508,7 @@ pub fn overhead(
     ];
     for (path, name) in names.into_iter().enumerate() {
         let t = timing(path);
-        let cpu = mean(&runs_of[path], |r| r.1 + r.2);
+        let cpu = mean(&runs_of[path], cpu_of);
         if path == 0 {
             table.row(vec![
                 name,
@@ -535,16 +519,9 @@ pub fn overhead(
             ]);
             continue;
         }
-        let r = ratio(path);
-        let ratios: Vec<f64> = runs_of[path]
-            .iter()
-            .zip(&runs_of[0])
-            .map(|(r, base)| r.0 / base.0)
-            .collect();
+        let ratios = per_round(path, time_of);
         let interval = Timing::median_interval(&ratios);
-        if path == 1 {
-            judged = (r.median, interval);
-        }
+        let r = Timing::from_seconds(ratios, 0.0);
         table.row(vec![
             name,
             t.show(),
@@ -553,7 +530,10 @@ pub fn overhead(
                 "{:.3}x (95% CI {:.3}-{:.3}; rounds {:.2}-{:.2})",
                 r.median, interval.0, interval.1, r.min, r.max
             ),
-            format!("{:.3}x", cpu_ratio(path)),
+            format!(
+                "{:.3}x",
+                Timing::from_seconds(per_round(path, cpu_of), 0.0).median
+            ),
         ]);
     }
     let coordinator_cpu = mean(&runs_of[PATHS - 1], |r| r.1);
@@ -580,7 +560,13 @@ pub fn overhead(
         worker_cpu / coordinator_cpu.max(1e-9),
         local.cpu / jobs * 1e3,
     ));
-    let (median, (lo, hi)) = judged;
+    // The target is judged on `xt local` as a user runs it (one worker, the default), named
+    // before the rounds: the least of four noisy medians would be biased low.
+    let ratios = per_round(1, time_of);
+    let (median, (lo, hi)) = (
+        Timing::from_seconds(ratios.clone(), 0.0).median,
+        Timing::median_interval(&ratios),
+    );
     let target = Target::new(
         format!("cluster overhead, {symbols} x {years} y {strategy}"),
         "< 10% over in-process",

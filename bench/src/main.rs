@@ -176,7 +176,7 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
     );
 
     // Its rounds are cheap (about a second each) and this machine's speed drifts: many of
-    // them. Single rounds range from 0.9x to 1.4x here, and the median of 40 moved by 3 to 6
+    // them. Single rounds range from 0.7x to 1.5x here, and the median of 40 moved by 3 to 6
     // points between runs of the same code; its 95% interval narrows as 1/sqrt(rounds), to
     // about +-2 points at 120.
     let rounds = if quick { 20 } else { 120 };

@@ -68,8 +68,8 @@ impl Timing {
 
     /// The distribution-free 95% confidence interval of the median of `t` (sorted or not):
     /// the order statistics `(n - 1.96 sqrt n) / 2` and `1 + (n + 1.96 sqrt n) / 2` (1-based).
-    /// Whatever the rounds' distribution, the true median lies between them 95% of the
-    /// time; with 5 or fewer values it is their whole range.
+    /// Whatever the rounds' distribution, the true median lies between them about 95% of
+    /// the time; with 10 or fewer values it is their whole range.
     pub fn median_interval(t: &[f64]) -> (f64, f64) {
         assert!(!t.is_empty(), "an interval needs at least one value");
         let mut t = t.to_vec();
@@ -249,5 +249,9 @@ mod tests {
         // Few values: their whole range.
         assert_eq!(Timing::median_interval(&[3.0, 1.0, 2.0]), (1.0, 3.0));
         assert_eq!(Timing::median_interval(&[5.0]), (5.0, 5.0));
+        let upto = |n: i32| (1..=n).map(f64::from).collect::<Vec<_>>();
+        assert_eq!(Timing::median_interval(&upto(10)), (1.0, 10.0));
+        // n = 11: the first that leaves out its ends, ranks 2 and 10.
+        assert_eq!(Timing::median_interval(&upto(11)), (2.0, 10.0));
     }
 }

@@ -73,8 +73,9 @@ impl Bars {
     /// The bars inside `[start, end]`, validated. The range is applied before the price
     /// rules (SEMANTICS section 1), so a broken bar outside it does not fail the job; the
     /// dates of the whole file must still ascend, or there is no range to speak of. The
-    /// columns are cut where they are, not copied: a job reads its bars once, and copying
-    /// them cost more than the range check in the cluster's profile.
+    /// columns are cut where they are, into no new vectors: a job reads its bars once, and
+    /// copying them into range-cut ones took four times as long in `xt local`'s profile as
+    /// in process (fresh pages each time).
     pub fn validated_range(
         mut self,
         start: Option<Date>,

@@ -532,6 +532,13 @@ impl Parts {
         false
     }
 
+    /// Every part's members, as indices in the bundle.
+    fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0
+            .iter()
+            .flat_map(|(_, _, members)| members.iter().copied())
+    }
+
     /// Each part: its members, as indices in the upload (`at` of their indices here), and
     /// its tables.
     fn tables(&self, at: impl Fn(usize) -> usize) -> Result<Vec<Part>> {
@@ -618,15 +625,10 @@ impl JobOutput {
     /// Drops its `calendar` and `sleeves` tables, once summed into a part: a worker holds
     /// a part's sums per upload, not every job's curves until the upload is taken (a grid's
     /// job has a curve per combination). Should the coordinator ask for the job's sleeves
-    /// on their own after all, the job runs again (see [`deliver_results`]).
+    /// on their own after all, the job runs again (see [`deliver_bundle`]).
     fn drop_sleeves(&mut self) {
         self.tables
             .retain(|(n, _)| !matches!(*n, "calendar" | "sleeves"));
-    }
-
-    /// Whether it still has its own sleeves (a result whose data failed has none to have).
-    fn has_sleeves(&self) -> bool {
-        self.error.is_some() || self.tables.iter().any(|(n, _)| *n == "sleeves")
     }
 
     /// Bytes of its tables in memory.
@@ -727,15 +729,6 @@ async fn fail(channel: &Channel, worker: u64, lease: &JobLease, error: String) {
     let _ = JobsClient::new(channel.clone()).fail(request).await;
 }
 
-/// A result's copy (its tables' buffers shared).
-fn clone_output(o: &JobOutput) -> JobOutput {
-    JobOutput {
-        tables: o.tables.clone(),
-        error: o.error.clone(),
-        ..*o
-    }
-}
-
 /// Computed results waiting for the deliverer, an upload's worth to a bundle. The pool
 /// threads file each job's result as it finishes, its sleeves added to its batch's part in
 /// the bundle it joins.
@@ -760,7 +753,7 @@ impl Outbox {
     /// Files a finished job in the last bundle, or a new one when it is full (a job that
     /// fills an upload on its own goes alone, with its own sleeves); returns whether the
     /// deliverer is to be woken.
-    fn file(&mut self, finished: Finished, bytes: usize) -> bool {
+    fn file(&mut self, mut finished: Finished, bytes: usize) -> bool {
         let fits = |b: &Bundle| {
             b.finished.is_empty()
                 || (b.finished.len() < UPLOAD_ATTEMPTS && b.bytes + bytes <= UPLOAD_BYTES)
@@ -769,7 +762,6 @@ impl Outbox {
             self.bundles.push_back(Bundle::default());
         }
         let bundle = self.bundles.back_mut().expect("a bundle was just made");
-        let mut finished = finished;
         if let Ok(output) = &mut finished.result
             && bytes < UPLOAD_BYTES
             && output.error.is_none()
@@ -886,14 +878,13 @@ async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
             Err(error) => fail(channel, f.worker, &f.lease, error.clone()).await,
         }
     }
-    // Should a part's tables fail, its results (their sleeves dropped once summed) are
+    // Should a part's tables fail, its members (their sleeves dropped once summed) are
     // held back, to go again with their own below.
     let (parts, mut pending) = match bundle.parts.tables(|k| at[k]) {
         Ok(parts) => (parts, Vec::new()),
         Err(e) => {
             eprintln!("xt-worker: a part's tables: {e:#}");
-            let summed = (0..outputs.len()).filter(|&i| !outputs[i].1.has_sleeves());
-            (Vec::new(), summed.collect::<Vec<usize>>())
+            (Vec::new(), bundle.parts.members().map(|k| at[k]).collect())
         }
     };
     let first: Vec<usize> = (0..outputs.len())
@@ -902,8 +893,9 @@ async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
     let sent: Vec<(Upload, &JobOutput)> = first.iter().map(|&i| outputs[i].clone()).collect();
     // The attempts of a part the coordinator could not take whole (one of its jobs done
     // meanwhile by another attempt: the sums cannot be split) go again, each with its
-    // own sleeves. Those were dropped once summed, so each of these jobs runs again
-    // first: the same spec on the same bars gives the same sleeves, bit for bit.
+    // own sleeves. Only a part's members are asked for, and their sleeves were dropped
+    // once summed, so each of these jobs runs again first: the same spec on the same bars
+    // gives the same sleeves, bit for bit.
     if !sent.is_empty() {
         let resend = deliver(channel, &sent, parts).await;
         pending.extend(
@@ -912,18 +904,12 @@ async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
                 .filter_map(|i| first.get(i as usize).copied()),
         );
     }
+    let reruns: Vec<_> = pending
+        .into_iter()
+        .filter_map(|i| Some((&outputs.get(i)?.0, *leases.get(i)?)))
+        .map(|(upload, lease)| (upload, lease, rerun(lease.clone())))
+        .collect();
     let mut again: Vec<(Upload, JobOutput)> = Vec::new();
-    let mut reruns = Vec::new();
-    for i in pending {
-        let Some(((upload, output), lease)) = outputs.get(i).zip(leases.get(i)) else {
-            continue;
-        };
-        if output.has_sleeves() {
-            again.push((upload.clone(), clone_output(output)));
-        } else {
-            reruns.push((upload, *lease, rerun((*lease).clone())));
-        }
-    }
     for (upload, lease, result) in reruns {
         match result.await {
             Ok(Ok(output)) => again.push((upload.clone(), output)),
@@ -1454,6 +1440,16 @@ mod tests {
             .map(|(b, p, m)| (*b, p.jobs(), m.clone()))
             .collect();
         assert_eq!(parts, [(1, 2, vec![0, 4]), (2, 1, vec![1])]);
+        // Summed, a result keeps no sleeves of its own; one whose data failed joined no part
+        // and keeps its tables.
+        let sleeves = |k: usize| {
+            let output = bundle.finished[k].result.as_ref().unwrap();
+            output
+                .tables
+                .iter()
+                .any(|(n, _)| matches!(*n, "calendar" | "sleeves"))
+        };
+        assert_eq!([0, 1, 3, 4].map(sleeves), [false, false, true, false]);
         let one = [&output(100.0, &[1, 2, 3], 2), &output(100.0, &[2, 4], 2)];
         assert_eq!(
             bundle.parts.0[0].1.tables().unwrap(),
