@@ -249,8 +249,10 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let (_coordinator, url) = coordinator(&state);
     let mut first = worker(&url);
     // More jobs than one worker holds (up to 24 rounds of its slots queued, see
-    // `queued_rounds`), so some are still queued when it drains.
-    let spec = BatchSpec::new("synthetic://?symbols=300&years=6&seed=8", "turtle");
+    // `queued_rounds`), and long enough (about a second of work on two cores) that some
+    // are still queued when it drains: the first results arrive after the worker's linger,
+    // and under a loaded test run the signal can come hundreds of milliseconds after that.
+    let spec = BatchSpec::new("synthetic://?symbols=300&years=20&seed=8", "turtle");
     let mut client = JobsClient::connect(url.clone()).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     loop {
