@@ -66,13 +66,20 @@ fn coordinator_at(state: &Path, listen: &str) -> (Proc, String) {
 }
 
 fn worker(url: &str) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_xt-worker"))
-            .args(["--coordinator", url, "--slots", "1"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    worker_with(url, &[], None)
+}
+
+/// A one-slot worker with more flags, and a symbol whose jobs never end by themselves.
+fn worker_with(url: &str, args: &[&str], endless: Option<&str>) -> Proc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xt-worker"));
+    command
+        .args(["--coordinator", url, "--slots", "1"])
+        .args(args)
+        .stderr(Stdio::null());
+    if let Some(symbol) = endless {
+        command.env("XT_TEST_ENDLESS_SYMBOL", symbol);
+    }
+    Proc(command.spawn().unwrap())
 }
 
 fn read(path: &Path) -> RecordBatch {
@@ -861,4 +868,128 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
     assert_eq!((s.done, s.failed), (4, 0));
     let dir = state.join("batches").join(batch.to_string());
     assert_as_in_process(&dir, &spec, &synth);
+}
+
+/// The status of `batch` once `ready` holds of it.
+async fn wait_for(
+    client: &mut JobsClient<tonic::transport::Channel>,
+    batch: u64,
+    ready: impl Fn(&xt_shared::wire::StatusReply) -> bool,
+) -> xt_shared::wire::StatusReply {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = client
+            .status(StatusRequest { batch, wait_ms: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        if ready(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "batch {batch}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A job that never ends by itself (a test fault of the worker's) holds the worker's only
+/// slot. Cancelling its batch stops it, so the next batch runs on that slot; and when one
+/// holds the slot at SIGTERM, the drain deadline stops it, the worker exits 0 and the job
+/// goes back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
+    let state = scratch("cluster-endless");
+    let (_coordinator, url) = coordinator(&state);
+    let mut worker = worker_with(&url, &["--drain-secs", "1"], Some("SYN00002"));
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut endless = BatchSpec::new("synthetic://?symbols=3&years=2&seed=1", "macd");
+    endless.universe = Some(xt_shared::spec::UniverseSpec::Symbols(vec![
+        "SYN00002".into(),
+    ]));
+
+    let first = submit(&mut client, &endless).await;
+    wait_for(&mut client, first.batch, |s| s.running == 1).await;
+    client
+        .cancel(xt_shared::wire::CancelRequest { batch: first.batch })
+        .await
+        .unwrap();
+    // The slot is free again only if the cancel reached the running job.
+    let next = submit(
+        &mut client,
+        &BatchSpec::new("synthetic://?symbols=2&years=2&seed=1", "macd"),
+    )
+    .await;
+    let s = wait_finished(&mut client, next.batch).await;
+    assert_eq!((s.done, s.failed), (2, 0));
+
+    let second = submit(&mut client, &endless).await;
+    wait_for(&mut client, second.batch, |s| s.running == 1).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &worker.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = worker.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not end its drain within a minute of a 1 s deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "a drained worker exits 0, got {exit:?}");
+    let s = client
+        .status(StatusRequest {
+            batch: second.batch,
+            wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (s.running, s.queued, s.done),
+        (0, 1, 0),
+        "the stopped job is queued again: {s:?}"
+    );
+}
+
+/// A job that overruns its time budget fails for good with a message saying so, and the
+/// batch's other jobs complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_budget_fails_with_a_clear_error() {
+    let state = scratch("cluster-budget");
+    let (_coordinator, url) = coordinator(&state);
+    let _worker = worker_with(
+        &url,
+        &["--job-budget-secs", "2", "--job-budget-ns-per-bar", "0"],
+        Some("SYN00001"),
+    );
+    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let spec = BatchSpec::new("synthetic://?symbols=3&years=1&seed=1", "macd");
+    let reply = submit(&mut client, &spec).await;
+    let s = wait_finished(&mut client, reply.batch).await;
+    assert_eq!((s.done, s.failed), (2, 1), "{s:?}");
+    let metrics = read(
+        &state
+            .join("batches")
+            .join(reply.batch.to_string())
+            .join("metrics.parquet"),
+    );
+    let symbols = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
+    let errors = metrics.column_by_name("error").unwrap().as_string::<i32>();
+    for i in 0..metrics.num_rows() {
+        if symbols.value(i) == "SYN00001" {
+            assert!(
+                errors
+                    .value(i)
+                    .contains("the job overran its time budget: 2.0 s"),
+                "{}",
+                errors.value(i)
+            );
+        } else {
+            assert!(errors.is_null(i), "{}", errors.value(i));
+        }
+    }
 }

@@ -641,6 +641,9 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         (json!({"data": "synthetic://", "strategy": "macd", "params": {"fast": 30, "slow": 26}}).to_string(), 422, Some("params")),
         (json!({"data": "synthetic://", "strategy": "macd", "params": {"fast": -3}}).to_string(), 422, Some("params.fast")),
         (json!({"data": "synthetic://", "strategy": "macd", "capital": -1}).to_string(), 422, Some("capital")),
+        // Accepted, this once stopped every worker: sizing spun past 2^53 lots.
+        (json!({"data": "synthetic://", "strategy": "macd", "capital": 1e20}).to_string(), 422, Some("capital")),
+        (json!({"data": "synthetic://", "strategy": "macd", "costs": {"min_commission": 1e300}}).to_string(), 422, Some("costs.min_commission")),
         (json!({"data": "synthetic://", "strategy": "macd", "start": "2024-01-01", "end": "2020-01-01"}).to_string(), 422, Some("start")),
         (json!({"data": "synthetic://", "strategy": "macd", "start": "yesterday"}).to_string(), 422, Some("start")),
         (json!({"data": "synthetic://?symbols=0", "strategy": "macd"}).to_string(), 422, Some("data")),

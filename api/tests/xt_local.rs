@@ -139,6 +139,10 @@ fn bad_input_exits_non_zero_naming_the_field() {
             "capital: must be a finite number > 0",
         ),
         (
+            vec!["--strategy", "macd", "--capital", "1e16"],
+            "capital: must be a finite number > 0 and <= 1e15, got 10000000000000000",
+        ),
+        (
             vec!["--strategy", "macd", "--data", "/nonexistent/dir"],
             "data:",
         ),

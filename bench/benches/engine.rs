@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use xt_shared::{BarSource, Market, SyntheticMarket};
 use xt_worker::engine::strategy::{self, ParamSet};
 use xt_worker::engine::tables::TableWriter;
-use xt_worker::engine::{Exchange, Job, run_job};
+use xt_worker::engine::{Exchange, Job, Never, run_job};
 
 const BARS: usize = 2_500;
 
@@ -79,9 +79,10 @@ fn engine(c: &mut Criterion) {
                     capital: 1e6,
                 };
                 let mut last = 0.0;
-                run_job(&job, s, sets, |_, run, m| {
+                run_job(&job, s, sets, &Never, |_, run, m| {
                     last += run.equity[BARS - 1] + m.sharpe.unwrap_or(0.0)
-                });
+                })
+                .expect("never halted");
                 last
             })
         });
@@ -103,8 +104,10 @@ fn engine(c: &mut Criterion) {
                 &job,
                 strategy::find("sma_cross").expect("built-in"),
                 &sets,
+                &Never,
                 |i, run, m| w.push(sets[i].json(), &bars.dates, run, m),
-            );
+            )
+            .expect("never halted");
             w.finish().expect("tables").metrics.num_rows()
         })
     });

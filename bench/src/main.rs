@@ -305,11 +305,11 @@ fn main() -> anyhow::Result<()> {
         } => runtime()?.block_on(cluster::thin_clients(url, clients, round)),
         Command::Worker { coordinator, slots } => {
             runtime()?.block_on(xt_worker::client::run_worker(
-                xt_worker::client::WorkerConfig {
+                xt_worker::client::WorkerConfig::new(
                     coordinator,
                     slots,
-                    name: format!("bench-{}", std::process::id()),
-                },
+                    format!("bench-{}", std::process::id()),
+                ),
                 async {
                     let _ = tokio::signal::ctrl_c().await;
                 },

@@ -57,11 +57,7 @@ impl LocalCluster {
         ));
         let workers = (0..workers)
             .map(|i| {
-                let config = WorkerConfig {
-                    coordinator: url.clone(),
-                    slots,
-                    name: format!("local-{i}"),
-                };
+                let config = WorkerConfig::new(url.clone(), slots, format!("local-{i}"));
                 tokio::spawn(run_worker(config, stopped_signal(workers_stopped.clone())))
             })
             .collect();

@@ -46,6 +46,13 @@ pub struct BatchSpec {
     pub tables: Option<Vec<Table>>,
 }
 
+/// The largest batch capital: far beyond any fund, and with room below the portfolio's
+/// fixed-point sums (about 1.4e20) for a hundred-thousandfold gain.
+pub const MAX_CAPITAL: f64 = 1e15;
+
+/// The largest minimum commission per fill, in currency.
+pub const MAX_MIN_COMMISSION: f64 = 1e6;
+
 pub fn default_capital() -> f64 {
     1_000_000.0
 }
@@ -243,10 +250,13 @@ impl BatchSpec {
                 ),
             ));
         }
-        if !(self.capital.is_finite() && self.capital > 0.0) {
+        if !(self.capital.is_finite() && self.capital > 0.0 && self.capital <= MAX_CAPITAL) {
             return Err(SpecError::new(
                 "capital",
-                format!("must be a finite number > 0, got {}", self.capital),
+                format!(
+                    "must be a finite number > 0 and <= {MAX_CAPITAL:e}, got {}",
+                    self.capital
+                ),
             ));
         }
         if self.params.is_some() && self.grid.is_some() {
@@ -255,7 +265,7 @@ impl BatchSpec {
         if let Some(c) = &self.costs {
             for (field, v, max) in [
                 ("costs.commission_rate", c.commission_rate, 0.1),
-                ("costs.min_commission", c.min_commission, f64::MAX),
+                ("costs.min_commission", c.min_commission, MAX_MIN_COMMISSION),
                 ("costs.stamp_duty", c.stamp_duty, 0.1),
                 ("costs.slippage", c.slippage, 0.1),
             ] {
@@ -362,8 +372,17 @@ mod tests {
                 seed: 9
             })
         );
-        spec.capital = -1.0;
-        assert_eq!(spec.check().unwrap_err().field, "capital");
+        for capital in [-1.0, 0.0, f64::NAN, f64::INFINITY, 1e16, 1e20] {
+            spec.capital = capital;
+            assert_eq!(spec.check().unwrap_err().field, "capital", "{capital}");
+        }
+        spec.capital = MAX_CAPITAL;
+        spec.check().unwrap();
+        spec.costs = Some(CostsSpec {
+            min_commission: Some(1e7),
+            ..Default::default()
+        });
+        assert_eq!(spec.check().unwrap_err().field, "costs.min_commission");
         spec.capital = 1.0;
         spec.costs = Some(CostsSpec {
             slippage: Some(-0.1),

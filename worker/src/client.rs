@@ -25,7 +25,9 @@ use xt_shared::wire::jobs_client::JobsClient;
 use xt_shared::wire::*;
 
 use crate::engine::strategy::{ParamSet, Strategy};
-use crate::runner::{execute, strategy_combos};
+use crate::engine::{Halt, Never};
+use crate::runner::{JobError, execute, strategy_combos};
+use crate::stop::{JobBudget, Stops};
 
 /// The internal tables a job sends for the portfolio: `calendar`, the dates of its bars, and
 /// `sleeves`, each curve's equity on those dates, curve after curve (the parameter
@@ -72,13 +74,32 @@ pub struct JobOutput {
     pub seconds: f64,
 }
 
-/// Runs a leased job: reads its bars from its data source, runs every combination.
+/// Runs a leased job: reads its bars from its data source, runs every combination, with
+/// nothing to stop it.
 pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, String> {
     let started = std::time::Instant::now();
     let (strategy, combos) =
         strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
             .map_err(|e| e.to_string())?;
-    run_expanded(spec, strategy, &combos, source, started)
+    let control = Control {
+        stops: &Stops::default(),
+        cancelled: &std::sync::atomic::AtomicBool::new(false),
+        budget: JobBudget {
+            base: Duration::MAX,
+            per_bar: Duration::ZERO,
+        },
+        endless: false,
+    };
+    run_expanded(spec, strategy, &combos, source, started, &control)
+}
+
+/// What may stop one job attempt, and its budget.
+struct Control<'a> {
+    stops: &'a Stops,
+    cancelled: &'a std::sync::atomic::AtomicBool,
+    budget: JobBudget,
+    /// A test's fault: the job runs its engine over and over until something stops it.
+    endless: bool,
 }
 
 /// What a strategy's parameter sets are expanded from: the name, `params` and `grid`.
@@ -128,13 +149,23 @@ impl Expanded {
 struct JobRunner {
     sources: Mutex<HashMap<String, Arc<dyn BarSource>>>,
     expanded: Mutex<Expanded>,
+    stops: Stops,
+    budget: JobBudget,
+    endless_symbol: Option<String>,
 }
 
 impl JobRunner {
     /// Runs a leased job on this thread; a panic is the job's error.
-    fn run(&self, lease: &JobLease) -> Result<JobOutput, String> {
+    fn run(
+        &self,
+        lease: &JobLease,
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> Result<JobOutput, String> {
         let started = std::time::Instant::now();
         let run = || {
+            if let Some(h) = self.stops.halted(cancelled) {
+                return Err(h.to_string());
+            }
             let spec: JobSpec =
                 serde_json::from_str(&lease.spec_json).map_err(|e| format!("job spec: {e}"))?;
             let source = {
@@ -154,7 +185,13 @@ impl JobRunner {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&spec)?;
-            run_expanded(&spec, strategy, &combos, source.as_ref(), started)
+            let control = Control {
+                stops: &self.stops,
+                cancelled,
+                budget: self.budget,
+                endless: self.endless_symbol.as_deref() == Some(spec.symbol.as_str()),
+            };
+            run_expanded(&spec, strategy, &combos, source.as_ref(), started, &control)
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .unwrap_or_else(|_| Err("the job panicked".to_string()))
@@ -174,27 +211,60 @@ pub type Rerun = Arc<
 >;
 
 /// [`run_leased`] with the strategy and its parameter sets expanded already; `started`: when
-/// the job began.
+/// the job began. A job that overruns its budget gives error rows, as one whose data failed
+/// (another attempt would overrun the same way); a cancelled or drained one gives no result.
 fn run_expanded(
     spec: &JobSpec,
     strategy: &dyn Strategy,
     combos: &[ParamSet],
     source: &dyn BarSource,
     started: std::time::Instant,
+    control: &Control<'_>,
 ) -> Result<JobOutput, String> {
-    let bars = source
+    let mut bars = source
         .load_range(&spec.symbol, spec.start, spec.end)
         .map_err(|e| e.to_string());
     let n = bars.as_ref().map_or(0, |b| b.len());
-    let error = bars.as_ref().err().cloned();
     let curves = combos.len() + 1;
+    let budget = control.budget.of(n, curves);
+    let deadline = started.checked_add(budget);
+    let watch = control.stops.watch(
+        control.cancelled,
+        // A budget past the clock's range never runs out.
+        deadline.unwrap_or_else(|| started + Duration::from_secs(1 << 40)),
+    );
     let mut equity: Vec<f64> = Vec::with_capacity(n * curves);
-    let tables = execute(spec, strategy, combos, &bars, &mut |c, dates, eq| {
-        // Curves come in order, all on the job's bars.
+    let mut sink = |c: usize, dates: &[xt_shared::Date], eq: &[f64]| {
+        // Curves come in order, all on the job's bars; an endless job starts over.
+        if c == 0 {
+            equity.clear();
+        }
         debug_assert_eq!(equity.len(), c * dates.len());
         equity.extend_from_slice(eq);
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    let mut tables = execute(spec, strategy, combos, &bars, &watch, &mut sink);
+    while control.endless && tables.is_ok() {
+        tables = execute(spec, strategy, combos, &bars, &watch, &mut sink);
+    }
+    let tables = match tables {
+        Ok(t) => t,
+        Err(JobError::Halted(Halt::OverBudget)) => {
+            let error = format!(
+                "{}: {:.1} s for {n} bars x {curves} curves (its parameter sets and the \
+                 benchmark), {:.1} s plus {} ns a bar of a curve",
+                Halt::OverBudget,
+                budget.as_secs_f64(),
+                control.budget.base.as_secs_f64(),
+                control.budget.per_bar.as_nanos(),
+            );
+            bars = Err(error);
+            equity.clear();
+            execute(spec, strategy, combos, &bars, &Never, &mut |_, _, _| {})
+                .map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let error = bars.as_ref().err().cloned();
     // The curves' calendar is the bars' dates (none when the data failed): moved, not
     // copied.
     let calendar = bars.map(|b| b.dates).unwrap_or_default();
@@ -234,7 +304,32 @@ pub struct WorkerConfig {
     /// Jobs run at once (rayon threads).
     pub slots: usize,
     pub name: String,
+    /// How long a job may run before it fails.
+    pub budget: JobBudget,
+    /// After shutdown is asked, how long jobs in flight may still run before they stop
+    /// (and go back to the coordinator's queue).
+    pub drain_timeout: Duration,
+    /// Tests only: jobs of this symbol never end by themselves.
+    pub endless_symbol: Option<String>,
 }
+
+impl WorkerConfig {
+    /// A worker with the default budget and drain deadline.
+    pub fn new(coordinator: impl Into<String>, slots: usize, name: impl Into<String>) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.into(),
+            slots,
+            name: name.into(),
+            budget: JobBudget::default(),
+            drain_timeout: DRAIN_TIMEOUT,
+            endless_symbol: None,
+        }
+    }
+}
+
+/// The default drain deadline: within Kubernetes' default 30 s grace period, with time left
+/// to report the stopped jobs.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 async fn connect(url: &str) -> Result<Channel> {
     // Windows and frames sized for result uploads of tens to hundreds of kilobytes (the
@@ -980,14 +1075,25 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     // The id changes when a restarted coordinator no longer knows us and we register again.
     let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
+    let runner = Arc::new(JobRunner {
+        budget: config.budget,
+        endless_symbol: config.endless_symbol.clone(),
+        ..JobRunner::default()
+    });
     let beat = {
-        let (mut jobs, id) = (jobs.clone(), id.clone());
+        let (mut jobs, id, runner) = (jobs.clone(), id.clone(), runner.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(heartbeat).await;
                 let worker = id.load(Ordering::SeqCst);
-                if let Err(e) = jobs.heartbeat(HeartbeatRequest { worker }).await {
-                    eprintln!("xt-worker: heartbeat: {e}");
+                match jobs.heartbeat(HeartbeatRequest { worker }).await {
+                    // The batch was cancelled: its jobs here stop at their next check.
+                    Ok(reply) => {
+                        for job in reply.into_inner().cancelled {
+                            runner.stops.cancel(job.batch, job.job);
+                        }
+                    }
+                    Err(e) => eprintln!("xt-worker: heartbeat: {e}"),
                 }
             }
         })
@@ -999,7 +1105,6 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             .thread_name(|i| format!("xt-job-{i}"))
             .build()?,
     );
-    let runner: Arc<JobRunner> = Arc::default();
     // A job asked for again with its own sleeves, after they were summed and dropped, runs
     // again on the pool.
     let rerun: Rerun = {
@@ -1008,7 +1113,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             let (tx, rx) = tokio::sync::oneshot::channel();
             let runner = runner.clone();
             pool.spawn(move || {
-                let _ = tx.send(runner.run(&lease));
+                let cancelled = runner.stops.start(lease.batch, lease.job, lease.attempt);
+                let _ = tx.send(runner.run(&lease, &cancelled));
+                runner.stops.finish(lease.batch, lease.job, lease.attempt);
             });
             rx
         })
@@ -1139,9 +1246,11 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             let (dried, batches) = (dried.clone(), batches.clone());
             // Straight from the pool to the deliverer: no task of its own per job.
             let batch = lease.batch;
+            let cancelled = runner.stops.start(lease.batch, lease.job, lease.attempt);
             pool.spawn(move || {
                 let started = std::time::Instant::now();
-                let result = runner.run(&lease);
+                let result = runner.run(&lease, &cancelled);
+                runner.stops.finish(lease.batch, lease.job, lease.attempt);
                 // A moving average of job time; races between threads lose an update at worst.
                 let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
                 let mean = job_nanos.load(Ordering::Relaxed);
@@ -1228,6 +1337,15 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             worker: id.load(Ordering::SeqCst),
         })
         .await;
+    // Jobs still running at the deadline stop at their next check; the coordinator queues
+    // them again when their failure is reported.
+    let deadline = {
+        let (runner, timeout) = (runner.clone(), config.drain_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            runner.stops.drain();
+        })
+    };
     // The deliverer ends once every job in flight is computed and delivered, each upload
     // going as soon as nothing is left to compute.
     dried.store(true, Ordering::SeqCst);
@@ -1242,6 +1360,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         }
     }
     let _ = deliverer.await;
+    deadline.abort();
     beat.abort();
     Ok(())
 }

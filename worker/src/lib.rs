@@ -4,3 +4,4 @@
 pub mod client;
 pub mod engine;
 pub mod runner;
+pub mod stop;

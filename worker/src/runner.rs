@@ -15,7 +15,7 @@ use xt_shared::{BarSource, Bars, BatchSpec, Date, SpecError, Universe};
 
 use crate::engine::strategy::{self, ParamSet, Strategy};
 use crate::engine::tables::{JobTables, TableWriter, portfolio_table};
-use crate::engine::{Exchange, Job, run_job};
+use crate::engine::{Exchange, Halt, Interrupt, Job, Never, run_job};
 
 /// Looks up the strategy and expands its parameters, or says which field is wrong.
 pub fn strategy_combos(
@@ -44,14 +44,15 @@ pub type CurveSink<'a> = dyn FnMut(usize, &[Date], &[f64]) + 'a;
 /// Runs one job on its bars (or reports why there are none): its result tables, and each
 /// sleeve's equity curve handed to `curve(i, dates, equity)`, where `i` is the combination
 /// and `combos.len()` the benchmark (the same sleeve as `buy_and_hold`). A failed job hands
-/// no curves: its sleeve stays in cash.
+/// no curves: its sleeve stays in cash. A halted job hands some curves and no tables.
 pub fn execute(
     job: &JobSpec,
     strategy: &dyn Strategy,
     combos: &[ParamSet],
     bars: &Result<Bars, String>,
+    interrupt: &dyn Interrupt,
     curve: &mut CurveSink<'_>,
-) -> Result<JobTables, ArrowError> {
+) -> Result<JobTables, JobError> {
     let mut writer = TableWriter::new(&job.symbol, job.trades, job.equity);
     let bars = match bars {
         Ok(b) => b,
@@ -59,7 +60,7 @@ pub fn execute(
             for p in combos {
                 writer.push_error(p.json(), error);
             }
-            return writer.finish();
+            return Ok(writer.finish()?);
         }
     };
     let member = job.member().mask(&bars.dates);
@@ -70,18 +71,28 @@ pub fn execute(
         exchange: &exchange,
         capital: job.capital,
     };
-    run_job(&sleeve, strategy, combos, |i, run, metrics| {
+    run_job(&sleeve, strategy, combos, interrupt, |i, run, metrics| {
         writer.push(combos[i].json(), &bars.dates, run, metrics);
         curve(i, &bars.dates, &run.equity);
-    });
+    })?;
     let benchmark = [ParamSet::new(&[], Vec::new())];
     run_job(
         &sleeve,
         strategy::buy_and_hold(),
         &benchmark,
+        interrupt,
         |_, run, _| curve(combos.len(), &bars.dates, &run.equity),
-    );
-    writer.finish()
+    )?;
+    Ok(writer.finish()?)
+}
+
+/// Why `execute` gave no tables.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Halted(#[from] Halt),
+    #[error("building result tables: {0}")]
+    Arrow(#[from] ArrowError),
 }
 
 /// A batch expanded into jobs and parameter combinations.
@@ -189,10 +200,16 @@ pub fn run_plan(
                 plan.strategy,
                 &plan.combos,
                 &bars,
+                &Never,
                 &mut |c, dates, equity| {
                     lock(&portfolio).add_sleeve(c, job.spec.capital, dates, equity)
                 },
-            )?;
+            )
+            .map_err(|e| match e {
+                JobError::Arrow(e) => e,
+                // `Never` halts nothing; kept as an error rather than a panic all the same.
+                JobError::Halted(h) => ArrowError::ExternalError(Box::new(h)),
+            })?;
             sink(i, tables);
             progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
             Ok::<_, ArrowError>(())

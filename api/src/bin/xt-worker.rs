@@ -1,7 +1,10 @@
 //! `xt-worker`: a worker process of the distributed mode.
 
 use clap::Parser;
-use xt_worker::client::{WorkerConfig, run_worker};
+use std::time::Duration;
+
+use xt_worker::client::{DRAIN_TIMEOUT, WorkerConfig, run_worker};
+use xt_worker::stop::JobBudget;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +19,22 @@ struct Args {
     /// Jobs at once (default: every core).
     #[arg(long, env = "XT_SLOTS")]
     slots: Option<usize>,
+    /// A job fails once it has run this many seconds plus `--job-budget-ns-per-bar`.
+    #[arg(long, env = "XT_JOB_BUDGET_SECS", default_value_t = JobBudget::default().base.as_secs_f64())]
+    job_budget_secs: f64,
+    /// Nanoseconds a job may take for each bar of each curve, on top of `--job-budget-secs`.
+    #[arg(long, env = "XT_JOB_BUDGET_NS_PER_BAR", default_value_t = JobBudget::default().per_bar.as_nanos() as u64)]
+    job_budget_ns_per_bar: u64,
+    /// On SIGTERM, how long jobs in flight may still run before they stop and go back to
+    /// the queue (keep it under the pod's termination grace period).
+    #[arg(long, env = "XT_DRAIN_SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64())]
+    drain_secs: f64,
+}
+
+/// Seconds from a flag, or a message naming it.
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{flag}: must be a finite number of seconds >= 0, got {v}"))
 }
 
 #[tokio::main]
@@ -24,11 +43,18 @@ async fn main() -> anyhow::Result<()> {
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let config = WorkerConfig {
-        coordinator: args.coordinator,
+    let mut config = WorkerConfig::new(
+        args.coordinator,
         slots,
-        name: format!("pid-{}", std::process::id()),
+        format!("pid-{}", std::process::id()),
+    );
+    config.budget = JobBudget {
+        base: seconds("--job-budget-secs", args.job_budget_secs)?,
+        per_bar: Duration::from_nanos(args.job_budget_ns_per_bar),
     };
+    config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
+    // A fault for the tests: jobs of this symbol never end by themselves.
+    config.endless_symbol = std::env::var("XT_TEST_ENDLESS_SYMBOL").ok();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     run_worker(config, async move {
         tokio::select! {

@@ -8,6 +8,10 @@
 use xt_shared::market::{Limit, limit_price};
 use xt_shared::{Bars, Costs, Market};
 
+/// How many single steps `all_in` takes from its closed form to the exact boundary: the
+/// floors are within a couple of counts of it, so this bound is never reached.
+const SIZING_STEPS: usize = 8;
+
 /// One symbol's venue for one batch.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -94,20 +98,49 @@ impl Exchange {
     /// The "all in" quantity: the largest multiple of the lot with
     /// `qty * price + commission(qty * price) <= cash` (0 when not even one lot fits).
     pub fn all_in(&self, cash: f64, price: f64) -> f64 {
-        if !(cash > 0.0 && price > 0.0) {
+        self.all_in_lots(cash, price) * self.lot
+    }
+
+    /// `all_in` in lots.
+    fn all_in_lots(&self, cash: f64, price: f64) -> f64 {
+        if !(cash > 0.0 && price > 0.0 && cash.is_finite() && price.is_finite()) {
             return 0.0;
         }
-        // Start from the estimate that pays the proportional commission, then step to the
-        // exact boundary; cost is increasing in the lot count, so the walk is short and ends
-        // on the largest count that fits.
-        let mut lots = (cash / (self.lot * price * (1.0 + self.costs.commission_rate))).floor();
-        while self.affordable(lots + 1.0, price, cash) {
-            lots += 1.0;
+        // `commission = max(rate * notional, minimum)`, so a count fits exactly when both
+        // `notional * (1 + rate) <= cash` and `notional + minimum <= cash`: the closed form
+        // is the smaller of the two floors. Rounding can leave it a step off the exact test,
+        // which a few steps mend. A walk from an estimate is not enough on its own: past
+        // 2^53 lots `lots + 1.0 == lots` and it never ends, and a large minimum commission
+        // made it walk for as many lots as the minimum buys.
+        let per_lot = self.lot * price;
+        let by_rate = cash / (per_lot * (1.0 + self.costs.commission_rate));
+        let by_minimum = (cash - self.costs.min_commission) / per_lot;
+        let mut lots = by_rate.min(by_minimum).floor().max(0.0);
+        if !lots.is_finite() {
+            return 0.0;
         }
-        while lots > 0.0 && !self.affordable(lots, price, cash) {
-            lots -= 1.0;
+        // One representable count up or down: past 2^53 the neighbours are further apart
+        // than 1, and `lots + 1.0` would round back to `lots`.
+        let up = |l: f64| (l + 1.0).max(l.next_up());
+        let down = |l: f64| (l - 1.0).min(l.next_down()).max(0.0);
+        for _ in 0..SIZING_STEPS {
+            if !self.affordable(up(lots), price, cash) {
+                break;
+            }
+            lots = up(lots);
         }
-        lots * self.lot
+        for _ in 0..SIZING_STEPS {
+            if lots == 0.0 || self.affordable(lots, price, cash) {
+                break;
+            }
+            lots = down(lots);
+        }
+        if lots > 0.0 && !self.affordable(lots, price, cash) {
+            // Unreachable for finite inputs (the floors are within an ulp or two of the
+            // boundary); never buy what does not fit.
+            return 0.0;
+        }
+        lots
     }
 
     /// Risk-based size `lot * floor(cash * risk / atr / lot)`, capped by the all-in size.
@@ -183,7 +216,53 @@ mod tests {
             None,
         );
         assert_eq!(heavy.all_in(1_100.0, 1.0), 1_000.0);
+        // A minimum commission that dominates: (10_000 - 5_000) / 10 = 500 shares.
+        let minimum = Exchange::new(
+            &b,
+            Market::Us,
+            Costs {
+                min_commission: 5_000.0,
+                ..Costs::default()
+            },
+            None,
+        );
+        assert_eq!(minimum.all_in(10_000.0, 10.0), 500.0);
         assert_eq!(cn.risk_sized(100_000.0, 10.0, 0.01, 0.5), 2_000.0);
         assert_eq!(cn.risk_sized(100_000.0, 10.0, 1.0, 0.01), 9_900.0);
+    }
+
+    /// Sizing ends and is exact at every magnitude: the lot count it gives fits, and the
+    /// next representable count does not (past 2^53 lots the old walk never ended).
+    #[test]
+    fn all_in_is_exact_and_ends_at_every_magnitude() {
+        let b = bars(&[(10.0, 10.0, 1.0)]);
+        let markets = [
+            (Market::Cn, Market::Cn.default_costs()),
+            (Market::Us, Costs::default()),
+            (
+                Market::Us,
+                Costs {
+                    commission_rate: 0.001,
+                    min_commission: 1.0,
+                    ..Costs::default()
+                },
+            ),
+        ];
+        for (market, costs) in markets {
+            let ex = Exchange::new(&b, market, costs, None);
+            for cash in [1.0, 1e3, 1e6, 1e9, 1e12, 1e15, 1e16, 1e18, 1e20, 1e300] {
+                for price in [1e-4, 0.01, 0.37, 10.0, 1234.5, 1e7] {
+                    let lots = ex.all_in_lots(cash, price);
+                    assert_eq!(lots, lots.floor(), "{market:?} {cash} {price}");
+                    if lots > 0.0 {
+                        assert!(ex.affordable(lots, price, cash), "{cash} {price}");
+                    }
+                    let next = (lots + 1.0).max(lots.next_up());
+                    assert!(!ex.affordable(next, price, cash), "{cash} {price}: {lots}");
+                }
+            }
+            assert_eq!(ex.all_in(f64::INFINITY, 10.0), 0.0);
+            assert_eq!(ex.all_in(1e6, f64::NAN), 0.0);
+        }
     }
 }

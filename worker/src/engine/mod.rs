@@ -4,12 +4,14 @@
 
 pub mod exchange;
 pub mod indicators;
+pub mod interrupt;
 pub mod job;
 pub mod sleeve;
 pub mod strategy;
 pub mod tables;
 
 pub use exchange::Exchange;
+pub use interrupt::{Halt, Interrupt, Never};
 pub use job::{Job, run_job};
 pub use sleeve::{SleeveRun, Trade, simulate};
 pub use strategy::{ParamSet, Signals, Strategy};

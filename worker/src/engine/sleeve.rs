@@ -6,6 +6,7 @@
 //! order. Nothing here reads past bar `t` when deciding at `t`.
 
 use super::exchange::Exchange;
+use super::interrupt::{CHECK_BARS, Halt, Interrupt};
 use super::strategy::Signals;
 use xt_shared::Bars;
 
@@ -44,14 +45,16 @@ enum Order {
 }
 
 /// Runs one sleeve. `member[t]` is point-in-time membership (all true without it).
+/// Stops early, leaving `out` partly written, when `interrupt` says so.
 pub fn simulate(
     bars: &Bars,
     exchange: &Exchange,
     member: &[bool],
     signals: &Signals,
     capital: f64,
+    interrupt: &dyn Interrupt,
     out: &mut SleeveRun,
-) {
+) -> Result<(), Halt> {
     let n = bars.len();
     out.trades.clear();
     // Every element is written below; resizing keeps the allocation between combinations.
@@ -64,6 +67,9 @@ pub fn simulate(
     let mut order = Order::None;
     let mut stop = f64::NEG_INFINITY;
     for t in 0..n {
+        if t % CHECK_BARS == CHECK_BARS - 1 {
+            interrupt.check()?;
+        }
         match order {
             Order::None => {}
             Order::Enter(signal) => {
@@ -135,11 +141,13 @@ pub fn simulate(
     {
         trade.pnl = (last - trade.entry_price) * trade.qty - trade.entry_costs;
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::interrupt::Never;
     use xt_shared::{Costs, Market};
 
     fn bars(opens: &[f64], closes: &[f64]) -> Bars {
@@ -175,8 +183,10 @@ mod tests {
             &[true; 4],
             &signals(4, &[0], &[1]),
             1000.0,
+            &Never,
             &mut run,
-        );
+        )
+        .unwrap();
         // Buy at 10 * 1.01 = 10.1: 98 shares cost 989.8 + 1.0 (minimum) <= 1000; 99 do not.
         let t = &run.trades[0];
         assert_eq!((t.entry, t.qty, t.entry_price), (1, 98.0, 10.1));
@@ -206,8 +216,10 @@ mod tests {
             &[true; 7],
             &signals(7, &[1, 2], &[3]),
             1000.0,
+            &Never,
             &mut run,
-        );
+        )
+        .unwrap();
         assert_eq!(run.trades.len(), 1);
         assert_eq!((run.trades[0].entry, run.trades[0].exit), (3, Some(5)));
     }
@@ -225,8 +237,10 @@ mod tests {
             &member,
             &signals(6, &[0, 1, 2, 3, 4, 5], &[]),
             1000.0,
+            &Never,
             &mut run,
-        );
+        )
+        .unwrap();
         let spans: Vec<_> = run.trades.iter().map(|t| (t.entry, t.exit)).collect();
         // In at 1, forced out at 3 (left after bar 2), back in at 5 (member again).
         assert_eq!(spans, [(1, Some(3)), (5, None)]);
@@ -243,8 +257,10 @@ mod tests {
             &[true; 3],
             &signals(3, &[0], &[2]),
             100.0,
+            &Never,
             &mut run,
-        );
+        )
+        .unwrap();
         let t = &run.trades[0];
         assert_eq!((t.exit, t.qty, t.pnl), (None, 10.0, 20.0));
     }

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use xt_shared::{BarSource, Bars, Costs, CsvDir, Market, Member, Universe};
 use xt_worker::engine::strategy::{self, ParamSet};
-use xt_worker::engine::{Exchange, Job, SleeveRun, run_job};
+use xt_worker::engine::{Exchange, Job, Never, SleeveRun, run_job};
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,7 +130,7 @@ pub fn run_one(
         capital,
     };
     let mut out = SleeveRun::default();
-    run_job(&job, s, &combos, |_, run, _| out = run.clone());
+    run_job(&job, s, &combos, &Never, |_, run, _| out = run.clone()).expect("never halted");
     out
 }
 
