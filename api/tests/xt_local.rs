@@ -140,7 +140,7 @@ fn bad_input_exits_non_zero_naming_the_field() {
         ),
         (
             vec!["--strategy", "macd", "--capital", "1e16"],
-            "capital: must be a finite number > 0 and <= 1e15, got 10000000000000000",
+            "capital: must be a finite number > 0 and <= 1e12, got 10000000000000000",
         ),
         (
             vec!["--strategy", "macd", "--data", "/nonexistent/dir"],

@@ -970,7 +970,10 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
         ));
     }
     ascending("calendar", &dates)?;
-    if let Some(v) = equity.iter().find(|v| !v.is_finite() || v.abs() > 1e15) {
+    if let Some(v) = equity
+        .iter()
+        .find(|v| !v.is_finite() || v.abs() > xt_shared::spec::MAX_EQUITY)
+    {
         return Err(format!("table sleeves: equity {v} is not a finite amount"));
     }
     if upload.part.is_some() && (tables.contains_key("calendar") || tables.contains_key("sleeves"))

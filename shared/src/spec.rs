@@ -46,9 +46,13 @@ pub struct BatchSpec {
     pub tables: Option<Vec<Table>>,
 }
 
-/// The largest batch capital: far beyond any fund, and with room below the portfolio's
-/// fixed-point sums (about 1.4e20) for a hundred-thousandfold gain.
-pub const MAX_CAPITAL: f64 = 1e15;
+/// The largest batch capital: beyond any fund, with room for a thousandfold gain below
+/// [`MAX_EQUITY`].
+pub const MAX_CAPITAL: f64 = 1e12;
+
+/// The largest equity a sleeve's curve may reach (an upload with more is refused as
+/// broken); far below what the portfolio's fixed-point sums hold (about 1.4e20).
+pub const MAX_EQUITY: f64 = 1e15;
 
 /// The largest minimum commission per fill, in currency.
 pub const MAX_MIN_COMMISSION: f64 = 1e6;
