@@ -289,11 +289,8 @@ pub async fn serve(args: &ServeArgs) -> Result<()> {
         )?,
         None => Verifier::hs256(&secret(args.jwt_secret_file.as_deref())?),
     };
-    let channel = tonic::transport::Endpoint::from_shared(args.coordinator.clone())
+    let channel = xt_wire::transport::endpoint(&args.coordinator)
         .with_context(|| format!("--coordinator {}", args.coordinator))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20)
         .connect_timeout(Duration::from_secs(5))
         // Connects on first use: the API starts (and answers /healthz) before the
         // coordinator does; /readyz says when it can serve.

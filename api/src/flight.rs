@@ -15,8 +15,8 @@ use arrow_flight::{
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
-use xt_shared::wire::StatusRequest;
-use xt_shared::wire::jobs_client::JobsClient;
+use xt_wire::StatusRequest;
+use xt_wire::jobs_client::JobsClient;
 
 use crate::auth::{Caller, Role, Verifier};
 

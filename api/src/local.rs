@@ -158,8 +158,8 @@ async fn on_loopback(
     slots: usize,
     quiet: bool,
 ) -> Result<(PathBuf, u64)> {
-    use xt_shared::wire::jobs_client::JobsClient;
-    use xt_shared::wire::{StatusRequest, SubmitRequest};
+    use xt_wire::jobs_client::JobsClient;
+    use xt_wire::{StatusRequest, SubmitRequest};
     let cluster = xt_coordinator::local::LocalCluster::start(
         state.join("batches"),
         workers,

@@ -27,8 +27,8 @@ use tonic::transport::Channel;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use xt_shared::BatchSpec;
 use xt_shared::spec::Table;
-use xt_shared::wire::jobs_client::JobsClient;
-use xt_shared::wire::{
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::{
     CancelRequest, ListRequest, StatsRequest, StatusReply, StatusRequest, SubmitRequest,
     UniversesRequest,
 };

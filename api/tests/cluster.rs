@@ -12,9 +12,9 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use xt_shared::wire::jobs_client::JobsClient;
-use xt_shared::wire::{StatusRequest, SubmitRequest};
 use xt_shared::{BatchSpec, SyntheticMarket};
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::{StatusRequest, SubmitRequest};
 
 /// Kills the process when the test ends, whatever happens.
 struct Proc(Child);
@@ -378,7 +378,7 @@ struct Played {
     synth: SyntheticMarket,
     batch: u64,
     worker: u64,
-    leases: Vec<xt_shared::wire::JobLease>,
+    leases: Vec<xt_wire::JobLease>,
     outputs: Vec<xt_worker::client::JobOutput>,
 }
 
@@ -414,7 +414,7 @@ async fn played(state: &Path, symbols: usize, seed: u64) -> Played {
 
 /// Registers a worker of `slots` slots by hand, as the upload tests play one.
 async fn register(client: &mut JobsClient<tonic::transport::Channel>, slots: u32) -> u64 {
-    let request = xt_shared::wire::RegisterRequest {
+    let request = xt_wire::RegisterRequest {
         name: "test".into(),
         slots,
     };
@@ -426,8 +426,8 @@ async fn lease(
     client: &mut JobsClient<tonic::transport::Channel>,
     worker: u64,
     slots: u32,
-) -> Vec<xt_shared::wire::JobLease> {
-    let request = xt_shared::wire::LeaseRequest {
+) -> Vec<xt_wire::JobLease> {
+    let request = xt_wire::LeaseRequest {
         worker,
         slots,
         wait_ms: 0,
@@ -437,7 +437,7 @@ async fn lease(
 
 /// Runs leased jobs as a worker does.
 fn run_leases(
-    leases: &[xt_shared::wire::JobLease],
+    leases: &[xt_wire::JobLease],
     source: &SyntheticMarket,
 ) -> Vec<xt_worker::client::JobOutput> {
     leases
@@ -452,11 +452,11 @@ fn run_leases(
 /// Attempt `attempt` of a leased job by `worker`, as its upload names it.
 fn attempt_upload(
     worker: u64,
-    lease: &xt_shared::wire::JobLease,
+    lease: &xt_wire::JobLease,
     attempt: u32,
     output: &xt_worker::client::JobOutput,
-) -> xt_shared::job::Upload {
-    xt_shared::job::Upload {
+) -> xt_wire::upload::Upload {
+    xt_wire::upload::Upload {
         worker,
         batch: lease.batch,
         job: lease.job,
@@ -481,7 +481,7 @@ async fn channel(url: &str) -> tonic::transport::Channel {
 async fn submit(
     client: &mut JobsClient<tonic::transport::Channel>,
     spec: &BatchSpec,
-) -> xt_shared::wire::SubmitReply {
+) -> xt_wire::SubmitReply {
     client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(spec).unwrap(),
@@ -495,7 +495,7 @@ async fn submit(
 async fn wait_finished(
     client: &mut JobsClient<tonic::transport::Channel>,
     batch: u64,
-) -> xt_shared::wire::StatusReply {
+) -> xt_wire::StatusReply {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = client
@@ -547,7 +547,7 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
     );
     assert!(s.elapsed_seconds > 0.0);
     client
-        .cancel(xt_shared::wire::CancelRequest { batch: big.batch })
+        .cancel(xt_wire::CancelRequest { batch: big.batch })
         .await
         .unwrap();
     let s = wait_finished(&mut client, big.batch).await;
@@ -573,8 +573,9 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
 /// the in-process run's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_upload_completes_several_jobs_each_once() {
-    use xt_shared::job::Upload;
-    use xt_worker::client::{upload, upload_messages};
+    use xt_wire::upload::Upload;
+    use xt_wire::upload::upload_messages;
+    use xt_worker::client::upload;
 
     let state = scratch("cluster-multi-upload");
     let Played {
@@ -814,7 +815,7 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use xt_shared::job::JobSpec;
-    use xt_shared::wire::JobLease;
+    use xt_wire::JobLease;
     use xt_worker::client::{Rerun, deliver_finished, run_leased, upload, upload_attempts};
 
     let state = scratch("cluster-rerun");
@@ -874,8 +875,8 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
 async fn wait_for(
     client: &mut JobsClient<tonic::transport::Channel>,
     batch: u64,
-    ready: impl Fn(&xt_shared::wire::StatusReply) -> bool,
-) -> xt_shared::wire::StatusReply {
+    ready: impl Fn(&xt_wire::StatusReply) -> bool,
+) -> xt_wire::StatusReply {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = client
@@ -909,7 +910,7 @@ async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
     let first = submit(&mut client, &endless).await;
     wait_for(&mut client, first.batch, |s| s.running == 1).await;
     client
-        .cancel(xt_shared::wire::CancelRequest { batch: first.batch })
+        .cancel(xt_wire::CancelRequest { batch: first.batch })
         .await
         .unwrap();
     // The slot is free again only if the cancel reached the running job.

@@ -14,10 +14,10 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::stream;
 use tonic::transport::Channel;
 use xt_coordinator::scheduler::Scheduler;
-use xt_shared::job::Upload;
-use xt_shared::wire::jobs_client::JobsClient;
-use xt_shared::wire::{LeaseRequest, RegisterRequest, StatsRequest, StatusRequest, SubmitRequest};
 use xt_shared::{BatchSpec, SyntheticMarket};
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::upload::Upload;
+use xt_wire::{LeaseRequest, RegisterRequest, StatsRequest, StatusRequest, SubmitRequest};
 
 use crate::report::{Table, Target, Timing, count, cpu_seconds, process_cpu_seconds, secs, timed};
 
@@ -190,9 +190,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
     let state = state_dir("flight");
     let cluster =
         xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
-    let channel = Channel::from_shared(cluster.url.clone())?
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20)
+    let channel = xt_wire::transport::endpoint(&cluster.url)?
         .connect()
         .await?;
     let mut jobs = JobsClient::new(channel.clone());
@@ -221,13 +219,13 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         .context("no job leased")?;
     // A job of `rows / 2` dates and two curves (buy_and_hold's and the benchmark).
     let calendar = RecordBatch::try_new(
-        xt_worker::client::calendar_schema(),
+        xt_wire::upload::calendar_schema(),
         vec![Arc::new(Date32Array::from_iter_values(
             (0..(rows / 2) as i32).map(|d| d + 10_000),
         ))],
     )?;
     let sleeves = RecordBatch::try_new(
-        xt_worker::client::sleeves_schema(),
+        xt_wire::upload::sleeves_schema(),
         vec![Arc::new(Float64Array::from_iter_values(
             (0..rows).map(|i| 1e6 + i as f64),
         ))],
@@ -243,7 +241,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         part: None,
     };
     let tables = [("calendar", calendar), ("sleeves", sleeves)];
-    let data = xt_worker::client::upload_messages(&[(upload, &tables)])?;
+    let data = xt_wire::upload::upload_messages(&[(upload, &tables)])?;
     let bytes: usize = data
         .iter()
         .map(|d| d.data_body.len() + d.data_header.len())

@@ -23,13 +23,14 @@ use arrow_flight::{
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
-use xt_shared::job::{JobSpec, Upload, UploadReply, plan};
+use xt_shared::job::{JobSpec, plan};
 use xt_shared::open::{open_source, resolve_universe};
 use xt_shared::portfolio::{FixedSum, PortfolioSum};
 use xt_shared::spec::{DataSpec, Table};
-use xt_shared::wire::jobs_server::Jobs;
-use xt_shared::wire::*;
 use xt_shared::{BatchSpec, Date};
+use xt_wire::jobs_server::Jobs;
+use xt_wire::upload::{Upload, UploadReply, UploadTable, owners};
+use xt_wire::*;
 use xt_worker::engine::strategy::ParamSet;
 use xt_worker::engine::tables::TableWriter;
 use xt_worker::runner::{finish_portfolio, strategy_combos};
@@ -856,7 +857,7 @@ impl Fold {
 pub const FOLD_CELLS: usize = 1 << 23;
 
 /// Adds one job's sleeves (its `calendar` and `sleeves` tables, see
-/// [`xt_worker::client::calendar_schema`]) to the portfolio; a job with none (no bar in
+/// [`xt_wire::upload::calendar_schema`]) to the portfolio; a job with none (no bar in
 /// range) stays in cash.
 fn add_sleeves(sums: &mut PortfolioSum, capital: f64, tables: &Tables) {
     let dates = column::<Date32Type>(tables, "calendar");
@@ -899,27 +900,6 @@ fn add_result(sums: &mut PortfolioSum, capital: f64, tables: &Tables, summed: bo
     sums.add_part(&part, &before);
 }
 
-/// Whose rows a record batch of `rows` rows carries, from its `app_metadata` (see
-/// [`xt_worker::client::upload_messages`]): `(attempt, rows)` in order, attempts below
-/// `attempts`; `None` if it is malformed or does not add up.
-fn owners(metadata: &[u8], rows: usize, attempts: usize) -> Option<Vec<(usize, usize)>> {
-    let text = std::str::from_utf8(metadata).ok()?;
-    let owners: Vec<(usize, usize)> = if text.contains(':') {
-        text.split(',')
-            .map(|o| {
-                let (i, n) = o.split_once(':')?;
-                Some((i.parse().ok()?, n.parse().ok()?))
-            })
-            .collect::<Option<_>>()?
-    } else {
-        vec![(text.parse().ok()?, rows)]
-    };
-    let total = owners
-        .iter()
-        .try_fold(0usize, |t, (_, n)| t.checked_add(*n))?;
-    (total == rows && owners.iter().all(|(i, _)| *i < attempts)).then_some(owners)
-}
-
 /// Rejects an upload that could not have come from running its job: a job the batch does
 /// not have, a table with the wrong columns, a sleeve for a curve that does not exist.
 /// Checked before anything is stored, so a broken client cannot spoil a batch's results.
@@ -932,20 +912,11 @@ fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), 
             upload.job
         ));
     }
-    let (calendar, sleeves) = (
-        xt_worker::client::calendar_schema(),
-        xt_worker::client::sleeves_schema(),
-    );
-    let part_sums = xt_worker::client::part_sums_schema();
     for (name, batches) in tables {
-        let expected = match name.as_str() {
-            "metrics" => &*xt_shared::schema::METRICS,
-            "trades" => &*xt_shared::schema::TRADES,
-            "equity" => &*xt_shared::schema::EQUITY,
-            "calendar" | "part_calendar" => &calendar,
-            "part_sums" => &part_sums,
-            _ => &sleeves,
+        let Some(table) = UploadTable::from_name(name) else {
+            return Err(format!("table {name}: an upload has no such table"));
         };
+        let expected = table.schema();
         for b in batches {
             if b.schema().fields() != expected.fields() {
                 return Err(format!(
@@ -1779,11 +1750,6 @@ async fn waited<T>(
 /// Most job attempts one upload may carry.
 pub const MAX_UPLOADS: usize = 4096;
 
-/// HTTP/2 flow control and framing for the cluster's connections (server and workers).
-pub const STREAM_WINDOW: u32 = 8 << 20;
-pub const CONNECTION_WINDOW: u32 = 32 << 20;
-pub const MAX_FRAME: u32 = 1 << 20;
-
 /// Serves both services on `listener` until `shutdown` resolves, reaping expired leases.
 pub async fn serve(
     coordinator: Coordinator,
@@ -1799,23 +1765,16 @@ pub async fn serve(
             reaper.reap();
         }
     });
-    tonic::transport::Server::builder()
-        // Result uploads are tens to hundreds of kilobytes: HTTP/2's default 64 KiB windows
-        // and 16 KiB frames would cost a window update round trip and several frames each.
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
+    xt_wire::transport::server()
         .add_service(
-            xt_shared::wire::jobs_server::JobsServer::new(coordinator.clone())
-                .max_decoding_message_size(64 << 20),
+            xt_wire::jobs_server::JobsServer::new(coordinator.clone())
+                .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),
         )
         .add_service(
             arrow_flight::flight_service_server::FlightServiceServer::new(coordinator)
-                .max_decoding_message_size(256 << 20),
+                .max_decoding_message_size(xt_wire::transport::MAX_FLIGHT_MESSAGE),
         )
         .serve_with_incoming_shutdown(
-            // Small request/response exchanges on loopback stall on Nagle and delayed ACKs
-            // (tens of milliseconds per call) unless the sockets say otherwise.
             tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|s| {
                 let _ = s.set_nodelay(true);
                 s
@@ -1824,30 +1783,4 @@ pub async fn serve(
         )
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::owners;
-
-    #[test]
-    fn a_record_batch_names_whose_rows_it_carries_and_they_add_up() {
-        assert_eq!(owners(b"2", 5, 3), Some(vec![(2, 5)]));
-        assert_eq!(
-            owners(b"0:1,2:0,1:4", 5, 3),
-            Some(vec![(0, 1), (2, 0), (1, 4)])
-        );
-        for bad in [
-            &b"3"[..],
-            b"0:1,1:3",
-            b"0:1,1:5",
-            b"0:1,3:4",
-            b"x",
-            b"0:",
-            b"",
-            b"0:1,,",
-        ] {
-            assert_eq!(owners(bad, 5, 3), None, "{}", String::from_utf8_lossy(bad));
-        }
-    }
 }

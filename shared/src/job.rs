@@ -52,52 +52,6 @@ impl JobSpec {
     }
 }
 
-/// One job attempt's results in a Flight upload. An upload carries one or more: the
-/// descriptor's `cmd` is the JSON list of their `Upload`s, each table's schema message names
-/// the table in `app_metadata` (`metrics`, `trades`, `equity`, `calendar`, `sleeves`,
-/// `part_calendar`, `part_sums`), and each record batch names in its `app_metadata` whose
-/// rows it carries: `i`, all of them the attempt at index `i` in that list, or `i:n,j:m,...`,
-/// the first `n` rows attempt `i`'s, the next `m` attempt `j`'s. A worker sends the results it
-/// has finished in one upload, each table in as few record batches as it can: one round
-/// trip, one decode per table, one append to the store and one pass through the scheduler
-/// for all of them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Upload {
-    pub worker: u64,
-    pub batch: u64,
-    pub job: u32,
-    pub attempt: u32,
-    /// Bar evaluations the job performed.
-    pub bars: u64,
-    /// Seconds the job ran on the worker.
-    #[serde(default)]
-    pub seconds: f64,
-    /// Set when the job ran but its data failed: its tables are error rows, and it counts
-    /// as failed without a retry (it would fail again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Set when this attempt's sleeves are not sent on their own but summed, with those of
-    /// the upload's other attempts of the same batch that name the same part, into one
-    /// portfolio part: the `part_calendar` and `part_sums` tables of the attempt at this
-    /// index in the upload (which names itself). Such attempts complete all together or
-    /// none of them (see [`UploadReply::resend`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<u32>,
-}
-
-/// The reply to an upload (`PutResult.app_metadata`, JSON): for each of its attempts, in
-/// order, whether it completed its job (false: another attempt had already).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UploadReply {
-    pub accepted: Vec<bool>,
-    /// Attempts (indices in the upload) summed into a part whose attempts could not all
-    /// complete their jobs (one of them had been completed by another attempt meanwhile):
-    /// none of them completed, and each must be sent again with its own sleeves.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resend: Vec<u32>,
-}
-
 /// A planned job and how many bars it has in range (0 when its dates could not be read: the
 /// job still runs, and reports the error in its rows).
 #[derive(Debug, Clone)]

@@ -1,9 +1,9 @@
-//! Types and contracts shared by every crate of the cluster: a symbol's bars and
-//! their validation, the sources bars come from, universes with point-in-time
-//! membership, the batch spec, and the Arrow schemas of the result tables.
+//! The domain every crate of the cluster shares: a symbol's bars and their validation, the
+//! sources bars come from, universes with point-in-time membership, the batch spec and its
+//! planning into jobs, the Arrow schemas of the result tables, metrics and portfolio sums.
 //!
-//! This crate depends on no other crate of ours, does no scheduling and runs no
-//! backtest; it only says what the data is and what it must look like.
+//! This crate depends on no other crate of ours and on no transport (the wire contract is
+//! `xt-wire`, beside it); it does no scheduling and runs no backtest.
 
 pub mod bars;
 pub mod date;
@@ -17,11 +17,6 @@ pub mod source;
 pub mod spec;
 pub mod synthetic;
 pub mod universe;
-
-/// The cluster's gRPC contract, generated from `proto/cluster.proto`.
-pub mod wire {
-    tonic::include_proto!("xt.v1");
-}
 
 pub use bars::{Bars, BarsError};
 pub use date::Date;

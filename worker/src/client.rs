@@ -11,55 +11,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightData, FlightDescriptor};
 use futures::stream;
 use tonic::transport::Channel;
 use xt_shared::BarSource;
-use xt_shared::job::{JobSpec, Upload, UploadReply};
+use xt_shared::job::JobSpec;
 use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
-use xt_shared::wire::jobs_client::JobsClient;
-use xt_shared::wire::*;
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::upload::{
+    Upload, UploadReply, calendar_schema, part_sums_schema, sleeves_schema, upload_messages,
+};
+use xt_wire::*;
 
 use crate::engine::strategy::{ParamSet, Strategy};
 use crate::engine::{Halt, Never};
 use crate::runner::{JobError, execute, strategy_combos};
 use crate::stop::{JobBudget, Stops};
-
-/// The internal tables a job sends for the portfolio: `calendar`, the dates of its bars, and
-/// `sleeves`, each curve's equity on those dates, curve after curve (the parameter
-/// combinations in order, then the benchmark): `curves x dates` rows. Every curve of a job
-/// runs on the same bars, so the dates go once, not once per curve.
-pub fn calendar_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "date",
-        DataType::Date32,
-        false,
-    )]))
-}
-
-/// See [`calendar_schema`].
-pub fn sleeves_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "equity",
-        DataType::Float64,
-        false,
-    )]))
-}
-
-/// `part_sums`: the sleeves of several of an upload's jobs summed into one portfolio part
-/// (see [`Upload::part`]) on their dates' union, `part_calendar` (a [`calendar_schema`]
-/// table). Each curve's fixed-point sums (2^-60 units, `hi * 2^64 + lo`), curve after
-/// curve: its value before the part's first date (the jobs' capital), then one a date.
-pub fn part_sums_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("hi", DataType::Int64, false),
-        Field::new("lo", DataType::UInt64, false),
-    ]))
-}
 
 /// One finished job, ready to upload.
 pub struct JobOutput {
@@ -332,13 +302,8 @@ impl WorkerConfig {
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 async fn connect(url: &str) -> Result<Channel> {
-    // Windows and frames sized for result uploads of tens to hundreds of kilobytes (the
-    // coordinator's server uses the same).
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("--coordinator {url}"))?
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(32 << 20)
-        .tcp_nodelay(true);
+    let endpoint =
+        xt_wire::transport::endpoint(url).with_context(|| format!("--coordinator {url}"))?;
     let mut delay = Duration::from_millis(50);
     loop {
         match endpoint.connect().await {
@@ -351,104 +316,6 @@ async fn connect(url: &str) -> Result<Channel> {
             Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
         }
     }
-}
-
-/// The Flight messages of one upload of `attempts` (see [`Upload`]): each table's schema
-/// once, named, then its rows, the attempts' one after another, in as few record batches as
-/// [`MESSAGE_BYTES`] allows. Each record batch says whose rows it carries: `i` (all of them
-/// attempt `i`'s) or `i:n,j:m,...` (the first `n` rows attempt `i`'s, the next `m` attempt
-/// `j`'s). The first message carries the descriptor.
-///
-/// One record batch for many attempts, not one each: every message costs a decode, a check
-/// and a copy per column on both sides, which for a one-row metrics table outweighs its
-/// bytes many times.
-pub fn upload_messages(attempts: &[(Upload, &[(&str, RecordBatch)])]) -> Result<Vec<FlightData>> {
-    let mut names: Vec<&str> = Vec::new();
-    for (_, tables) in attempts {
-        for (name, _) in *tables {
-            if !names.contains(name) {
-                names.push(name);
-            }
-        }
-    }
-    let mut data: Vec<FlightData> = Vec::new();
-    for name in names {
-        let rows: Vec<(usize, &RecordBatch)> = attempts
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (_, tables))| {
-                tables
-                    .iter()
-                    .filter(move |(n, _)| *n == name)
-                    .map(move |(_, b)| (i, b))
-            })
-            .collect();
-        let schema = rows[0].1.schema();
-        let messages = table_messages(&rows)?;
-        let mut encoded =
-            arrow_flight::utils::batches_to_flight_data(&schema, messages.iter().map(|(_, b)| b))?;
-        // One message per record batch: the result schemas have no dictionaries.
-        anyhow::ensure!(
-            encoded.len() == messages.len() + 1,
-            "table {name}: dictionary-encoded columns cannot be uploaded"
-        );
-        encoded[0].app_metadata = name.as_bytes().to_vec().into();
-        for (message, (owners, _)) in encoded[1..].iter_mut().zip(&messages) {
-            message.app_metadata = owners.clone().into_bytes().into();
-        }
-        data.extend(encoded);
-    }
-    let uploads: Vec<&Upload> = attempts.iter().map(|(u, _)| u).collect();
-    let descriptor = FlightDescriptor::new_cmd(serde_json::to_vec(&uploads)?);
-    data.first_mut()
-        .context("an upload needs at least one table")?
-        .flight_descriptor = Some(descriptor);
-    Ok(data)
-}
-
-/// One table's `(attempt, rows)` as record batches of at most about [`MESSAGE_BYTES`], each
-/// with the list of whose rows it carries (see [`upload_messages`]): small ones gathered
-/// into one, a big one (a grid's equity) alone, in zero-copy slices.
-fn table_messages(rows: &[(usize, &RecordBatch)]) -> Result<Vec<(String, RecordBatch)>> {
-    let mut messages = Vec::new();
-    let mut group: Vec<(usize, &RecordBatch)> = Vec::new();
-    let mut bytes = 0;
-    let flush = |group: &mut Vec<(usize, &RecordBatch)>,
-                 messages: &mut Vec<(String, RecordBatch)>|
-     -> Result<()> {
-        match group.as_slice() {
-            [] => {}
-            [(i, b)] => messages.push((i.to_string(), (*b).clone())),
-            many => {
-                let owners: Vec<String> = many
-                    .iter()
-                    .map(|(i, b)| format!("{i}:{}", b.num_rows()))
-                    .collect();
-                let batch = arrow::compute::concat_batches(
-                    &many[0].1.schema(),
-                    many.iter().map(|(_, b)| *b),
-                )?;
-                messages.push((owners.join(","), batch));
-            }
-        }
-        group.clear();
-        Ok(())
-    };
-    for &(i, b) in rows {
-        let size = b.get_array_memory_size();
-        if size > MESSAGE_BYTES || bytes + size > MESSAGE_BYTES {
-            flush(&mut group, &mut messages)?;
-            bytes = 0;
-        }
-        if size > MESSAGE_BYTES {
-            messages.extend(message_slices(b).map(|s| (i.to_string(), s)));
-            continue;
-        }
-        bytes += size;
-        group.push((i, b));
-    }
-    flush(&mut group, &mut messages)?;
-    Ok(messages)
 }
 
 /// The values of `output`'s single-column table `name` (empty if it has none).
@@ -666,19 +533,6 @@ fn attempts_with_parts(outputs: &[(Upload, &JobOutput)], parts: Vec<Part>) -> Ve
         attempts[lead].1.extend(tables);
     }
     attempts
-}
-
-/// About the most bytes of a record batch one Flight message carries.
-const MESSAGE_BYTES: usize = 4 << 20;
-
-/// `batch` in row slices of at most about [`MESSAGE_BYTES`] each (zero-copy).
-fn message_slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_ {
-    let rows = batch.num_rows();
-    let bytes = batch.get_array_memory_size().max(1);
-    let per = (rows * MESSAGE_BYTES / bytes).clamp(1, rows.max(1));
-    (0..rows.max(1))
-        .step_by(per)
-        .map(move |start| batch.slice(start, per.min(rows - start)))
 }
 
 /// Sends one upload; returns, for each attempt, whether it completed its job, and which to
@@ -1368,70 +1222,6 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn small_tables_go_gathered_and_a_big_one_in_slices_each_naming_whose_rows() {
-        let rows = 1_500_000;
-        let equity = RecordBatch::try_new(
-            sleeves_schema(),
-            vec![Arc::new(arrow::array::Float64Array::from_iter_values(
-                (0..rows).map(|i| i as f64),
-            ))],
-        )
-        .unwrap();
-        let dates = |n: i32| {
-            RecordBatch::try_new(
-                calendar_schema(),
-                vec![Arc::new(arrow::array::Date32Array::from_iter_values(0..n))],
-            )
-            .unwrap()
-        };
-        let upload = |job| Upload {
-            worker: 1,
-            batch: 1,
-            job,
-            attempt: 1,
-            bars: 0,
-            seconds: 0.0,
-            error: None,
-            part: None,
-        };
-        let first = [("calendar", dates(3))];
-        let second = [("calendar", dates(0)), ("sleeves", equity.clone())];
-        let third = [("calendar", dates(2))];
-        let data = upload_messages(&[
-            (upload(0), &first[..]),
-            (upload(1), &second[..]),
-            (upload(2), &third[..]),
-        ])
-        .unwrap();
-        // calendar: its schema, then one record batch of every attempt's rows in order.
-        assert_eq!(&data[0].app_metadata[..], b"calendar");
-        assert_eq!(&data[1].app_metadata[..], b"0:3,1:0,2:2");
-        let calendar = arrow_flight::utils::flight_data_to_batches(&data[..2]).unwrap();
-        let all =
-            arrow::compute::concat_batches(&calendar_schema(), &[dates(3), dates(0), dates(2)])
-                .unwrap();
-        assert_eq!(calendar, [all]);
-        // sleeves: its schema and slices of the one big table, each naming its attempt.
-        let sleeves = &data[2..];
-        assert_eq!(&sleeves[0].app_metadata[..], b"sleeves");
-        assert!(sleeves.len() > 3, "{} messages", sleeves.len());
-        for m in &sleeves[1..] {
-            assert_eq!(&m.app_metadata[..], b"1");
-            assert!(
-                m.data_body.len() <= MESSAGE_BYTES + 1024,
-                "{}",
-                m.data_body.len()
-            );
-        }
-        let back = arrow_flight::utils::flight_data_to_batches(sleeves).unwrap();
-        let back = arrow::compute::concat_batches(&sleeves_schema(), &back).unwrap();
-        assert_eq!(back, equity);
-        let uploads: Vec<Upload> =
-            serde_json::from_slice(&data[0].flight_descriptor.as_ref().unwrap().cmd).unwrap();
-        assert_eq!(uploads, [upload(0), upload(1), upload(2)]);
-    }
 
     /// The `part_calendar` and `part_sums` tables of `outputs`' sleeves summed at once, on
     /// their dates' union: what a part summed job by job must equal.

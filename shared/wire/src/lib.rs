@@ -1,0 +1,9 @@
+//! The cluster's wire contract, what both ends of a connection must agree on: the gRPC
+//! services (generated from `proto/cluster.proto`: `Jobs`, what workers and clients call
+//! on the coordinator), the Flight upload format of job results (`upload`), and the HTTP/2
+//! settings of every connection (`transport`).
+
+pub mod transport;
+pub mod upload;
+
+tonic::include_proto!("xt.v1");

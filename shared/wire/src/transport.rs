@@ -1,0 +1,33 @@
+//! HTTP/2 settings of the cluster's connections, the coordinator's server and its clients
+//! (workers, the API, `xt`) alike. Result uploads are tens to hundreds of kilobytes: the
+//! default 64 KiB windows and 16 KiB frames would cost a window update round trip and
+//! several frames each. Small request/response exchanges on loopback stall on Nagle and
+//! delayed ACKs (tens of milliseconds a call) unless the sockets say otherwise.
+
+use tonic::transport::{Endpoint, Server};
+
+pub const STREAM_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+pub const MAX_FRAME: u32 = 1 << 20;
+
+/// The largest gRPC message the coordinator decodes (a submission, a lease call).
+pub const MAX_JOBS_MESSAGE: usize = 64 << 20;
+/// The largest Flight message the coordinator decodes (one record batch of an upload).
+pub const MAX_FLIGHT_MESSAGE: usize = 256 << 20;
+
+/// A client endpoint of the coordinator at `url`, with the cluster's settings.
+pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true))
+}
+
+/// The coordinator's server builder, with the cluster's settings (accepted sockets still
+/// need `set_nodelay`).
+pub fn server() -> Server {
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
