@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod flight;
 pub mod local;
 pub mod serve;

@@ -139,7 +139,7 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     ));
-    let runtime = xt_coordinator::local::runtime()?;
+    let runtime = crate::cluster::runtime()?;
     let started = Instant::now();
     let result = runtime.block_on(on_loopback(&spec, &state, workers, slots, args.quiet));
     let elapsed = started.elapsed().as_secs_f64();
@@ -160,7 +160,7 @@ async fn on_loopback(
 ) -> Result<(PathBuf, u64)> {
     use xt_wire::jobs_client::JobsClient;
     use xt_wire::{StatusRequest, SubmitRequest};
-    let cluster = xt_coordinator::local::LocalCluster::start(
+    let cluster = crate::cluster::LocalCluster::start(
         state.join("batches"),
         workers,
         slots,

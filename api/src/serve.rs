@@ -859,15 +859,15 @@ pub struct ParamInfo {
 /// The built-in strategies: their parameters, defaults and bounds.
 #[utoipa::path(get, path = "/v1/strategies", responses((status = 200, body = Vec<StrategyInfo>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 async fn strategies(_caller: Caller) -> Json<Vec<StrategyInfo>> {
-    use xt_worker::engine::strategy::{MAX_PERIOD, ParamKind, catalog};
+    use xt_shared::strategy::{CATALOG, MAX_PERIOD, ParamKind};
     Json(
-        catalog()
+        CATALOG
             .iter()
             .map(|s| StrategyInfo {
-                name: s.name().into(),
-                rules: s.rules().into(),
+                name: s.name.into(),
+                rules: s.rules.into(),
                 params: s
-                    .params()
+                    .params
                     .iter()
                     .map(|p| match p.kind {
                         ParamKind::Period => ParamInfo {

@@ -35,7 +35,7 @@ fn grids() -> Vec<(&'static str, Value)> {
 fn combos(name: &str, grid: Option<&Value>) -> Vec<ParamSet> {
     let s = strategy::find(name).expect("built-in");
     let grid = grid.map(|g| serde_json::from_value(g.clone()).expect("grid"));
-    strategy::expand(s, None, grid.as_ref()).expect("valid grid")
+    strategy::expand(s.def(), None, grid.as_ref()).expect("valid grid")
 }
 
 fn engine(c: &mut Criterion) {

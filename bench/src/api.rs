@@ -67,8 +67,7 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
     let state = std::env::temp_dir().join(format!("xt-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let cluster =
-        xt_coordinator::local::LocalCluster::start(state.clone(), 1, cores, Default::default())
-            .await?;
+        xt_api::cluster::LocalCluster::start(state.clone(), 1, cores, Default::default()).await?;
     let secret = b"bench-secret-0123456789";
     let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())?
         .tcp_nodelay(true)

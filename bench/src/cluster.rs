@@ -62,7 +62,7 @@ async fn through_cluster(spec: &BatchSpec, workers: usize) -> anyhow::Result<Dur
 async fn through_cluster_cpu(spec: &BatchSpec, workers: usize) -> anyhow::Result<(Duration, f64)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let state = state_dir(&format!("cluster-{workers}"));
-    let cluster = xt_coordinator::local::LocalCluster::start(
+    let cluster = xt_api::cluster::LocalCluster::start(
         state.clone(),
         workers,
         (cores / workers).max(1),
@@ -92,7 +92,7 @@ async fn scheduling_throughput(
 ) -> anyhow::Result<(f64, f64)> {
     let state = state_dir("empty");
     let cluster =
-        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+        xt_api::cluster::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
     let mut client = JobsClient::connect(cluster.url.clone()).await?;
     let mut spec = BatchSpec::new(
         format!("synthetic://?symbols={jobs}&years=1&seed=1"),
@@ -189,7 +189,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
 async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
     let state = state_dir("flight");
     let cluster =
-        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+        xt_api::cluster::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
     let channel = xt_wire::transport::endpoint(&cluster.url)?
         .connect()
         .await?;
@@ -275,7 +275,7 @@ pub async fn through_processes_cpu(
 ) -> anyhow::Result<(Duration, f64, f64)> {
     let state = state_dir(&format!("processes-{processes}"));
     let cluster =
-        xt_coordinator::local::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
+        xt_api::cluster::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
     let mut children = Vec::new();
     for _ in 0..processes {
         children.push(
@@ -443,7 +443,7 @@ pub fn overhead(
     let universe = synth.universe();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(cores).build()?;
     // `xt local`'s runtime, not this bench's.
-    let local_runtime = xt_coordinator::local::runtime()?;
+    let local_runtime = xt_api::cluster::runtime()?;
     let out = state_dir("in-process");
     const PATHS: usize = 5;
     // Per path and round: seconds, this process's CPU seconds, the worker process's.
@@ -593,7 +593,7 @@ pub fn one_path(
     match path {
         "in-process" => in_process(&spec, cores, runs, true),
         "local" => {
-            let local_runtime = xt_coordinator::local::runtime()?;
+            let local_runtime = xt_api::cluster::runtime()?;
             timed(runs, 1, || {
                 local_runtime.block_on(through_cluster(&spec, 1))
             })
@@ -617,7 +617,7 @@ fn spec_evaluations(spec: &BatchSpec, symbols: usize, years: usize) -> anyhow::R
 /// worker waiting: median and spread of `runs`.
 async fn one_job_latency(runs: usize) -> anyhow::Result<Timing> {
     let state = state_dir("one-job");
-    let cluster = xt_coordinator::local::LocalCluster::start(
+    let cluster = xt_api::cluster::LocalCluster::start(
         state.clone(),
         1,
         crate::machine::cores(),

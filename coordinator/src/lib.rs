@@ -6,7 +6,6 @@
 //! deadlines, heartbeats, retries, duplicates, cancellation) are unit-tested directly;
 //! `service` wraps it in the gRPC job service and the Flight result service.
 
-pub mod local;
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -27,13 +27,12 @@ use xt_shared::job::{JobSpec, plan};
 use xt_shared::open::{open_source, resolve_universe};
 use xt_shared::portfolio::{FixedSum, PortfolioSum};
 use xt_shared::spec::{DataSpec, Table};
+use xt_shared::strategy::{ParamSet, strategy_combos};
+use xt_shared::tables::{TableWriter, finish_portfolio};
 use xt_shared::{BatchSpec, Date};
 use xt_wire::jobs_server::Jobs;
 use xt_wire::upload::{Upload, UploadReply, UploadTable, owners};
 use xt_wire::*;
-use xt_worker::engine::strategy::ParamSet;
-use xt_worker::engine::tables::TableWriter;
-use xt_worker::runner::{finish_portfolio, strategy_combos};
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
 use crate::store::{

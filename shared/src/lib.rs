@@ -13,9 +13,12 @@ pub mod metrics;
 pub mod open;
 pub mod portfolio;
 pub mod schema;
+pub mod sleeve;
 pub mod source;
 pub mod spec;
+pub mod strategy;
 pub mod synthetic;
+pub mod tables;
 pub mod universe;
 
 pub use bars::{Bars, BarsError};

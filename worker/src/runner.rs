@@ -9,34 +9,15 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
 use xt_shared::job::{BatchPlan, JobSpec, plan};
-use xt_shared::metrics::{PortfolioMetrics, portfolio_metrics};
+use xt_shared::metrics::PortfolioMetrics;
 use xt_shared::portfolio::PortfolioSum;
 use xt_shared::{BarSource, Bars, BatchSpec, Date, SpecError, Universe};
 
 use crate::engine::strategy::{self, ParamSet, Strategy};
-use crate::engine::tables::{JobTables, TableWriter, portfolio_table};
 use crate::engine::{Exchange, Halt, Interrupt, Job, Never, run_job};
+use xt_shared::tables::{JobTables, TableWriter};
 
-/// Looks up the strategy and expands its parameters, or says which field is wrong.
-pub fn strategy_combos(
-    name: &str,
-    params: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
-    grid: Option<&std::collections::BTreeMap<String, Vec<serde_json::Value>>>,
-) -> Result<(&'static dyn Strategy, Vec<ParamSet>), SpecError> {
-    let s = strategy::find(name).ok_or_else(|| {
-        let names: Vec<_> = strategy::catalog().iter().map(|s| s.name()).collect();
-        SpecError::new(
-            "strategy",
-            format!(
-                "unknown strategy {name:?}; built-ins are {}",
-                names.join(", ")
-            ),
-        )
-    })?;
-    let combos =
-        strategy::expand(s, params, grid).map_err(|e| SpecError::new(e.field, e.message))?;
-    Ok((s, combos))
-}
+pub use crate::engine::strategy::strategy_combos;
 
 /// Receives each sleeve's equity curve: `(curve, dates, equity)`.
 pub type CurveSink<'a> = dyn FnMut(usize, &[Date], &[f64]) + 'a;
@@ -146,24 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The portfolio table and metrics from summed sleeves (curve `i` per combination, the
-/// last one the benchmark).
-pub fn finish_portfolio(
-    combos: &[ParamSet],
-    capital: f64,
-    sums: &PortfolioSum,
-) -> Result<(RecordBatch, Vec<(String, PortfolioMetrics)>), ArrowError> {
-    let curves: Vec<Vec<f64>> = (0..combos.len()).map(|i| sums.curve(i)).collect();
-    let bench = sums.curve(combos.len());
-    let names: Vec<String> = combos.iter().map(|p| p.json().to_string()).collect();
-    let table = portfolio_table(&names, &sums.dates, &curves, &bench)?;
-    let metrics = names
-        .iter()
-        .cloned()
-        .zip(curves.iter().map(|c| portfolio_metrics(capital, c, &bench)))
-        .collect();
-    Ok((table, metrics))
-}
+pub use xt_shared::tables::finish_portfolio;
 
 /// Runs every job on the current rayon pool, each reading its bars from `source`, handing
 /// each job's tables to `sink` as it finishes (in completion order, with the job's index)

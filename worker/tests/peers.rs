@@ -296,7 +296,7 @@ fn every_fill_equals_backtrader() {
         .iter()
         .map(|c| {
             let full = xt_worker::engine::strategy::expand(
-                xt_worker::engine::strategy::find(c.strategy).unwrap(),
+                xt_worker::engine::strategy::find(c.strategy).unwrap().def(),
                 Some(&serde_json::from_value(c.params.clone()).unwrap()),
                 None,
             )

@@ -100,7 +100,7 @@ mod tests {
         };
         let s = strategy::find("sma_cross").unwrap();
         let grid = serde_json::from_value(grid).unwrap();
-        let combos = strategy::expand(s, None, Some(&grid)).unwrap();
+        let combos = strategy::expand(s.def(), None, Some(&grid)).unwrap();
         let interrupt = After {
             at,
             checks: AtomicUsize::new(0),

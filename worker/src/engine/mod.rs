@@ -8,10 +8,10 @@ pub mod interrupt;
 pub mod job;
 pub mod sleeve;
 pub mod strategy;
-pub mod tables;
 
 pub use exchange::Exchange;
 pub use interrupt::{Halt, Interrupt, Never};
 pub use job::{Job, run_job};
 pub use sleeve::{SleeveRun, Trade, simulate};
 pub use strategy::{ParamSet, Signals, Strategy};
+pub use xt_shared::tables;

@@ -121,7 +121,7 @@ pub fn run_one(
     } = venue;
     let s = strategy::find(strategy).expect("strategy");
     let map = serde_json::from_value(params.clone()).expect("params object");
-    let combos: Vec<ParamSet> = strategy::expand(s, Some(&map), None).expect("valid params");
+    let combos: Vec<ParamSet> = strategy::expand(s.def(), Some(&map), None).expect("valid params");
     let exchange = Exchange::new(bars, market, costs, price_limit);
     let job = Job {
         bars,

@@ -3,41 +3,14 @@
 //! `stop_atr` ATRs below the entry fill. Sized by risk: `cash * risk / ATR` shares, capped
 //! by what the cash buys.
 
-use super::{ParamDef, ParamSet, RiskRule, Signals, Strategy};
+use super::{ParamSet, RiskRule, Signals, Strategy, StrategyDef};
 use crate::engine::indicators::Indicators;
 
 pub struct Turtle;
 
-const PARAMS: [ParamDef; 5] = [
-    ParamDef::period("entry", 20),
-    ParamDef::period("exit", 10),
-    ParamDef::period("atr", 20),
-    ParamDef::number("risk", 0.01),
-    ParamDef::number("stop_atr", 2.0),
-];
-
 impl Strategy for Turtle {
-    fn name(&self) -> &'static str {
-        "turtle"
-    }
-
-    fn params(&self) -> &'static [ParamDef] {
-        &PARAMS
-    }
-
-    fn rules(&self) -> &'static str {
-        "0 < risk <= 1; stop_atr > 0"
-    }
-
-    fn check(&self, p: &ParamSet) -> Result<(), String> {
-        let risk = p.get("risk");
-        if !(0.0 < risk && risk <= 1.0) {
-            return Err(format!("0 < risk <= 1 must hold, got risk {risk}"));
-        }
-        if p.get("stop_atr") <= 0.0 {
-            return Err("stop_atr must be > 0".into());
-        }
-        Ok(())
+    fn def(&self) -> &'static StrategyDef {
+        &xt_shared::strategy::TURTLE
     }
 
     fn signals(&self, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {

@@ -1,16 +1,17 @@
 //! Result rows of one job as Arrow record batches with the schemas of SEMANTICS section 9
-//! (`xt_shared::schema`), and the portfolio table of a batch.
+//! (`schema`), and the portfolio table and metrics of a batch.
 
 use std::sync::Arc;
 
+use crate::Date;
+use crate::metrics::{Metrics, PortfolioMetrics, portfolio_metrics};
+use crate::portfolio::PortfolioSum;
+use crate::schema;
+use crate::sleeve::SleeveRun;
+use crate::strategy::ParamSet;
 use arrow::array::{ArrayRef, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use xt_shared::Date;
-use xt_shared::metrics::Metrics;
-use xt_shared::schema;
-
-use super::sleeve::SleeveRun;
 
 /// One job's rows of the per-job tables; `trades`/`equity` are `None` when not requested.
 #[derive(Debug, Clone)]
@@ -235,4 +236,23 @@ pub fn portfolio_table(
             Arc::new(b.finish()),
         ],
     )
+}
+
+/// The portfolio table and metrics from summed sleeves (curve `i` per combination, the
+/// last one the benchmark): the in-process runner and the coordinator finish a batch alike.
+pub fn finish_portfolio(
+    combos: &[ParamSet],
+    capital: f64,
+    sums: &PortfolioSum,
+) -> Result<(RecordBatch, Vec<(String, PortfolioMetrics)>), ArrowError> {
+    let curves: Vec<Vec<f64>> = (0..combos.len()).map(|i| sums.curve(i)).collect();
+    let bench = sums.curve(combos.len());
+    let names: Vec<String> = combos.iter().map(|p| p.json().to_string()).collect();
+    let table = portfolio_table(&names, &sums.dates, &curves, &bench)?;
+    let metrics = names
+        .iter()
+        .cloned()
+        .zip(curves.iter().map(|c| portfolio_metrics(capital, c, &bench)))
+        .collect();
+    Ok((table, metrics))
 }

@@ -1,6 +1,6 @@
 //! A whole cluster in one process: the coordinator's services and `n` workers on loopback
-//! ports the OS picks, the very same services as the distributed mode. `xt local` and the
-//! cluster bench run batches on it.
+//! ports the OS picks, the very same services as the distributed mode. This is wiring, not
+//! coordination: `xt local` and the cluster bench run batches on it.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use xt_worker::client::{WorkerConfig, run_worker};
 
-use crate::service::{Config, Coordinator, serve};
+use xt_coordinator::service::{Config, Coordinator, serve};
 
 /// The runtime a whole cluster in one process runs on: one thread for every service and
 /// worker loop (the jobs run on the workers' rayon pools, and big stores and the batches'
