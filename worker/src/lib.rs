@@ -1,7 +1,8 @@
-//! The worker: the backtest engine (indicators, strategies, fills, costs, metrics) and the
-//! runner that spreads a batch's jobs over every core.
+//! The worker: the runner that spreads a batch's jobs over every core on the engine
+//! (`xt-engine`, re-exported as `engine`), and the worker process's loop.
+
+pub use xt_engine as engine;
 
 pub mod client;
-pub mod engine;
 pub mod runner;
 pub mod stop;

@@ -65,7 +65,7 @@ mod tests {
     use xt_shared::{BarSource, Market, SyntheticMarket};
 
     use super::*;
-    use crate::engine::strategy;
+    use crate::strategy;
 
     /// Halts at its `at`-th check.
     struct After {

@@ -1,7 +1,7 @@
 //! `bollinger`: mean reversion; buy a close below the lower band, sell a close above the middle.
 
 use super::{ParamSet, Signals, Strategy, StrategyDef};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct Bollinger;
 

@@ -2,7 +2,7 @@
 //! position; after a forced exit (the symbol left the index) it enters again when it can.
 
 use super::{ParamSet, Signals, Strategy, StrategyDef};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct BuyAndHold;
 

@@ -4,7 +4,7 @@
 //! by what the cash buys.
 
 use super::{ParamSet, RiskRule, Signals, Strategy, StrategyDef};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct Turtle;
 

@@ -124,7 +124,7 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::interrupt::Never;
+    use crate::interrupt::Never;
     use xt_shared::{Costs, Market};
 
     fn bars(opens: &[f64], closes: &[f64]) -> Bars {

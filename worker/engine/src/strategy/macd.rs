@@ -1,7 +1,7 @@
 //! `macd`: long while TA-Lib's MACD line is above its signal line.
 
 use super::{ParamSet, Signals, Strategy, StrategyDef, crosses};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct Macd;
 

@@ -1,7 +1,7 @@
 //! `sma_cross`: long while the fast simple moving average is above the slow one.
 
 use super::{ParamSet, Signals, Strategy, StrategyDef, crosses};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct SmaCross;
 

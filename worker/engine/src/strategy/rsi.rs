@@ -1,7 +1,7 @@
 //! `rsi`: buy when Wilder's RSI is oversold (below `lower`), sell when overbought (above `upper`).
 
 use super::{ParamSet, Signals, Strategy, StrategyDef};
-use crate::engine::indicators::Indicators;
+use crate::indicators::Indicators;
 
 pub struct Rsi;
 
