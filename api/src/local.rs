@@ -207,7 +207,8 @@ async fn on_loopback(
         }
     };
     bar.finish_and_clear();
-    let dir = cluster.coordinator.batch_dir(reply.batch);
+    // The local mode's store is the embedded one: the tables are files to copy.
+    let dir = xt_coordinator::store::batch_dir(&state.join("batches"), reply.batch);
     cluster.stop().await?;
     let summary: Value = serde_json::from_str(&status.summary_json).unwrap_or(Value::Null);
     if let Some(e) = summary.get("error").and_then(|e| e.as_str()) {

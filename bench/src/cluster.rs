@@ -371,7 +371,10 @@ fn in_process_written(
             .as_ref()
             .map(|t| ("equity", std::slice::from_ref(t))),
     );
-    xt_coordinator::service::write_tables(dir, spec, &tables, &r.outcome.portfolio)?;
+    // As batch 1 of an embedded store in `dir`.
+    let store = xt_coordinator::store::EmbeddedStore::open(dir)?;
+    xt_coordinator::service::write_tables(&store, 1, spec, &tables, &r.outcome.portfolio)?;
+    let dir = &xt_coordinator::store::batch_dir(dir, 1);
     let portfolio = xt_coordinator::service::portfolio_summary(&r.outcome.portfolio_metrics);
     let summary = serde_json::json!({ "jobs": r.outcome.jobs, "portfolio": portfolio });
     std::fs::write(

@@ -36,7 +36,8 @@ use xt_wire::*;
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
 use crate::store::{
-    BatchRecord, EmbeddedStore, JobRecord, JobResult, ResultGroup, StateStore, Tables,
+    BatchRecord, EmbeddedStore, JobRecord, JobResult, ResultGroup, StateStore, TABLE_ROW_GROUP,
+    TableReader, TableSink, Tables,
 };
 
 /// What a batch is, fixed once accepted; shared with its aggregation, which runs outside
@@ -161,9 +162,14 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl Coordinator {
-    /// A coordinator on the embedded store in `state`, resuming every batch found there:
-    /// finished jobs stay finished, the others are queued again.
-    pub fn open(state: PathBuf, mut config: Config) -> anyhow::Result<Self> {
+    /// A coordinator on the embedded store in `state` (see [`Coordinator::with_store`]).
+    pub fn open(state: PathBuf, config: Config) -> anyhow::Result<Self> {
+        Self::with_store(Arc::new(EmbeddedStore::open(state)?), config)
+    }
+
+    /// A coordinator on `store`, resuming every batch found there: finished jobs stay
+    /// finished, the others are queued again.
+    pub fn with_store(store: Arc<dyn StateStore>, mut config: Config) -> anyhow::Result<Self> {
         if let Some(roots) = &mut config.data_roots {
             for r in roots.iter_mut() {
                 *r = r
@@ -172,7 +178,6 @@ impl Coordinator {
             }
         }
         let lease_ttl = config.lease_ttl;
-        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(state)?);
         let mut scheduler = Scheduler::new(lease_ttl, 3);
         let mut batches = HashMap::new();
         let mut next_batch = 1;
@@ -260,11 +265,6 @@ impl Coordinator {
         for id in ids {
             self.finish_if_done(&mut s, id);
         }
-    }
-
-    /// Where a finished batch's tables are.
-    pub fn batch_dir(&self, batch: u64) -> PathBuf {
-        self.store.batch_dir(batch)
     }
 
     /// Validates and plans a batch for `tenant`, queues its jobs, returns its id and job count.
@@ -449,8 +449,8 @@ impl Coordinator {
         Ok(jobs)
     }
 
-    /// Which tables a finished batch has.
-    fn table_path(&self, ticket: &str) -> Result<(u64, PathBuf), Status> {
+    /// The finished table a ticket (`batch_id/table`) names.
+    fn finished_table(&self, ticket: &str) -> Result<(u64, Table), Status> {
         let (batch, table) = ticket.split_once('/').ok_or_else(|| {
             Status::invalid_argument(format!("ticket {ticket:?} is not batch_id/table"))
         })?;
@@ -478,12 +478,7 @@ impl Coordinator {
                 table.name()
             )));
         }
-        Ok((
-            batch,
-            self.store
-                .batch_dir(batch)
-                .join(format!("{}.parquet", table.name())),
-        ))
+        Ok((batch, table))
     }
 
     /// Completes job attempts with their uploaded tables. Each attempt whose job is still
@@ -1052,14 +1047,12 @@ fn aggregate(mut run: Ended, batch: u64, store: &dyn StateStore) -> anyhow::Resu
         .take()
         .unwrap_or_else(|| PortfolioSum::new(run.plan.dates.to_vec(), run.plan.combos.len() + 1));
     let ends = &run.ends;
-    let dir = &store.batch_dir(batch);
-    std::fs::create_dir_all(dir)?;
     // With the sleeves summed already, only the tables to write are decoded.
     let wanted: &[&str] = if folded { &JOB_TABLES } else { &UPLOAD_TABLES };
     // Each job's rows go to the files in job order, gathered a row group at a time: memory
     // holds what was kept and one row group of each table, not the batch's tables read
     // back (an equity table runs to millions of rows).
-    let mut files = TableFiles::create(dir, &run.plan.spec)?;
+    let mut files = TableFiles::create(store, batch, &run.plan.spec)?;
     for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
@@ -1119,17 +1112,18 @@ pub fn portfolio_summary(
         .collect()
 }
 
-/// Writes a batch's tables to `dir` as a finished batch's are: each of `tables` (`metrics`,
-/// `trades`, `equity`: its rows in job order) that the spec keeps, and the portfolio, with
-/// the same writer settings, each under a temporary name until whole. For a batch run
+/// Writes a batch's tables to `store` as a finished batch's are: each of `tables`
+/// (`metrics`, `trades`, `equity`: its rows in job order) that the spec keeps, and the
+/// portfolio, with the same writer settings, each committed when whole. For a batch run
 /// elsewhere (the bench's in-process runner) to end where the cluster's batches end.
 pub fn write_tables(
-    dir: &std::path::Path,
+    store: &dyn StateStore,
+    batch: u64,
     spec: &BatchSpec,
     tables: &[(&str, &[RecordBatch])],
     portfolio: &RecordBatch,
 ) -> anyhow::Result<()> {
-    let mut files = TableFiles::create(dir, spec)?;
+    let mut files = TableFiles::create(store, batch, spec)?;
     for (name, batches) in tables {
         files.write(name, batches)?;
     }
@@ -1140,15 +1134,14 @@ pub fn write_tables(
 /// name and renamed when whole, so a reader never sees half a table. Rows are gathered and
 /// handed to the writer a row group at a time: a write per job costs more than its rows.
 struct TableFiles {
-    dir: PathBuf,
     writers: Vec<TableFile>,
-    portfolio: bool,
+    portfolio: Option<Box<dyn TableSink>>,
 }
 
 struct TableFile {
     table: Table,
     schema: arrow::datatypes::SchemaRef,
-    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    sink: Box<dyn TableSink>,
     pending: Vec<RecordBatch>,
     rows: usize,
 }
@@ -1157,7 +1150,7 @@ impl TableFile {
     fn flush(&mut self) -> anyhow::Result<()> {
         if self.rows > 0 {
             let rows = arrow::compute::concat_batches(&self.schema, &self.pending)?;
-            self.writer.write(&rows)?;
+            self.sink.write(&rows)?;
         }
         self.pending.clear();
         self.rows = 0;
@@ -1166,14 +1159,7 @@ impl TableFile {
 }
 
 impl TableFiles {
-    /// Rows per row group: what a file writer holds before it writes, and what `DoGet`
-    /// reads at a time.
-    const ROW_GROUP: usize = 131_072;
-
-    fn create(dir: &std::path::Path, spec: &BatchSpec) -> anyhow::Result<Self> {
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(Self::ROW_GROUP))
-            .build();
+    fn create(store: &dyn StateStore, batch: u64, spec: &BatchSpec) -> anyhow::Result<Self> {
         let mut writers = Vec::new();
         for (table, schema) in [
             (Table::Metrics, &*xt_shared::schema::METRICS),
@@ -1181,26 +1167,26 @@ impl TableFiles {
             (Table::Equity, &*xt_shared::schema::EQUITY),
         ] {
             if spec.wants(table) {
-                let file =
-                    std::fs::File::create(dir.join(format!("{}.parquet.tmp", table.name())))?;
                 writers.push(TableFile {
                     table,
                     schema: schema.clone(),
-                    writer: parquet::arrow::ArrowWriter::try_new(
-                        file,
-                        schema.clone(),
-                        Some(props.clone()),
-                    )?,
+                    sink: store.create_table(batch, table.name(), schema.clone())?,
                     pending: Vec::new(),
                     rows: 0,
                 });
             }
         }
-        Ok(TableFiles {
-            dir: dir.to_path_buf(),
-            writers,
-            portfolio: spec.wants(Table::Portfolio),
-        })
+        let portfolio = spec
+            .wants(Table::Portfolio)
+            .then(|| {
+                store.create_table(
+                    batch,
+                    Table::Portfolio.name(),
+                    xt_shared::schema::PORTFOLIO.clone(),
+                )
+            })
+            .transpose()?;
+        Ok(TableFiles { writers, portfolio })
     }
 
     /// Adds one job's rows of table `name` (if the batch writes it).
@@ -1212,7 +1198,7 @@ impl TableFiles {
             f.rows += b.num_rows();
             f.pending.push(b.clone());
         }
-        if f.rows >= Self::ROW_GROUP {
+        if f.rows >= TABLE_ROW_GROUP {
             f.flush()?;
         }
         Ok(())
@@ -1228,26 +1214,20 @@ impl TableFiles {
         Ok(())
     }
 
+    /// Writes what is left and commits every table: the job tables first, the portfolio
+    /// last.
     fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
-        let mut done = Vec::new();
+        let mut sinks = Vec::new();
         for mut f in self.writers {
             f.flush()?;
-            f.writer.close()?;
-            done.push(f.table);
+            sinks.push(f.sink);
         }
-        if self.portfolio {
-            let file = std::fs::File::create(self.dir.join("portfolio.parquet.tmp"))?;
-            let mut w = parquet::arrow::ArrowWriter::try_new(file, portfolio.schema(), None)?;
-            w.write(portfolio)?;
-            w.close()?;
-            done.push(Table::Portfolio);
+        if let Some(mut sink) = self.portfolio {
+            sink.write(portfolio)?;
+            sinks.push(sink);
         }
-        for table in done {
-            let name = table.name();
-            std::fs::rename(
-                self.dir.join(format!("{name}.parquet.tmp")),
-                self.dir.join(format!("{name}.parquet")),
-            )?;
+        for sink in sinks {
+            sink.commit()?;
         }
         Ok(())
     }
@@ -1622,21 +1602,12 @@ impl FlightService for Coordinator {
         for (batch, tables) in finished {
             for table in tables {
                 let ticket = format!("{batch}/{}", table.name());
-                let path = self
-                    .store
-                    .batch_dir(batch)
-                    .join(format!("{}.parquet", table.name()));
-                let Ok(file) = std::fs::File::open(&path) else {
+                let Ok(Some(reader)) = self.store.open_table(batch, table.name()) else {
                     continue;
                 };
-                let Ok(reader) =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                else {
-                    continue;
-                };
-                let rows = reader.metadata().file_metadata().num_rows();
+                let rows = reader.rows as i64;
                 let info = FlightInfo::new()
-                    .try_with_schema(reader.schema())
+                    .try_with_schema(&reader.schema)
                     .map_err(internal)?
                     .with_descriptor(FlightDescriptor::new_path(vec![
                         batch.to_string(),
@@ -1669,24 +1640,24 @@ impl FlightService for Coordinator {
     ) -> Result<Response<SchemaResult>, Status> {
         Err(Status::unimplemented("get_schema"))
     }
-    /// Streams a finished batch's table; the ticket is `batch_id/table`. Read from its
-    /// Parquet file in record batches of 64K rows, so a table of any size streams in
-    /// bounded memory.
+    /// Streams a finished batch's table; the ticket is `batch_id/table`. Read from the store
+    /// a part at a time, so a table of any size streams in bounded memory.
     async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = String::from_utf8(r.into_inner().ticket.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not UTF-8"))?;
-        let (_, path) = self.table_path(&ticket)?;
-        let file =
-            std::fs::File::open(&path).map_err(|e| Status::not_found(format!("{ticket}: {e}")))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(65_536).build())
-            .map_err(internal)?;
-        let schema = arrow::record_batch::RecordBatchReader::schema(&reader);
-        // The Parquet reader blocks: it runs on a blocking thread, handing batches over a
+        let (batch, table) = self.finished_table(&ticket)?;
+        let TableReader {
+            schema, batches, ..
+        } = self
+            .store
+            .open_table(batch, table.name())
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("{ticket}: the store has no such table")))?;
+        // The store's reader blocks: it runs on a blocking thread, handing batches over a
         // small channel (back-pressure: a slow client holds at most a few batches here).
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            for batch in reader {
+            for batch in batches {
                 let item = batch.map_err(arrow_flight::error::FlightError::from);
                 if tx.blocking_send(item).is_err() {
                     return;

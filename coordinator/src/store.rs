@@ -14,6 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
@@ -295,8 +297,60 @@ pub trait StateStore: Send + Sync {
     ) -> io::Result<Option<(JobRecord, Tables)>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<StoredBatch>>;
-    /// Where a batch's finished tables are written.
-    fn batch_dir(&self, id: u64) -> PathBuf;
+    /// Starts writing a finished batch's table `name`: readers see none of it until it is
+    /// committed, then all of it.
+    fn create_table(
+        &self,
+        id: u64,
+        name: &str,
+        schema: SchemaRef,
+    ) -> io::Result<Box<dyn TableSink>>;
+    /// A finished batch's table `name`, read back a part at a time (`None`: there is none).
+    fn open_table(&self, id: u64, name: &str) -> io::Result<Option<TableReader>>;
+}
+
+/// A finished table being written (see [`StateStore::create_table`]).
+pub trait TableSink: Send {
+    fn write(&mut self, rows: &RecordBatch) -> io::Result<()>;
+    /// Makes the whole table visible at once.
+    fn commit(self: Box<Self>) -> io::Result<()>;
+}
+
+/// A finished table read back: its schema, its row count, and its rows in record batches
+/// of a bounded size, so a table of any size streams in bounded memory.
+pub struct TableReader {
+    pub schema: SchemaRef,
+    pub rows: u64,
+    pub batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
+}
+
+/// Rows per Parquet row group of a finished table, and per record batch read back.
+pub const TABLE_ROW_GROUP: usize = 131_072;
+const TABLE_READ_ROWS: usize = 65_536;
+
+/// A finished table of the embedded store: Parquet under a temporary name, renamed when
+/// committed.
+struct ParquetSink {
+    writer: parquet::arrow::ArrowWriter<File>,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl TableSink for ParquetSink {
+    fn write(&mut self, rows: &RecordBatch) -> io::Result<()> {
+        self.writer.write(rows).map_err(other)
+    }
+
+    fn commit(self: Box<Self>) -> io::Result<()> {
+        self.writer.close().map_err(other)?;
+        std::fs::rename(&self.temporary, &self.path)
+    }
+}
+
+/// Where the embedded store rooted at `root` keeps batch `id`: `batch.json`, `results.log`,
+/// `summary.json` and the finished tables as `<name>.parquet`.
+pub fn batch_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(id.to_string())
 }
 
 /// Batches under `root/<id>/`: `batch.json`, written when the batch is accepted;
@@ -659,8 +713,53 @@ impl StateStore for EmbeddedStore {
         Ok(out)
     }
 
+    fn create_table(
+        &self,
+        id: u64,
+        name: &str,
+        schema: SchemaRef,
+    ) -> io::Result<Box<dyn TableSink>> {
+        let dir = self.batch_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        let temporary = dir.join(format!("{name}.parquet.tmp"));
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(TABLE_ROW_GROUP))
+            .build();
+        let writer =
+            parquet::arrow::ArrowWriter::try_new(File::create(&temporary)?, schema, Some(props))
+                .map_err(other)?;
+        Ok(Box::new(ParquetSink {
+            writer,
+            temporary,
+            path: dir.join(format!("{name}.parquet")),
+        }))
+    }
+
+    fn open_table(&self, id: u64, name: &str) -> io::Result<Option<TableReader>> {
+        let path = self.batch_dir(id).join(format!("{name}.parquet"));
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(other)?;
+        let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let reader = builder
+            .with_batch_size(TABLE_READ_ROWS)
+            .build()
+            .map_err(other)?;
+        Ok(Some(TableReader {
+            schema: arrow::record_batch::RecordBatchReader::schema(&reader),
+            rows,
+            batches: Box::new(reader),
+        }))
+    }
+}
+
+impl EmbeddedStore {
     fn batch_dir(&self, id: u64) -> PathBuf {
-        self.root.join(id.to_string())
+        batch_dir(&self.root, id)
     }
 }
 
@@ -714,6 +813,42 @@ mod tests {
             .load_result(batch, job, &["metrics"])
             .unwrap()
             .map(|(r, t)| (r, values(&t)))
+    }
+
+    #[test]
+    fn a_finished_table_is_seen_whole_once_committed_and_read_back_in_parts() {
+        let root = scratch("table", 3);
+        let store = EmbeddedStore::open(&root).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+        let rows = |from: i32, to: i32| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int32Array::from_iter_values(from..to))],
+            )
+            .unwrap()
+        };
+        let mut sink = store.create_table(3, "metrics", schema.clone()).unwrap();
+        sink.write(&rows(0, 100_000)).unwrap();
+        sink.write(&rows(100_000, 150_000)).unwrap();
+        assert!(
+            store.open_table(3, "metrics").unwrap().is_none(),
+            "seen before its commit"
+        );
+        sink.commit().unwrap();
+        assert!(store.open_table(3, "trades").unwrap().is_none());
+        let table = store.open_table(3, "metrics").unwrap().unwrap();
+        assert_eq!((table.rows, table.schema.clone()), (150_000, schema));
+        let parts: Vec<RecordBatch> = table.batches.map(Result::unwrap).collect();
+        assert!(
+            parts.iter().all(|b| b.num_rows() <= TABLE_READ_ROWS),
+            "read in parts"
+        );
+        assert_eq!(
+            values(&[("metrics".to_string(), parts)].into_iter().collect()),
+            (0..150_000).collect::<Vec<_>>()
+        );
+        // The embedded layout, which `xt local` copies from.
+        assert!(batch_dir(&root, 3).join("metrics.parquet").is_file());
     }
 
     #[test]
