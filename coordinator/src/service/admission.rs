@@ -1,0 +1,144 @@
+//! Admission: a submitted batch checked, planned into jobs (on the coordinator's planning pool), held to its tenant's limits, stored and queued; and a batch's status as clients see it.
+
+use super::*;
+
+impl Coordinator {
+    /// Validates and plans a batch for `tenant`, queues its jobs, returns its id and job count.
+    pub fn submit(&self, spec: BatchSpec, tenant: &str, owner: &str) -> Result<(u64, u32), Status> {
+        let bad = |e: xt_shared::SpecError| Status::invalid_argument(e.to_string());
+        spec.check().map_err(bad)?;
+        let (_, combos) = strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
+            .map_err(bad)?;
+        let spec = match &self.config.data_roots {
+            Some(roots) => xt_shared::open::confine(&spec, roots).map_err(bad)?,
+            None => spec,
+        };
+        self.check_limits(tenant, 0)?;
+        let data = DataSpec::parse(&spec.data).map_err(bad)?;
+        let source = open_source(&data).map_err(bad)?;
+        let universe = resolve_universe(&spec, &data, source.as_ref()).map_err(bad)?;
+        let planned = self
+            .planner
+            .install(|| plan(&spec, source.as_ref(), &universe))
+            .map_err(bad)?;
+        let jobs: Vec<JobSpec> = planned.jobs.into_iter().map(|j| j.spec).collect();
+        let n = jobs.len() as u32;
+        self.check_limits(tenant, n as usize)?;
+        let mut s = self.lock();
+        let id = s.next_batch;
+        s.next_batch += 1;
+        // Durable before it is acknowledged: an accepted batch survives a crash.
+        let record = BatchRecord {
+            spec: spec.clone(),
+            jobs: jobs.clone(),
+            dates: planned.dates.clone(),
+            tenant: tenant.to_string(),
+            owner: owner.to_string(),
+            submitted_ms: now_ms(),
+        };
+        self.store
+            .save_batch(id, &record)
+            .map_err(|e| Status::unavailable(format!("storing the batch: {e}")))?;
+        s.scheduler.submit(id, n).map_err(internal)?;
+        self.work.notify_waiters();
+        s.batches.insert(
+            id,
+            BatchRun {
+                fold: Arc::new(Mutex::new(Fold::new(
+                    &planned.dates,
+                    combos.len(),
+                    n as usize,
+                ))),
+                plan: Arc::new(Planned {
+                    spec,
+                    jobs,
+                    combos,
+                    dates: planned.dates,
+                }),
+                bars: 0,
+                started: Instant::now(),
+                aggregating: false,
+                folding: 0,
+                folded: 0,
+                summary: None,
+                tenant: record.tenant,
+                owner: record.owner,
+                submitted_ms: record.submitted_ms,
+            },
+        );
+        Ok((id, n))
+    }
+
+    /// Refuses a tenant's new batch of `jobs` jobs past its limits.
+    pub(super) fn check_limits(&self, tenant: &str, jobs: usize) -> Result<(), Status> {
+        let s = self.lock();
+        let mut running = 0;
+        let mut queued = 0;
+        for (id, run) in &s.batches {
+            if run.tenant != tenant || run.summary.is_some() {
+                continue;
+            }
+            running += 1;
+            queued += s.scheduler.progress(*id).map_or(0, |p| p.queued);
+        }
+        if running >= self.config.max_running_batches {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant:?} has {running} batches running, its limit; wait for one to finish or cancel one"
+            )));
+        }
+        if queued + jobs > self.config.max_queued_jobs {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant:?} has {queued} jobs queued; {jobs} more would pass its limit of {}",
+                self.config.max_queued_jobs
+            )));
+        }
+        Ok(())
+    }
+
+    /// The status of one batch.
+    pub(super) fn status_of(&self, s: &State, id: u64) -> Result<StatusReply, Status> {
+        let p = s
+            .scheduler
+            .progress(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let run = s
+            .batches
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
+        // A finished batch's clock stopped when it was aggregated.
+        let elapsed = run
+            .summary
+            .as_ref()
+            .and_then(|v| v["elapsed_seconds"].as_f64())
+            .unwrap_or_else(|| run.started.elapsed().as_secs_f64());
+        let finished_jobs = p.done + p.failed + p.cancelled;
+        let remaining = p.queued + p.running;
+        let eta = if finished_jobs > 0 && run.summary.is_none() {
+            elapsed / finished_jobs as f64 * remaining as f64
+        } else {
+            0.0
+        };
+        Ok(StatusReply {
+            elapsed_seconds: elapsed,
+            eta_seconds: eta,
+            queued: p.queued as u32,
+            running: p.running as u32,
+            done: p.done as u32,
+            failed: p.failed as u32,
+            cancelled: p.cancelled as u32,
+            bars: run.bars,
+            finished: run.summary.is_some(),
+            summary_json: run
+                .summary
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            batch: id,
+            tenant: run.tenant.clone(),
+            owner: run.owner.clone(),
+            name: run.plan.spec.name.clone().unwrap_or_default(),
+            submitted_ms: run.submitted_ms,
+            jobs: run.plan.jobs.len() as u32,
+        })
+    }
+}

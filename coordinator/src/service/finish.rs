@@ -1,0 +1,172 @@
+//! A batch's finish: once every job has ended, its tables are written from what was kept (reading the rest back from the store) and its summary saved, on a thread of its own.
+
+use super::*;
+
+impl Coordinator {
+    /// Once every job of `batch` has ended, writes its tables and summary on a thread of
+    /// their own: a big batch's tables take seconds, and the state lock (every lease,
+    /// upload and status call) must not wait on them. The batch counts as finished when
+    /// its summary is in.
+    pub(super) fn finish_if_done(&self, s: &mut State, batch: u64) {
+        // Finished batches stay in the map; skip them before counting their jobs.
+        if s.batches
+            .get(&batch)
+            .is_none_or(|run| run.summary.is_some() || run.aggregating || run.folding > 0)
+        {
+            return;
+        }
+        let Ok(progress) = s.scheduler.progress(batch) else {
+            return;
+        };
+        let Some(run) = s.batches.get_mut(&batch) else {
+            return;
+        };
+        if !progress.finished() {
+            return;
+        }
+        // Each job's rows follow its final status: a job cancelled while its result was
+        // being stored is a cancelled job, whatever the store holds.
+        let ends: Vec<JobEnd> = (0..run.plan.jobs.len() as u32)
+            .map(|j| match s.scheduler.status(JobKey { batch, job: j }) {
+                Some(JobStatus::Failed { error }) => JobEnd::Failed(error.clone()),
+                Some(JobStatus::Cancelled) => JobEnd::Cancelled,
+                _ => JobEnd::Done,
+            })
+            .collect();
+        run.aggregating = true;
+        // The sums hold every stored result only if each job done was added in this process.
+        let done = ends.iter().filter(|e| matches!(e, JobEnd::Done)).count();
+        let mut fold = std::mem::take(&mut *run.fold.lock().unwrap_or_else(|e| e.into_inner()));
+        if run.folded != done {
+            fold.sums = None;
+        }
+        let ended = Ended {
+            plan: run.plan.clone(),
+            bars: run.bars,
+            started: run.started,
+            ends,
+            sums: fold.sums,
+            kept: fold.kept,
+        };
+        let (store, state, finished) = (
+            self.store.clone(),
+            self.state.clone(),
+            self.finished.clone(),
+        );
+        std::thread::spawn(move || {
+            let summary = match aggregate(ended, batch, store.as_ref()) {
+                Ok(v) => v,
+                Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
+            };
+            if let Err(e) = store.save_summary(batch, &summary) {
+                eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}");
+            }
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(run) = s.batches.get_mut(&batch) {
+                run.summary = Some(summary);
+                run.aggregating = false;
+            }
+            drop(s);
+            finished.notify_waiters();
+        });
+    }
+}
+
+/// What the aggregation of a batch whose jobs have all ended reads.
+pub(super) struct Ended {
+    pub(super) plan: Arc<Planned>,
+    pub(super) bars: u64,
+    pub(super) started: Instant,
+    pub(super) ends: Vec<JobEnd>,
+    /// The sleeves of every job done, summed as they were accepted.
+    pub(super) sums: Option<PortfolioSum>,
+    /// The tables to write of the jobs done that were kept in memory.
+    pub(super) kept: Vec<Option<(Arc<ResultGroup>, usize)>>,
+}
+
+/// How a job of a finished batch ended.
+pub(super) enum JobEnd {
+    /// Its result is stored (its rows may still be errors, if its data failed).
+    Done,
+    /// Given up after its attempts, with the last error.
+    Failed(String),
+    Cancelled,
+}
+
+/// Writes a finished batch's four tables and returns its summary.
+pub(super) fn aggregate(
+    mut run: Ended,
+    batch: u64,
+    store: &dyn StateStore,
+) -> anyhow::Result<Value> {
+    let folded = run.sums.is_some();
+    let kept = std::mem::take(&mut run.kept);
+    let mut sums = run
+        .sums
+        .take()
+        .unwrap_or_else(|| PortfolioSum::new(run.plan.dates.to_vec(), run.plan.combos.len() + 1));
+    let ends = &run.ends;
+    // With the sleeves summed already, only the tables to write are decoded.
+    let wanted: &[&str] = if folded { &JOB_TABLES } else { &UPLOAD_TABLES };
+    // Each job's rows go to the files in job order, gathered a row group at a time: memory
+    // holds what was kept and one row group of each table, not the batch's tables read
+    // back (an equity table runs to millions of rows).
+    let mut files = TableFiles::create(store, batch, &run.plan.spec)?;
+    for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
+        let capital = job.capital;
+        let result = match end {
+            JobEnd::Done => match kept.get(j).and_then(Option::as_ref).filter(|_| folded) {
+                Some((group, k)) => {
+                    files.write_kept(group, *k)?;
+                    continue;
+                }
+                None => store.load_result(batch, j as u32, wanted)?.ok_or_else(|| {
+                    anyhow::anyhow!("job {j} is done but the store has no result for it")
+                }),
+            },
+            JobEnd::Failed(error) => Err(anyhow::anyhow!("{error}")),
+            JobEnd::Cancelled => Err(anyhow::anyhow!("cancelled")),
+        };
+        let (record, result) = match result {
+            Ok(r) => r,
+            Err(error) => {
+                // No result: error rows, a sleeve in cash.
+                let mut w = TableWriter::new(&job.symbol, false, false);
+                for p in run.plan.combos.iter() {
+                    w.push_error(p.json(), &error.to_string());
+                }
+                files.write("metrics", &[w.finish()?.metrics])?;
+                sums.add_cash(capital);
+                continue;
+            }
+        };
+        if !folded {
+            add_result(&mut sums, capital, &result, record.part.is_some());
+        }
+        for (name, batches) in &result {
+            files.write(name, batches)?;
+        }
+    }
+    let (portfolio, portfolio_metrics) =
+        finish_portfolio(&run.plan.combos, run.plan.spec.capital, &sums)?;
+    files.finish(&portfolio)?;
+    let summary = json!({
+        "jobs": run.plan.jobs.len(),
+        "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
+        "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
+        "elapsed_seconds": run.started.elapsed().as_secs_f64(),
+        "bars": run.bars,
+        "portfolio": portfolio_summary(&portfolio_metrics),
+    });
+    Ok(summary)
+}
+
+/// A summary's `portfolio`: each parameter set's portfolio metrics against the benchmark.
+pub fn portfolio_summary(
+    metrics: &[(String, xt_shared::metrics::PortfolioMetrics)],
+) -> serde_json::Map<String, Value> {
+    metrics
+        .iter()
+        .map(|(p, m)| (p.clone(), serde_json::to_value(m).unwrap_or(Value::Null)))
+        .collect()
+}

@@ -1,0 +1,161 @@
+//! The gRPC `Jobs` service: a thin adapter from requests to the coordinator's methods.
+
+use super::*;
+
+#[tonic::async_trait]
+impl Jobs for Coordinator {
+    async fn register(
+        &self,
+        r: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let _ = r;
+        let worker = self.lock().scheduler.register(Instant::now());
+        Ok(Response::new(RegisterReply {
+            worker,
+            heartbeat_ms: self.heartbeat.as_millis() as u64,
+        }))
+    }
+
+    async fn lease(&self, r: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
+        let r = r.into_inner();
+        let jobs = waited(
+            &self.work,
+            r.wait_ms,
+            || self.lease_now(r.worker, r.slots as usize),
+            |jobs| !jobs.is_empty(),
+        )
+        .await?;
+        Ok(Response::new(LeaseReply { jobs }))
+    }
+
+    async fn heartbeat(
+        &self,
+        r: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let cancelled = self
+            .lock()
+            .scheduler
+            .heartbeat(r.into_inner().worker, Instant::now())
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(HeartbeatReply {
+            cancelled: cancelled
+                .into_iter()
+                .map(|k| JobRef {
+                    batch: k.batch,
+                    job: k.job,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fail(&self, r: Request<FailRequest>) -> Result<Response<FailReply>, Status> {
+        let r = r.into_inner();
+        let key = JobKey {
+            batch: r.batch,
+            job: r.job,
+        };
+        let requeued = self.fail_attempt(&mut self.lock(), key, r.worker, &r.error);
+        Ok(Response::new(FailReply { requeued }))
+    }
+
+    async fn drain(&self, r: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+        self.lock().scheduler.drain(r.into_inner().worker);
+        // A lease call of this worker still waiting answers now, with nothing.
+        self.work.notify_waiters();
+        Ok(Response::new(DrainReply {}))
+    }
+
+    async fn submit(&self, r: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
+        let r = r.into_inner();
+        let spec: BatchSpec = serde_json::from_str(&r.spec_json)
+            .map_err(|e| Status::invalid_argument(format!("batch spec: {e}")))?;
+        let this = self.clone();
+        // Planning reads every member's dates: off the async threads.
+        let (batch, jobs) =
+            tokio::task::spawn_blocking(move || this.submit(spec, &r.tenant, &r.owner))
+                .await
+                .map_err(internal)??;
+        Ok(Response::new(SubmitReply { batch, jobs }))
+    }
+
+    async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let r = r.into_inner();
+        let status = waited(
+            &self.finished,
+            r.wait_ms,
+            || self.status_of(&self.lock(), r.batch),
+            |s| s.finished,
+        )
+        .await?;
+        Ok(Response::new(status))
+    }
+
+    async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        let r = r.into_inner();
+        let s = self.lock();
+        let mut ids: Vec<u64> = s
+            .batches
+            .iter()
+            .filter(|(_, run)| r.tenant.is_empty() || run.tenant == r.tenant)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let total = ids.len() as u32;
+        let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) } as usize;
+        let batches = ids
+            .into_iter()
+            .skip(r.offset as usize)
+            .take(limit)
+            .map(|id| self.status_of(&s, id))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(ListReply { batches, total }))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        let s = self.lock();
+        let mut reply = StatsReply {
+            workers: s.scheduler.workers() as u32,
+            batches: s.batches.len() as u32,
+            duration_bounds: s.durations.bounds.clone(),
+            duration_counts: s.durations.counts.clone(),
+            duration_sum: s.durations.sum,
+            duration_count: s.durations.count,
+            ..StatsReply::default()
+        };
+        for (id, run) in &s.batches {
+            if let Ok(p) = s.scheduler.progress(*id) {
+                reply.queued += p.queued as u64;
+                reply.running += p.running as u64;
+                reply.done += p.done as u64;
+                reply.failed += p.failed as u64;
+                reply.cancelled += p.cancelled as u64;
+            }
+            reply.bars += run.bars;
+            if run.summary.is_none() {
+                reply.batches_running += 1;
+            }
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn universes(
+        &self,
+        _: Request<UniversesRequest>,
+    ) -> Result<Response<UniversesReply>, Status> {
+        let roots = self.config.data_roots.clone().unwrap_or_default();
+        let files = tokio::task::spawn_blocking(move || xt_shared::open::universe_files(&roots))
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(UniversesReply { files }))
+    }
+
+    async fn cancel(&self, r: Request<CancelRequest>) -> Result<Response<CancelReply>, Status> {
+        let id = r.into_inner().batch;
+        let mut s = self.lock();
+        s.scheduler
+            .cancel(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        self.finish_if_done(&mut s, id);
+        Ok(Response::new(CancelReply {}))
+    }
+}

@@ -1,0 +1,80 @@
+//! Leasing: jobs handed to workers a slot's worth at a time, and attempts reported failed; a lease call with nothing queued waits for work.
+
+use super::*;
+
+impl Coordinator {
+    /// An attempt of `worker`'s ended without a result: its job is queued again (waking the
+    /// lease calls waiting for work) or, after its last attempt, failed with `error`.
+    pub(super) fn fail_attempt(
+        &self,
+        s: &mut State,
+        key: JobKey,
+        worker: u64,
+        error: &str,
+    ) -> bool {
+        let requeued = s.scheduler.fail(key, worker, error);
+        if requeued {
+            self.work.notify_waiters();
+        }
+        self.finish_if_done(s, key.batch);
+        requeued
+    }
+
+    /// Leases up to `slots` queued jobs to `worker`.
+    pub(super) fn lease_now(&self, worker: u64, slots: usize) -> Result<Vec<JobLease>, Status> {
+        let mut s = self.lock();
+        let leases = s
+            .scheduler
+            .lease(worker, slots, Instant::now())
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let mut jobs = Vec::with_capacity(leases.len());
+        for l in leases {
+            let run = s
+                .batches
+                .get(&l.key.batch)
+                .ok_or_else(|| internal("lease of an unknown batch"))?;
+            let spec_json =
+                serde_json::to_string(&run.plan.jobs[l.key.job as usize]).map_err(internal)?;
+            jobs.push(JobLease {
+                batch: l.key.batch,
+                job: l.key.job,
+                attempt: l.attempt,
+                spec_json,
+                last: false,
+            });
+        }
+        for lease in &mut jobs {
+            lease.last = s
+                .scheduler
+                .progress(lease.batch)
+                .is_ok_and(|p| p.queued == 0);
+        }
+        Ok(jobs)
+    }
+}
+
+/// Longest a lease call waits for work, or a status call for its batch to finish.
+pub const MAX_WAIT_MS: u32 = 1_000;
+
+/// Calls `look` until its answer is `ready` or `wait_ms` (at most [`MAX_WAIT_MS`]) have
+/// passed, looking again whenever `wake` is notified. Registered for the wake-up before each
+/// look, so one in between is not missed.
+pub(super) async fn waited<T>(
+    wake: &tokio::sync::Notify,
+    wait_ms: u32,
+    look: impl Fn() -> Result<T, Status>,
+    ready: impl Fn(&T) -> bool,
+) -> Result<T, Status> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS).into());
+    loop {
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let answer = look()?;
+        if ready(&answer) || tokio::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        let _ = tokio::time::timeout_at(deadline, woken).await;
+    }
+}
