@@ -14,8 +14,7 @@ use xt_coordinator::service::{Config, Coordinator, serve};
 /// worker loop (the jobs run on the workers' rayon pools, and big stores and the batches'
 /// planning and tables on tokio's blocking threads). Its tasks hand messages to each other
 /// on that thread; with more, a hand-over between two of them can wake another thread,
-/// which on cores the jobs are using preempts a job: on the 2-core overhead batch one
-/// thread spent 3-5% less CPU than two, in the same time.
+/// which on cores the jobs are using preempts a job (measured in bench/PROFILE.md).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -217,10 +217,7 @@ impl ResultGroup {
 
 /// Bytes of `batch`'s rows: a slice's, not those of the buffers it shares.
 /// `get_array_memory_size` counts every buffer whole, so each job's one-row slice of an
-/// upload's `metrics` used to count as the whole upload's message (480-760 KB a row on the
-/// overhead batch): an upload's 114-186 rows (20-30 KB) weighed 54-140 MB, so they were
-/// stored a message a row (a log record 3-4x its size, 0.8-1.3 ms to encode) and every
-/// upload went to the blocking pool to be stored.
+/// upload would weigh as the whole upload's message, and be stored as a message of its own.
 pub fn batch_bytes(batch: &RecordBatch) -> usize {
     batch
         .columns()
@@ -230,9 +227,8 @@ pub fn batch_bytes(batch: &RecordBatch) -> usize {
 }
 
 /// A column's bytes from its length and type where they tell (fixed widths, strings), the
-/// same as `to_data().get_slice_memory_size()` gives. That builds the column's `ArrayData`
-/// and layout first, which for an upload's 150 one-row slices of 25 columns took 560 µs
-/// (20 µs this way), more than the 85 µs of copying them into one record batch.
+/// same as `to_data().get_slice_memory_size()` gives, without building each column's
+/// `ArrayData` first, which cost more than copying the slices (bench/PROFILE.md).
 fn column_bytes(c: &dyn arrow::array::Array) -> usize {
     use arrow::array::AsArray;
     // A validity bitmap counts where it has a null, as arrow's own measure counts it.

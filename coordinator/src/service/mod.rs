@@ -165,11 +165,8 @@ pub struct Coordinator {
     heartbeat: Duration,
     config: Arc<Config>,
     /// Where submissions are planned (every member's dates read, in parallel): a pool of
-    /// the coordinator's own rather than rayon's global one. On the 300-member overhead
-    /// batch, planning on the global pool from a blocking thread read the dates in 2.1-2.8
-    /// ms, on a pool of its own in 0.7-1.3 ms, as in the in-process runner (0.8-1.7 ms;
-    /// paired rounds, one process); planning runs before any job can, so this is the
-    /// batch's start.
+    /// the coordinator's own rather than rayon's global one, which from a blocking thread
+    /// planned about half as fast (bench/PROFILE.md); planning is a batch's start.
     planner: Arc<rayon::ThreadPool>,
 }
 

@@ -1,0 +1,566 @@
+//! The worker process's loop: register with the coordinator, pull as many jobs as there are
+//! free slots (and a few rounds more when jobs are short), run each on the rayon pool, and
+//! deliver finished results over Flight, gathered a few milliseconds into each upload; heartbeat
+//! all along. On shutdown it takes no new jobs, finishes those it holds, and leaves. A
+//! finished result is retried until the coordinator takes it.
+
+mod delivery;
+mod flow;
+mod jobs;
+mod outbox;
+mod parts;
+
+use delivery::*;
+pub use delivery::{Rerun, deliver_finished, upload};
+use flow::*;
+use jobs::*;
+pub use jobs::{JobOutput, run_leased};
+use outbox::*;
+use parts::*;
+pub use parts::{Attempt, PartSum, PartTables, upload_attempts};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use futures::stream;
+use tonic::transport::Channel;
+use xt_shared::BarSource;
+use xt_shared::job::JobSpec;
+use xt_shared::open::open_source;
+use xt_shared::spec::DataSpec;
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::upload::{
+    Upload, UploadReply, calendar_schema, part_sums_schema, sleeves_schema, upload_messages,
+};
+use xt_wire::*;
+
+use crate::engine::strategy::{ParamSet, Strategy};
+use crate::engine::{Halt, Never};
+use crate::runner::{JobError, execute, strategy_combos};
+use crate::stop::{JobBudget, Stops};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    /// Jobs run at once (rayon threads).
+    pub slots: usize,
+    pub name: String,
+    /// How long a job may run before it fails.
+    pub budget: JobBudget,
+    /// After shutdown is asked, how long jobs in flight may still run before they stop
+    /// (and go back to the coordinator's queue).
+    pub drain_timeout: Duration,
+    /// Tests only: jobs of this symbol never end by themselves.
+    pub endless_symbol: Option<String>,
+}
+
+impl WorkerConfig {
+    /// A worker with the default budget and drain deadline.
+    pub fn new(coordinator: impl Into<String>, slots: usize, name: impl Into<String>) -> Self {
+        WorkerConfig {
+            coordinator: coordinator.into(),
+            slots,
+            name: name.into(),
+            budget: JobBudget::default(),
+            drain_timeout: DRAIN_TIMEOUT,
+            endless_symbol: None,
+        }
+    }
+}
+
+/// The default drain deadline: within Kubernetes' default 30 s grace period, with time left
+/// to report the stopped jobs.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+async fn connect(url: &str) -> Result<Channel> {
+    let endpoint =
+        xt_wire::transport::endpoint(url).with_context(|| format!("--coordinator {url}"))?;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match endpoint.connect().await {
+            Ok(c) => return Ok(c),
+            Err(e) if delay < Duration::from_secs(30) => {
+                eprintln!("xt-worker: coordinator {url} unreachable ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
+/// delivered.
+pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let channel = connect(&config.coordinator).await?;
+    let mut jobs = JobsClient::new(channel.clone());
+    let reply = jobs
+        .register(RegisterRequest {
+            name: config.name.clone(),
+            slots: config.slots as u32,
+        })
+        .await?
+        .into_inner();
+    // The id changes when a restarted coordinator no longer knows us and we register again.
+    let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
+    let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
+    let runner = Arc::new(JobRunner {
+        budget: config.budget,
+        endless_symbol: config.endless_symbol.clone(),
+        ..JobRunner::default()
+    });
+    let beat = {
+        let (mut jobs, id, runner) = (jobs.clone(), id.clone(), runner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(heartbeat).await;
+                let worker = id.load(Ordering::SeqCst);
+                match jobs.heartbeat(HeartbeatRequest { worker }).await {
+                    // The batch was cancelled: its jobs here stop at their next check.
+                    Ok(reply) => {
+                        for job in reply.into_inner().cancelled {
+                            runner.stops.cancel(job.batch, job.job);
+                        }
+                    }
+                    Err(e) => eprintln!("xt-worker: heartbeat: {e}"),
+                }
+            }
+        })
+    };
+    let slots = config.slots.max(1);
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(slots)
+            .thread_name(|i| format!("xt-job-{i}"))
+            .build()?,
+    );
+    // A job asked for again with its own sleeves, after they were summed and dropped, runs
+    // again on the pool.
+    let rerun: Rerun = {
+        let (pool, runner) = (pool.clone(), runner.clone());
+        Arc::new(move |lease: JobLease| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let runner = runner.clone();
+            pool.spawn(move || {
+                let cancelled = runner.stops.start(lease.batch, lease.job, lease.attempt);
+                let _ = tx.send(runner.run(&lease, &cancelled));
+                runner.stops.finish(lease.batch, lease.job, lease.attempt);
+            });
+            rx
+        })
+    };
+    // Jobs leased and not yet computed: the slots' worth running and as many again queued
+    // behind them, so the pool never waits on a lease round trip between jobs; up to 24
+    // times as many queued when jobs are short (see `queued_rounds`), since then each
+    // round trip and each pool thread going idle costs as much as a job.
+    let computing = Arc::new(AtomicUsize::new(0));
+    let job_nanos = Arc::new(AtomicU64::new(0));
+    // Results computed and not yet taken by the coordinator. A slot is free again as soon
+    // as its job is computed, while its upload runs; past this many undelivered results
+    // (an unreachable coordinator) the worker stops leasing.
+    let delivering = Arc::new(AtomicUsize::new(0));
+    // And their bytes.
+    let held = Arc::new(AtomicUsize::new(0));
+    let computed = Arc::new(tokio::sync::Notify::new());
+    let handover: Arc<Handover> = Arc::default();
+    // Nothing left to compute: the deliverer sends what it holds at once.
+    let settled = Arc::new(tokio::sync::Notify::new());
+    // A finished job wakes the lease loop only once the jobs left to compute are this few,
+    // so that a round's room is free (and always when nothing is left).
+    let wake_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let deliverer = tokio::spawn(deliver_results(
+        Courier {
+            channel: channel.clone(),
+            rerun,
+        },
+        handover.clone(),
+        delivering.clone(),
+        held.clone(),
+        computed.clone(),
+        computing.clone(),
+        settled.clone(),
+    ));
+    tokio::pin!(shutdown);
+    // The last lease call found nothing queued.
+    let dried = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Per batch, its jobs computing here, and whether the coordinator had none of it left
+    // queued at a lease (see `JobLease::last`).
+    let batches: Arc<Mutex<HashMap<u64, (usize, bool)>>> = Arc::default();
+    loop {
+        // Leased in rounds of half the queue (at least `slots` jobs): every lease call is a
+        // round trip and wake-ups on both sides, which for short jobs cost as much as a job
+        // (measured in bench/PROFILE.md).
+        let max_computing = slots * (1 + queued_rounds(job_nanos.load(Ordering::Relaxed)));
+        let max_delivering = 2 * (max_computing + UNDELIVERED);
+        let lease_round = slots.max(max_computing / 2);
+        wake_at.store(max_computing - lease_round, Ordering::SeqCst);
+        let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
+        let free = if delivering.load(Ordering::SeqCst) < max_delivering
+            && held.load(Ordering::SeqCst) < UNDELIVERED_BYTES
+            && room >= lease_round
+        {
+            room
+        } else {
+            0
+        };
+        let worker = id.load(Ordering::SeqCst);
+        // With nothing to compute, or nothing queued at the last call, the lease call itself
+        // waits for work (the coordinator answers as soon as a batch comes in or a job is
+        // queued again); otherwise it answers at once, and finished jobs wake the loop. At
+        // a batch's end that is one waiting call, not an empty one for each job finished.
+        let waited =
+            free > 0 && (dried.load(Ordering::SeqCst) || computing.load(Ordering::SeqCst) == 0);
+        let leases = if free > 0 {
+            match jobs
+                .lease(LeaseRequest {
+                    worker,
+                    slots: free as u32,
+                    wait_ms: if waited { IDLE_WAIT_MS } else { 0 },
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().jobs,
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    // A restarted coordinator: register again and carry on.
+                    if let Ok(r) = jobs
+                        .register(RegisterRequest {
+                            name: config.name.clone(),
+                            slots: config.slots as u32,
+                        })
+                        .await
+                    {
+                        id.store(r.into_inner().worker, Ordering::SeqCst);
+                    }
+                    Vec::new()
+                }
+                Err(e) => {
+                    eprintln!("xt-worker: lease: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let idle = leases.is_empty();
+        if free > 0 {
+            dried.store(idle, Ordering::SeqCst);
+            // The coordinator had nothing more and nothing is left to compute: what the
+            // deliverer holds goes now (see the pool's side below).
+            if idle && computing.load(Ordering::SeqCst) == 0 {
+                settled.notify_one();
+            }
+        }
+        if !leases.is_empty() {
+            let mut b = batches.lock().unwrap_or_else(|e| e.into_inner());
+            for lease in &leases {
+                let (running, last) = b.entry(lease.batch).or_default();
+                *running += 1;
+                *last |= lease.last;
+            }
+        }
+        for lease in leases {
+            computing.fetch_add(1, Ordering::SeqCst);
+            let (runner, handover) = (runner.clone(), handover.clone());
+            let (computing, delivering, held, computed, job_nanos) = (
+                computing.clone(),
+                delivering.clone(),
+                held.clone(),
+                computed.clone(),
+                job_nanos.clone(),
+            );
+            let (settled, wake_at) = (settled.clone(), wake_at.clone());
+            let (dried, batches) = (dried.clone(), batches.clone());
+            // Straight from the pool to the deliverer: no task of its own per job.
+            let batch = lease.batch;
+            let cancelled = runner.stops.start(lease.batch, lease.job, lease.attempt);
+            pool.spawn(move || {
+                let started = std::time::Instant::now();
+                let result = runner.run(&lease, &cancelled);
+                runner.stops.finish(lease.batch, lease.job, lease.attempt);
+                // A moving average of job time; races between threads lose an update at worst.
+                let nanos = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+                let mean = job_nanos.load(Ordering::Relaxed);
+                job_nanos.store(
+                    if mean == 0 {
+                        nanos
+                    } else {
+                        mean - mean / 8 + nanos / 8
+                    },
+                    Ordering::Relaxed,
+                );
+                delivering.fetch_add(1, Ordering::SeqCst);
+                let bytes = result.as_ref().map_or(0, JobOutput::bytes);
+                held.fetch_add(bytes, Ordering::SeqCst);
+                // Filed before it stops counting as computing: once `settled` says nothing is
+                // left, the deliverer finds every result in the outbox.
+                let finished = Finished {
+                    worker,
+                    lease,
+                    result,
+                };
+                if handover.outbox().file(finished, bytes) {
+                    handover.filed.notify_one();
+                }
+                // The last of a batch's jobs this worker holds, with none of it queued at
+                // the coordinator: its results go now, not after a linger, though other
+                // batches' jobs still run (a small batch beside a big one ends as soon as
+                // its jobs do).
+                let batch_done = {
+                    let mut b = batches.lock().unwrap_or_else(|e| e.into_inner());
+                    match b.get_mut(&batch) {
+                        Some((running, last)) => {
+                            *running -= 1;
+                            let done = *running == 0 && *last;
+                            if *running == 0 {
+                                b.remove(&batch);
+                            }
+                            done
+                        }
+                        None => false,
+                    }
+                };
+                if batch_done {
+                    settled.notify_one();
+                }
+                let left = computing.fetch_sub(1, Ordering::SeqCst) - 1;
+                if left <= wake_at.load(Ordering::SeqCst) {
+                    computed.notify_one();
+                }
+                // Nothing left to compute, and the coordinator had nothing more at the last
+                // lease call: the deliverer sends what it holds at once. Not while more
+                // jobs are on their way (a batch's first jobs may all finish before the next
+                // lease comes), which would send an upload of a few results. The lease loop
+                // sets `dried` before it reads `computing`, and this decrement comes before
+                // the read of `dried`: one of the two sees the other.
+                if left == 0 && dried.load(Ordering::SeqCst) {
+                    settled.notify_one();
+                }
+                if left == 0 {
+                    // A draining worker's deliverer, waiting for results, ends now.
+                    let mut o = handover.outbox();
+                    if o.closed && std::mem::take(&mut o.idle) {
+                        handover.filed.notify_one();
+                    }
+                }
+            });
+        }
+        if idle && waited {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                _ = std::future::ready(()) => {}
+            }
+        } else if idle {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = computed.notified() => {}
+            }
+        }
+    }
+    let _ = jobs
+        .drain(DrainRequest {
+            worker: id.load(Ordering::SeqCst),
+        })
+        .await;
+    // Jobs still running at the deadline stop at their next check; the coordinator queues
+    // them again when their failure is reported.
+    let deadline = {
+        let (runner, timeout) = (runner.clone(), config.drain_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            runner.stops.drain();
+        })
+    };
+    // The deliverer ends once every job in flight is computed and delivered, each upload
+    // going as soon as nothing is left to compute.
+    dried.store(true, Ordering::SeqCst);
+    if computing.load(Ordering::SeqCst) == 0 {
+        settled.notify_one();
+    }
+    {
+        let mut o = handover.outbox();
+        o.closed = true;
+        if std::mem::take(&mut o.idle) {
+            handover.filed.notify_one();
+        }
+    }
+    let _ = deliverer.await;
+    deadline.abort();
+    beat.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `part_calendar` and `part_sums` tables of `outputs`' sleeves summed at once, on
+    /// their dates' union: what a part summed job by job must equal.
+    fn portfolio_part(outputs: &[&JobOutput]) -> Result<PartTables> {
+        use arrow::datatypes::Date32Type;
+        let curves = outputs.first().map_or(0, |o| o.curves);
+        let dates = xt_shared::portfolio::union_dates(
+            outputs.iter().map(|o| values::<Date32Type>(o, "calendar")),
+        );
+        let mut part = PartSum::new(dates, curves);
+        for o in outputs {
+            part.add(o)?;
+        }
+        part.tables()
+    }
+
+    /// A job's output with its sleeves: `curves` curves on `dates`, curve `c`'s equity on the
+    /// `k`th date `capital + 10 * c + k + 0.125`.
+    fn output(capital: f64, dates: &[i32], curves: usize) -> JobOutput {
+        let equity: Vec<f64> = (0..curves)
+            .flat_map(|c| (0..dates.len()).map(move |k| capital + (10 * c + k) as f64 + 0.125))
+            .collect();
+        JobOutput {
+            tables: vec![
+                (
+                    "calendar",
+                    RecordBatch::try_new(
+                        calendar_schema(),
+                        vec![Arc::new(arrow::array::Date32Array::from(dates.to_vec()))],
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "sleeves",
+                    RecordBatch::try_new(
+                        sleeves_schema(),
+                        vec![Arc::new(arrow::array::Float64Array::from(equity))],
+                    )
+                    .unwrap(),
+                ),
+            ],
+            capital,
+            curves,
+            bars: dates.len() as u64,
+            error: None,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_part_summed_job_by_job_in_any_order_is_the_part_summed_at_once() {
+        // Calendars that differ (gaps, a late start, one job with no bar at all), so the
+        // part's calendar grows as jobs come.
+        let outputs = [
+            output(1000.0, &[2, 3, 5, 9], 3),
+            output(250.5, &[5, 6, 12], 3),
+            output(333.3, &[], 3),
+            output(10.0, &[1, 12], 3),
+            output(77.0, &[2, 3, 5, 9], 3),
+        ];
+        let all: Vec<&JobOutput> = outputs.iter().collect();
+        let at_once = portfolio_part(&all).unwrap();
+        assert_eq!(at_once[0].1.num_rows(), 7, "the union of the calendars");
+        let orders: [[usize; 5]; 4] = [
+            [0, 1, 2, 3, 4],
+            [4, 3, 2, 1, 0],
+            [2, 0, 3, 1, 4],
+            [1, 4, 0, 2, 3],
+        ];
+        for order in orders {
+            let mut part = PartSum::new(Vec::new(), 3);
+            for &i in &order {
+                part.add(&outputs[i]).unwrap();
+            }
+            assert_eq!(part.jobs(), 5);
+            let tables = part.tables().unwrap();
+            assert_eq!(tables[0], at_once[0], "calendar, order {order:?}");
+            assert_eq!(tables[1], at_once[1], "sums, order {order:?}");
+        }
+        // A job of other curves is refused and leaves the part as it was.
+        let mut part = PartSum::new(Vec::new(), 3);
+        part.add(&outputs[0]).unwrap();
+        let before = part.tables().unwrap();
+        assert!(part.add(&output(5.0, &[1, 2], 2)).is_err());
+        assert_eq!((part.jobs(), part.tables().unwrap()), (1, before));
+    }
+
+    fn finished(batch: u64, job: u32, result: Result<JobOutput, String>) -> Finished {
+        Finished {
+            worker: 1,
+            lease: JobLease {
+                batch,
+                job,
+                attempt: 1,
+                spec_json: String::new(),
+                last: false,
+            },
+            result,
+        }
+    }
+
+    #[test]
+    fn the_outbox_sums_each_batch_part_and_starts_a_bundle_when_one_is_full() {
+        let mut outbox = Outbox::default();
+        let mut file = |f: Finished| {
+            let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
+            outbox.file(f, bytes)
+        };
+        assert!(!file(finished(1, 0, Ok(output(100.0, &[1, 2, 3], 2)))));
+        file(finished(2, 0, Ok(output(50.0, &[1, 2], 2))));
+        file(finished(1, 1, Err("the job panicked".into())));
+        let mut failed_data = output(20.0, &[], 2);
+        failed_data.error = Some("no such symbol".into());
+        file(finished(1, 2, Ok(failed_data)));
+        file(finished(1, 3, Ok(output(100.0, &[2, 4], 2))));
+        assert_eq!(outbox.bundles.len(), 1);
+        let bundle = &outbox.bundles[0];
+        assert_eq!(bundle.finished.len(), 5);
+        // Batch 1's part holds jobs 0 and 3 (not the failed attempt, nor the job whose data
+        // failed: it has no sleeves), batch 2's its one job.
+        let parts: Vec<(u64, usize, Vec<usize>)> = bundle
+            .parts
+            .0
+            .iter()
+            .map(|(b, p, m)| (*b, p.jobs(), m.clone()))
+            .collect();
+        assert_eq!(parts, [(1, 2, vec![0, 4]), (2, 1, vec![1])]);
+        // Summed, a result keeps no sleeves of its own; one whose data failed joined no part
+        // and keeps its tables.
+        let sleeves = |k: usize| {
+            let output = bundle.finished[k].result.as_ref().unwrap();
+            output
+                .tables
+                .iter()
+                .any(|(n, _)| matches!(*n, "calendar" | "sleeves"))
+        };
+        assert_eq!([0, 1, 3, 4].map(sleeves), [false, false, true, false]);
+        let one = [&output(100.0, &[1, 2, 3], 2), &output(100.0, &[2, 4], 2)];
+        assert_eq!(
+            bundle.parts.0[0].1.tables().unwrap(),
+            portfolio_part(&one).unwrap()
+        );
+        // An idle deliverer is woken by the next result, once.
+        outbox.idle = true;
+        let mut file = |f: Finished| {
+            let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
+            outbox.file(f, bytes)
+        };
+        assert!(file(finished(1, 4, Ok(output(1.0, &[1], 2)))));
+        assert!(!file(finished(1, 5, Ok(output(1.0, &[1], 2)))));
+        // A full bundle: the next result starts another, with a part of its own.
+        for job in 6..UPLOAD_ATTEMPTS as u32 + 1 {
+            file(finished(1, job, Ok(output(1.0, &[1], 2))));
+        }
+        assert_eq!(outbox.bundles.len(), 2);
+        assert_eq!(outbox.bundles[0].finished.len(), UPLOAD_ATTEMPTS);
+        assert_eq!(outbox.bundles[1].finished.len(), 2);
+        assert_eq!(outbox.bundles[1].parts.0[0].2, [0, 1]);
+    }
+}
