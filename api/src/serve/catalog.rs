@@ -1,0 +1,82 @@
+//! What a client may name in a spec: the built-in strategies with their parameters, and the universes under the data roots.
+
+use super::*;
+
+#[derive(Serialize, ToSchema)]
+pub struct StrategyInfo {
+    name: String,
+    params: Vec<ParamInfo>,
+    /// Rules between parameters (`fast < slow`); empty when there are none.
+    rules: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ParamInfo {
+    name: String,
+    /// `integer` (a period) or `number`.
+    r#type: String,
+    default: f64,
+    #[schema(nullable)]
+    minimum: Option<f64>,
+    #[schema(nullable)]
+    maximum: Option<f64>,
+}
+
+/// The built-in strategies: their parameters, defaults and bounds.
+#[utoipa::path(get, path = "/v1/strategies", responses((status = 200, body = Vec<StrategyInfo>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn strategies(_caller: Caller) -> Json<Vec<StrategyInfo>> {
+    use xt_shared::strategy::{CATALOG, MAX_PERIOD, ParamKind};
+    Json(
+        CATALOG
+            .iter()
+            .map(|s| StrategyInfo {
+                name: s.name.into(),
+                rules: s.rules.into(),
+                params: s
+                    .params
+                    .iter()
+                    .map(|p| match p.kind {
+                        ParamKind::Period => ParamInfo {
+                            name: p.name.into(),
+                            r#type: "integer".into(),
+                            default: p.default,
+                            minimum: Some(1.0),
+                            maximum: Some(MAX_PERIOD),
+                        },
+                        ParamKind::Number => ParamInfo {
+                            name: p.name.into(),
+                            r#type: "number".into(),
+                            default: p.default,
+                            minimum: None,
+                            maximum: None,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Universes {
+    /// Universe files under the service's data roots, as `{"universe": {"file": ...}}` takes
+    /// them (relative to the data directory they sit in, or to the root).
+    files: Vec<String>,
+}
+
+/// The universe files the service knows.
+#[utoipa::path(get, path = "/v1/universes", responses((status = 200, body = Universes), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn universes(
+    State(app): State<App>,
+    _caller: Caller,
+) -> Result<Json<Universes>, ApiError> {
+    let files = app
+        .jobs
+        .clone()
+        .universes(UniversesRequest {})
+        .await
+        .map_err(ApiError::from_status)?
+        .into_inner()
+        .files;
+    Ok(Json(Universes { files }))
+}

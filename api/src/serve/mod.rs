@@ -1,0 +1,187 @@
+//! The HTTP API (`xt serve`): a thin axum service in front of a coordinator. Everything it
+//! knows it asks the coordinator over gRPC; result tables stream from the coordinator's
+//! Flight `DoGet` through a format encoder to the client, batch by batch, so a table of
+//! any size passes in bounded memory. The same tables are served over Arrow Flight to
+//! programs (`--flight-listen`), behind the same tokens.
+
+mod batches;
+mod catalog;
+mod downloads;
+mod errors;
+mod events;
+mod health;
+
+pub use batches::*;
+pub use catalog::*;
+pub use downloads::*;
+pub use errors::*;
+pub use events::*;
+pub use health::*;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Criteria, Ticket};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use xt_shared::BatchSpec;
+use xt_shared::spec::Table;
+use xt_wire::jobs_client::JobsClient;
+use xt_wire::{
+    CancelRequest, ListRequest, StatsRequest, StatusReply, StatusRequest, SubmitRequest,
+    UniversesRequest,
+};
+
+use crate::auth::{Caller, Role, Verifier};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How much of an oversized body is still read (and dropped) before the 413 goes out. A
+/// server that answers while the client is still sending closes a socket with unread data,
+/// the kernel resets it, and the client loses the answer; reading on lets an honest client
+/// that sent too much see why. Beyond this the connection is simply closed.
+const DRAIN_LIMIT: usize = 32 << 20;
+
+#[derive(Clone)]
+pub struct App {
+    pub jobs: JobsClient<Channel>,
+    pub flight: FlightServiceClient<Channel>,
+    pub verifier: Arc<Verifier>,
+    /// Smallest gap between two progress events of one stream.
+    pub event_interval: Duration,
+}
+
+impl App {
+    pub fn new(channel: Channel, verifier: Verifier) -> Self {
+        App {
+            jobs: JobsClient::new(channel.clone()),
+            flight: FlightServiceClient::new(channel).max_decoding_message_size(256 << 20),
+            verifier: Arc::new(verifier),
+            event_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "xTrading backtest cluster", description = "Submit batch backtests, follow them, download their results."),
+    paths(submit, list, status, cancel, events, results, strategies, universes, healthz, readyz, metrics),
+    components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, Universes)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI 3 document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /openapi.json",
+    )
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/v1/batches",
+            get(list).post(submit).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/batches/{id}",
+            get(status).delete(cancel).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/batches/{id}/events",
+            get(events).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/batches/{id}/results/{table}",
+            get(results).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/strategies",
+            get(strategies).fallback(method_not_allowed),
+        )
+        .route("/v1/universes", get(universes).fallback(method_not_allowed))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(fallback)
+        // `submit` reads its body itself (see `read_limited`); the other routes take none.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve_http(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Lists the tables a Flight client may fetch: `tenant` empty for every tenant's.
+pub fn flight_criteria(tenant: &str) -> Criteria {
+    if tenant.is_empty() {
+        Criteria::default()
+    } else {
+        Criteria {
+            expression: json!({"tenant": tenant}).to_string().into(),
+        }
+    }
+}
