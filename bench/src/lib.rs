@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cluster;
 pub mod growth;
+pub mod load;
 pub mod machine;
 pub mod peers;
 pub mod report;
