@@ -55,6 +55,14 @@ async fn main() -> anyhow::Result<()> {
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
     // A fault for the tests: jobs of this symbol never end by themselves.
     config.endless_symbol = std::env::var("XT_TEST_ENDLESS_SYMBOL").ok();
+    // A fault for the tests: the worker leases this many jobs in all, then no more.
+    config.lease_limit = match std::env::var("XT_TEST_LEASE_LIMIT") {
+        Ok(v) => Some(
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("XT_TEST_LEASE_LIMIT: {v:?} is not a count"))?,
+        ),
+        Err(_) => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     run_worker(config, async move {
         tokio::select! {

@@ -61,6 +61,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// Tests only: jobs of this symbol never end by themselves.
     pub endless_symbol: Option<String>,
+    /// Tests only: the worker leases this many jobs in all, then no more.
+    pub lease_limit: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -73,6 +75,7 @@ impl WorkerConfig {
             budget: JobBudget::default(),
             drain_timeout: DRAIN_TIMEOUT,
             endless_symbol: None,
+            lease_limit: None,
         }
     }
 }
@@ -195,6 +198,8 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     // Per batch, its jobs computing here, and whether the coordinator had none of it left
     // queued at a lease (see `JobLease::last`).
     let batches: Arc<Mutex<HashMap<u64, (usize, bool)>>> = Arc::default();
+    // Jobs leased so far (for `lease_limit`).
+    let mut leased = 0;
     loop {
         // Leased in rounds of half the queue (at least `slots` jobs): every lease call is a
         // round trip and wake-ups on both sides, which for short jobs cost as much as a job
@@ -212,6 +217,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         } else {
             0
         };
+        let free = config
+            .lease_limit
+            .map_or(free, |limit| free.min(limit.saturating_sub(leased)));
         let worker = id.load(Ordering::SeqCst);
         // With nothing to compute, or nothing queued at the last call, the lease call itself
         // waits for work (the coordinator answers as soon as a batch comes in or a job is
@@ -252,6 +260,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             Vec::new()
         };
         let idle = leases.is_empty();
+        leased += leases.len();
         if free > 0 {
             dried.store(idle, Ordering::SeqCst);
             // The coordinator had nothing more and nothing is left to compute: what the
