@@ -1,4 +1,5 @@
-//! The batch resource: submit (a body read within its limit), list, status and cancel, each seeing only the caller's tenant.
+//! The batch resource: submit (a body read within its limit), list, status and cancel, each
+//! seeing only the caller's tenant.
 
 use super::*;
 

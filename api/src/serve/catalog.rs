@@ -1,4 +1,5 @@
-//! What a client may name in a spec: the built-in strategies with their parameters, and the universes under the data roots.
+//! What a client may name in a spec: the built-in strategies with their parameters, and the
+//! universes under the data roots.
 
 use super::*;
 

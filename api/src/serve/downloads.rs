@@ -1,4 +1,6 @@
-//! Downloads: a finished table streamed from the coordinator's Flight `DoGet`, filtered by symbol and parameter set, through a Parquet, Arrow IPC, CSV or JSON encoder batch by batch.
+//! Downloads: a finished table streamed from the coordinator's Flight `DoGet`, filtered by
+//! symbol and parameter set, through a Parquet, Arrow IPC, CSV or JSON encoder batch by
+//! batch.
 
 use super::*;
 

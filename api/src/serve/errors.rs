@@ -1,4 +1,6 @@
-//! Errors as clients see them: `{"error": {"code", "message", "field"}}` with its status, from the coordinator's gRPC statuses and from bad requests; the caller's token and role checks.
+//! Errors as clients see them: `{"error": {"code", "message", "field"}}` with its status,
+//! from the coordinator's gRPC statuses and from bad requests; the caller's token and role
+//! checks.
 
 use super::*;
 

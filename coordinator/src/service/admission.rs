@@ -1,4 +1,6 @@
-//! Admission: a submitted batch checked, planned into jobs (on the coordinator's planning pool), held to its tenant's limits, stored and queued; and a batch's status as clients see it.
+//! Admission: a submitted batch checked, planned into jobs (on the coordinator's planning
+//! pool), held to its tenant's limits, stored and queued; and a batch's status as clients
+//! see it.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! A batch's finish: once every job has ended, its tables are written from what was kept (reading the rest back from the store) and its summary saved, on a thread of its own.
+//! A batch's finish: once every job has ended, its tables are written from what was kept
+//! (reading the rest back from the store) and its summary saved, on a thread of its own.
 
 use super::*;
 
@@ -53,7 +54,7 @@ impl Coordinator {
             self.state.clone(),
             self.finished.clone(),
         );
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let summary = match aggregate(ended, batch, store.as_ref()) {
                 Ok(v) => v,
                 Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
@@ -69,6 +70,18 @@ impl Coordinator {
             drop(s);
             finished.notify_waiters();
         });
+        let mut threads = self.finishing.lock().unwrap_or_else(|e| e.into_inner());
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+    }
+
+    /// Waits for every batch being finished to have its tables and summary written.
+    pub fn join_finishing(&self) {
+        let threads =
+            std::mem::take(&mut *self.finishing.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The Arrow Flight service: `DoPut` decodes an upload's attempts and hands them to intake; `ListFlights` and `DoGet` serve finished tables from the store.
+//! The Arrow Flight service: `DoPut` decodes an upload's attempts and hands them to intake;
+//! `ListFlights` and `DoGet` serve finished tables from the store.
 
 use super::*;
 

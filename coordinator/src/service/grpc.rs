@@ -9,7 +9,7 @@ impl Jobs for Coordinator {
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
         let _ = r;
-        let worker = self.lock().scheduler.register(Instant::now());
+        let worker = self.lock().scheduler.register(now());
         Ok(Response::new(RegisterReply {
             worker,
             heartbeat_ms: self.heartbeat.as_millis() as u64,
@@ -35,7 +35,7 @@ impl Jobs for Coordinator {
         let cancelled = self
             .lock()
             .scheduler
-            .heartbeat(r.into_inner().worker, Instant::now())
+            .heartbeat(r.into_inner().worker, now())
             .map_err(|e| Status::not_found(e.to_string()))?;
         Ok(Response::new(HeartbeatReply {
             cancelled: cancelled

@@ -1,4 +1,6 @@
-//! Upload intake: each attempt of a Flight upload checked against its batch, its job reserved (a part's all together), stored, then completed and added to its batch's running totals.
+//! Upload intake: each attempt of a Flight upload checked against its batch, its job
+//! reserved (a part's all together), stored, then completed and added to its batch's
+//! running totals.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Leasing: jobs handed to workers a slot's worth at a time, and attempts reported failed; a lease call with nothing queued waits for work.
+//! Leasing: jobs handed to workers a slot's worth at a time, and attempts reported failed;
+//! a lease call with nothing queued waits for work.
 
 use super::*;
 
@@ -25,7 +26,7 @@ impl Coordinator {
         let mut s = self.lock();
         let leases = s
             .scheduler
-            .lease(worker, slots, Instant::now())
+            .lease(worker, slots, now())
             .map_err(|e| Status::not_found(e.to_string()))?;
         let mut jobs = Vec::with_capacity(leases.len());
         for l in leases {

@@ -168,6 +168,14 @@ pub struct Coordinator {
     /// the coordinator's own rather than rayon's global one, which from a blocking thread
     /// planned about half as fast (bench/PROFILE.md); planning is a batch's start.
     planner: Arc<rayon::ThreadPool>,
+    /// The threads finishing batches (see `finish_if_done`), joined when the service stops.
+    finishing: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+/// The scheduler's clock: tokio's, so a test with a paused runtime clock moves lease
+/// deadlines by hand (outside a runtime it is the system's monotonic clock).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn now_ms() -> u64 {
@@ -257,6 +265,7 @@ impl Coordinator {
             finished: Arc::default(),
             heartbeat: lease_ttl / 4,
             config: Arc::new(config),
+            finishing: Arc::default(),
             planner: Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .thread_name(|i| format!("xt-plan-{i}"))
@@ -277,7 +286,7 @@ impl Coordinator {
     /// Requeues the jobs of workers that stopped sending heartbeats; run it periodically.
     pub fn reap(&self) {
         let mut s = self.lock();
-        if !s.scheduler.expire(Instant::now()).is_empty() {
+        if !s.scheduler.expire(now()).is_empty() {
             self.work.notify_waiters();
         }
         let ids: Vec<u64> = s.batches.keys().copied().collect();
@@ -295,14 +304,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let reaper = coordinator.clone();
     let period = coordinator.heartbeat;
-    tokio::spawn(async move {
+    // Owned by this call: stopped when it returns, however it returns.
+    let mut reaper = AbortOnDrop(Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             reaper.reap();
         }
-    });
-    xt_wire::transport::server()
+    })));
+    let finishing = coordinator.clone();
+    let served = xt_wire::transport::server()
         .add_service(
             xt_wire::jobs_server::JobsServer::new(coordinator.clone())
                 .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),
@@ -318,6 +329,34 @@ pub async fn serve(
             }),
             shutdown,
         )
-        .await?;
+        .await;
+    reaper.stop().await;
+    // A batch's finish writes its tables and summary whole: waited for, not cut short.
+    tokio::task::spawn_blocking(move || finishing.join_finishing()).await?;
+    served?;
     Ok(())
 }
+
+/// A background task that must not outlive its owner: aborted when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone.
+    async fn stop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,5 @@
-//! Result files: a finished batch's tables written through the store a row group at a time, each committed when whole.
+//! Result files: a finished batch's tables written through the store a row group at a time,
+//! each committed when whole.
 
 use super::*;
 

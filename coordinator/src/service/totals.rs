@@ -1,4 +1,5 @@
-//! Running totals: what a batch's accepted results add up to while it runs (the portfolio sums, and the job tables kept in memory for its end).
+//! Running totals: what a batch's accepted results add up to while it runs (the portfolio
+//! sums, and the job tables kept in memory for its end).
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The embedded store: batches in a local directory, result groups appended to a log per batch, finished tables as Parquet.
+//! The embedded store: batches in a local directory, result groups appended to a log per
+//! batch, finished tables as Parquet.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! Result groups: an upload's accepted results of one batch gathered into one record (each table the jobs' rows one after another, each job's span of rows), and what their bytes weigh.
+//! Result groups: an upload's accepted results of one batch gathered into one record (each
+//! table the jobs' rows one after another, each job's span of rows), and what their bytes
+//! weigh.
 
 use super::*;
 

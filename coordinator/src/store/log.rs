@@ -1,4 +1,6 @@
-//! The result log's format: a record is `XTR2`, the body's length, the body (a JSON header line, then each table as an Arrow IPC stream) and the length again; a torn last record is detected and cut.
+//! The result log's format: a record is `XTR2`, the body's length, the body (a JSON header
+//! line, then each table as an Arrow IPC stream) and the length again; a torn last record
+//! is detected and cut.
 
 use super::*;
 

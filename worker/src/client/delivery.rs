@@ -1,4 +1,5 @@
-//! Delivery: finished results gathered into uploads and sent over Flight, retried until the coordinator answers; a job whose sleeves are asked for on their own runs again.
+//! Delivery: finished results gathered into uploads and sent over Flight, retried until the
+//! coordinator answers; a job whose sleeves are asked for on their own runs again.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! Running a leased job on this thread: its spec parsed, its data source opened once per worker, its strategy expanded once per batch, its bars loaded and run through the engine under its time budget, its tables and curves returned.
+//! Running a leased job on this thread: its spec parsed, its data source opened once per
+//! worker, its strategy expanded once per batch, its bars loaded and run through the engine
+//! under its time budget, its tables and curves returned.
 
 use super::*;
 

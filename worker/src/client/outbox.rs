@@ -1,4 +1,5 @@
-//! The outbox: computed results filed by the pool threads, a bundle an upload, waiting for the deliverer.
+//! The outbox: computed results filed by the pool threads, a bundle an upload, waiting for
+//! the deliverer.
 
 use super::*;
 

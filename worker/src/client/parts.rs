@@ -1,4 +1,5 @@
-//! Portfolio parts: the sleeves of an upload's jobs of one batch summed as the jobs finish, and the attempts an upload carries with or without them.
+//! Portfolio parts: the sleeves of an upload's jobs of one batch summed as the jobs finish,
+//! and the attempts an upload carries with or without them.
 
 use super::*;
 

@@ -1,0 +1,120 @@
+//! The services run in-process, called as gRPC handlers without a network, on tokio's
+//! paused clock: time moves only when a test moves it (or when every task waits), so lease
+//! deadlines and long polls are tested without racing the threads that run jobs.
+
+use super::*;
+use xt_wire::jobs_server::Jobs;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xt-service-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn coordinator(name: &str) -> Coordinator {
+    let config = Config {
+        lease_ttl: Duration::from_secs(30),
+        ..Config::default()
+    };
+    Coordinator::open(scratch(name), config).unwrap()
+}
+
+fn batch(symbols: usize) -> BatchSpec {
+    BatchSpec::new(
+        format!("synthetic://?symbols={symbols}&years=1&seed=1"),
+        "macd",
+    )
+}
+
+async fn register(c: &Coordinator) -> u64 {
+    c.register(Request::new(RegisterRequest {
+        name: "w".into(),
+        slots: 1,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+    .worker
+}
+
+async fn lease(c: &Coordinator, worker: u64, wait_ms: u32) -> Vec<JobLease> {
+    c.lease(Request::new(LeaseRequest {
+        worker,
+        slots: 1,
+        wait_ms,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+    .jobs
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_without_heartbeats_expires_and_its_job_goes_to_another_worker() {
+    let c = coordinator("expire");
+    let (id, jobs) = c.submit(batch(1), "t", "u").unwrap();
+    assert_eq!(jobs, 1);
+    let a = register(&c).await;
+    let first = lease(&c, a, 0).await;
+    assert_eq!((first.len(), first[0].attempt), (1, 1));
+
+    // A heartbeat before the deadline keeps the lease.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    c.heartbeat(Request::new(HeartbeatRequest { worker: a }))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(29)).await;
+    c.reap();
+    let b = register(&c).await;
+    assert!(lease(&c, b, 0).await.is_empty(), "the lease was kept alive");
+
+    // None for a whole lease period: the job is queued again and leased to b.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    c.reap();
+    let again = lease(&c, b, 0).await;
+    assert_eq!((again.len(), again[0].batch, again[0].attempt), (1, id, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_call_waits_until_its_deadline_and_no_longer() {
+    let c = coordinator("status-wait");
+    let (id, _) = c.submit(batch(2), "t", "u").unwrap();
+    let started = tokio::time::Instant::now();
+    let reply = c
+        .status(Request::new(StatusRequest {
+            batch: id,
+            wait_ms: 5_000,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.finished);
+    // Capped at MAX_WAIT_MS, whatever the client asked for.
+    assert_eq!(started.elapsed(), Duration::from_millis(MAX_WAIT_MS.into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_lease_call_answers_as_soon_as_a_batch_comes_in() {
+    let c = coordinator("lease-wait");
+    let worker = register(&c).await;
+    let started = tokio::time::Instant::now();
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move { lease(&c, worker, 1_000).await })
+    };
+    // The lease call is waiting on an empty queue before the batch comes in.
+    tokio::task::yield_now().await;
+    c.submit(batch(1), "t", "u").unwrap();
+    let jobs = waiting.await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(started.elapsed(), Duration::ZERO, "it answered at once");
+}
+
+#[tokio::test]
+async fn a_stopped_service_leaves_nothing_running() {
+    let c = coordinator("stop");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve(c.clone(), listener, async {}).await.unwrap();
+    // The reaper, the servers and their connections each held a handle; only ours is left.
+    assert_eq!(Arc::strong_count(&c.state), 1);
+}
