@@ -1,6 +1,5 @@
 //! Result tables over Arrow Flight for programs (`xt serve --flight-listen`): `DoGet` with
-//! a
-//! ticket `batch_id/table` and `ListFlights`, behind the same bearer tokens as the HTTP API
+//! a ticket `batch_id/table` and `ListFlights`, behind the same bearer tokens as the HTTP API
 //! (the `authorization` header of each call). It forwards to the coordinator's own Flight
 //! service, which is for workers and never faces users.
 

@@ -1,6 +1,5 @@
 //! `xt local`: one batch on this machine, start to finish: builds the batch spec from
-//! flags,
-//! runs it on every core, shows progress, writes the tables and a summary.
+//! flags, runs it on every core, shows progress, writes the tables and a summary.
 
 use std::path::PathBuf;
 use std::time::Instant;
