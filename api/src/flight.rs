@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use xt_wire::StatusRequest;
-use xt_wire::jobs_client::JobsClient;
+use xt_wire::batches_client::BatchesClient;
 
 use crate::auth::{Caller, Role, Verifier};
 
@@ -24,7 +24,7 @@ type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 
 #[derive(Clone)]
 pub struct FlightProxy {
-    jobs: JobsClient<Channel>,
+    jobs: BatchesClient<Channel>,
     flight: FlightServiceClient<Channel>,
     verifier: Arc<Verifier>,
 }
@@ -32,7 +32,7 @@ pub struct FlightProxy {
 impl FlightProxy {
     pub fn new(channel: Channel, verifier: Arc<Verifier>) -> Self {
         FlightProxy {
-            jobs: JobsClient::new(channel.clone()),
+            jobs: BatchesClient::new(channel.clone()),
             flight: FlightServiceClient::new(channel).max_decoding_message_size(256 << 20),
             verifier,
         }

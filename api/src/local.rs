@@ -158,7 +158,7 @@ async fn on_loopback(
     slots: usize,
     quiet: bool,
 ) -> Result<(PathBuf, u64)> {
-    use xt_wire::jobs_client::JobsClient;
+    use xt_wire::batches_client::BatchesClient;
     use xt_wire::{StatusRequest, SubmitRequest};
     let cluster = crate::cluster::LocalCluster::start(
         state.join("batches"),
@@ -167,7 +167,7 @@ async fn on_loopback(
         Default::default(),
     )
     .await?;
-    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut client = BatchesClient::connect(cluster.url.clone()).await?;
     let submitted = client
         .submit(SubmitRequest {
             spec_json: serde_json::to_string(spec)?,

@@ -13,7 +13,7 @@ use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use xt_shared::{BatchSpec, SyntheticMarket};
-use xt_wire::jobs_client::JobsClient;
+use xt_wire::batches_client::BatchesClient;
 use xt_wire::{StatusRequest, SubmitRequest};
 
 /// Kills the process when the test ends, whatever happens.
@@ -131,7 +131,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
 
     let mut spec = BatchSpec::new("synthetic://?symbols=40&years=4&seed=3", "macd");
     spec.grid = Some(serde_json::from_value(serde_json::json!({"fast": [8, 12]})).unwrap());
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     assert_eq!(reply.jobs, 40);
     // Jobs 0-2 done (one slot, jobs in lease order), job 3 running for good, 4 behind it.
@@ -160,7 +160,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
 async fn bad_batches_are_refused_with_the_field_named() {
     let state = scratch("cluster-bad");
     let (_coordinator, url) = coordinator(&state);
-    let mut client = JobsClient::connect(url).await.unwrap();
+    let mut client = BatchesClient::connect(url).await.unwrap();
     for (spec, message) in [
         (
             r#"{"data": "synthetic://?symbols=3", "strategy": "nope"}"#,
@@ -219,7 +219,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
     let (_coordinator, url) = coordinator(&state);
     let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
     let spec = BatchSpec::new(format!("file://{}", data.display()), "rsi");
-    let mut client = JobsClient::connect(url).await.unwrap();
+    let mut client = BatchesClient::connect(url).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     assert_eq!(reply.jobs, 7);
     let status = wait_finished(&mut client, reply.batch).await;
@@ -254,7 +254,7 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let (_coordinator, url) = coordinator(&state);
     let mut first = faulty_worker(&url, &[], None, Some(20));
     let spec = BatchSpec::new("synthetic://?symbols=300&years=4&seed=8", "turtle");
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     // Signalled as soon as its 20 jobs are leased, most of them still to run.
     wait_for(&mut client, reply.batch, |s| s.done + s.running == 20).await;
@@ -297,7 +297,7 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
     let mut spec = BatchSpec::new("synthetic://?symbols=50&years=5&seed=12", "bollinger");
     spec.grid = Some(serde_json::from_value(serde_json::json!({"k": [1.5, 2.0]})).unwrap());
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let reply = submit(&mut client, &spec).await;
     loop {
         let s = client
@@ -319,7 +319,7 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
     // Same state directory, same address: the workers find it again.
     let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
     assert_eq!(url, url2);
-    let mut client = JobsClient::connect(url).await.unwrap();
+    let mut client = BatchesClient::connect(url).await.unwrap();
     let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (50, 0));
     let dir = state.join("batches").join(reply.batch.to_string());
@@ -352,7 +352,7 @@ fn assert_as_in_process(dir: &Path, spec: &BatchSpec, synth: &SyntheticMarket) {
 struct Played {
     coordinator: Proc,
     url: String,
-    client: JobsClient<tonic::transport::Channel>,
+    client: BatchesClient<tonic::transport::Channel>,
     spec: BatchSpec,
     synth: SyntheticMarket,
     batch: u64,
@@ -372,10 +372,10 @@ async fn played(state: &Path, symbols: usize, seed: u64) -> Played {
         format!("synthetic://?symbols={symbols}&years=2&seed={seed}"),
         "sma_cross",
     );
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let batch = submit(&mut client, &spec).await.batch;
-    let worker = register(&mut client, symbols as u32).await;
-    let leases = lease(&mut client, worker, symbols as u32).await;
+    let worker = register(&url, symbols as u32).await;
+    let leases = lease(&url, worker, symbols as u32).await;
     assert_eq!(leases.len(), symbols);
     let outputs = run_leases(&leases, &synth);
     Played {
@@ -392,26 +392,41 @@ async fn played(state: &Path, symbols: usize, seed: u64) -> Played {
 }
 
 /// Registers a worker of `slots` slots by hand, as the upload tests play one.
-async fn register(client: &mut JobsClient<tonic::transport::Channel>, slots: u32) -> u64 {
+async fn register(url: &str, slots: u32) -> u64 {
     let request = xt_wire::RegisterRequest {
         name: "test".into(),
         slots,
     };
-    client.register(request).await.unwrap().into_inner().worker
+    workers(url)
+        .await
+        .register(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .worker
+}
+
+/// A client of the coordinator's `Workers` service, as a worker has.
+async fn workers(url: &str) -> xt_wire::workers_client::WorkersClient<tonic::transport::Channel> {
+    xt_wire::workers_client::WorkersClient::connect(url.to_string())
+        .await
+        .unwrap()
 }
 
 /// Up to `slots` jobs for `worker`, at once.
-async fn lease(
-    client: &mut JobsClient<tonic::transport::Channel>,
-    worker: u64,
-    slots: u32,
-) -> Vec<xt_wire::JobLease> {
+async fn lease(url: &str, worker: u64, slots: u32) -> Vec<xt_wire::JobLease> {
     let request = xt_wire::LeaseRequest {
         worker,
         slots,
         wait_ms: 0,
     };
-    client.lease(request).await.unwrap().into_inner().jobs
+    workers(url)
+        .await
+        .lease(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
 }
 
 /// Runs leased jobs as a worker does.
@@ -458,7 +473,7 @@ async fn channel(url: &str) -> tonic::transport::Channel {
 
 /// Submits `spec` (as the API does, with no tenant), expecting it accepted.
 async fn submit(
-    client: &mut JobsClient<tonic::transport::Channel>,
+    client: &mut BatchesClient<tonic::transport::Channel>,
     spec: &BatchSpec,
 ) -> xt_wire::SubmitReply {
     client
@@ -472,7 +487,7 @@ async fn submit(
 }
 
 async fn wait_finished(
-    client: &mut JobsClient<tonic::transport::Channel>,
+    client: &mut BatchesClient<tonic::transport::Channel>,
     batch: u64,
 ) -> xt_wire::StatusReply {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -498,7 +513,7 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
     let state = scratch("cluster-fair");
     let (_coordinator, url) = coordinator(&state);
     let _worker = worker(&url);
-    let mut client = JobsClient::connect(url).await.unwrap();
+    let mut client = BatchesClient::connect(url).await.unwrap();
     let big = submit(
         &mut client,
         &BatchSpec::new("synthetic://?symbols=400&years=4&seed=1", "macd"),
@@ -633,7 +648,7 @@ async fn one_upload_completes_several_jobs_each_once() {
         .unwrap()
         .into_inner();
     assert_eq!((s.done, s.running, s.queued), (2, 0, 1));
-    let again = lease(&mut client, worker, 3).await;
+    let again = lease(&url, worker, 3).await;
     assert_eq!(
         (again.len(), again[0].job, again[0].attempt),
         (1, leases[2].job, 2)
@@ -751,7 +766,7 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     broken[1].1.retain(|(n, _)| *n != "part_sums");
     let reply = send(&broken).await.unwrap();
     assert_eq!((reply.accepted, reply.resend), (vec![false; 2], vec![]));
-    let again = lease(&mut client, worker, 4).await;
+    let again = lease(&url, worker, 4).await;
     assert_eq!(
         again.iter().map(|l| (l.job, l.attempt)).collect::<Vec<_>>(),
         [(leases[1].job, 2), (leases[2].job, 2)]
@@ -768,9 +783,9 @@ async fn a_part_completes_its_jobs_together_or_is_sent_again() {
     first.0.wait().unwrap();
     let (_second, url2) = coordinator_at(&state, url.trim_start_matches("http://"));
     assert_eq!(url, url2);
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
-    let worker = register(&mut client, 4).await;
-    let last = lease(&mut client, worker, 4).await;
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
+    let worker = register(&url, 4).await;
+    let last = lease(&url, worker, 4).await;
     assert_eq!(
         last.iter().map(|l| l.job).collect::<Vec<_>>(),
         [leases[3].job]
@@ -852,7 +867,7 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
 
 /// The status of `batch` once `ready` holds of it.
 async fn wait_for(
-    client: &mut JobsClient<tonic::transport::Channel>,
+    client: &mut BatchesClient<tonic::transport::Channel>,
     batch: u64,
     ready: impl Fn(&xt_wire::StatusReply) -> bool,
 ) -> xt_wire::StatusReply {
@@ -880,7 +895,7 @@ async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
     let state = scratch("cluster-endless");
     let (_coordinator, url) = coordinator(&state);
     let mut worker = worker_with(&url, &["--drain-secs", "1"], Some("SYN00002"));
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let mut endless = BatchSpec::new("synthetic://?symbols=3&years=2&seed=1", "macd");
     endless.universe = Some(xt_shared::spec::UniverseSpec::Symbols(vec![
         "SYN00002".into(),
@@ -946,7 +961,7 @@ async fn a_job_over_its_budget_fails_with_a_clear_error() {
         &["--job-budget-secs", "2", "--job-budget-ns-per-bar", "0"],
         Some("SYN00001"),
     );
-    let mut client = JobsClient::connect(url.clone()).await.unwrap();
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let spec = BatchSpec::new("synthetic://?symbols=3&years=1&seed=1", "macd");
     let reply = submit(&mut client, &spec).await;
     let s = wait_finished(&mut client, reply.batch).await;

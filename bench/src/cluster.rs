@@ -10,7 +10,7 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 use tonic::transport::Channel;
 use xt_shared::{BatchSpec, SyntheticMarket};
-use xt_wire::jobs_client::JobsClient;
+use xt_wire::batches_client::BatchesClient;
 use xt_wire::{StatsRequest, StatusRequest, SubmitRequest};
 
 use crate::report::{Table, Target, Timing, count, cpu_seconds, process_cpu_seconds, timed};
@@ -22,7 +22,7 @@ pub(crate) fn state_dir(name: &str) -> std::path::PathBuf {
 }
 
 pub(crate) async fn submit(
-    client: &mut JobsClient<Channel>,
+    client: &mut BatchesClient<Channel>,
     spec: &BatchSpec,
 ) -> anyhow::Result<u64> {
     Ok(client
@@ -36,7 +36,7 @@ pub(crate) async fn submit(
 }
 
 pub(crate) async fn wait_finished(
-    client: &mut JobsClient<Channel>,
+    client: &mut BatchesClient<Channel>,
     batch: u64,
 ) -> anyhow::Result<()> {
     // Each call answers as soon as the batch has finished (or after a second).
@@ -69,7 +69,7 @@ async fn through_cluster_cpu(spec: &BatchSpec, workers: usize) -> anyhow::Result
         Default::default(),
     )
     .await?;
-    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut client = BatchesClient::connect(cluster.url.clone()).await?;
     let cpu = cpu_seconds();
     let started = Instant::now();
     let batch = submit(&mut client, spec).await?;
@@ -111,7 +111,7 @@ pub async fn through_processes_cpu(
                 .spawn()?,
         );
     }
-    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut client = BatchesClient::connect(cluster.url.clone()).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.stats(StatsRequest {}).await?.into_inner().workers < processes as u32 {
         anyhow::ensure!(

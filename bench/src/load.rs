@@ -13,7 +13,7 @@ use futures::stream;
 use tonic::transport::Channel;
 use xt_coordinator::scheduler::Scheduler;
 use xt_shared::BatchSpec;
-use xt_wire::jobs_client::JobsClient;
+use xt_wire::batches_client::BatchesClient;
 use xt_wire::upload::Upload;
 use xt_wire::{LeaseRequest, RegisterRequest};
 
@@ -33,7 +33,7 @@ async fn scheduling_throughput(
     let state = state_dir("empty");
     let cluster =
         xt_api::cluster::LocalCluster::start(state.clone(), 0, 1, Default::default()).await?;
-    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut client = BatchesClient::connect(cluster.url.clone()).await?;
     let mut spec = BatchSpec::new(
         format!("synthetic://?symbols={jobs}&years=1&seed=1"),
         "buy_and_hold",
@@ -74,7 +74,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
         let (url, empty) = (url.clone(), empty.clone());
         tasks.spawn(async move {
             let channel = Channel::from_shared(url)?.connect().await?;
-            let mut jobs = JobsClient::new(channel.clone());
+            let mut jobs = xt_wire::workers_client::WorkersClient::new(channel.clone());
             let worker = jobs
                 .register(RegisterRequest {
                     name: "bench".into(),
@@ -133,11 +133,12 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
     let channel = xt_wire::transport::endpoint(&cluster.url)?
         .connect()
         .await?;
-    let mut jobs = JobsClient::new(channel.clone());
+    let mut batches = BatchesClient::new(channel.clone());
+    let mut jobs = xt_wire::workers_client::WorkersClient::new(channel.clone());
     // Two jobs, one uploaded: the batch stays open, so the time is the upload and its
     // storing, not the aggregation.
     let spec = BatchSpec::new("synthetic://?symbols=2&years=1&seed=1", "buy_and_hold");
-    let batch = submit(&mut jobs, &spec).await?;
+    let batch = submit(&mut batches, &spec).await?;
     let worker = jobs
         .register(RegisterRequest {
             name: "bench".into(),
@@ -207,7 +208,7 @@ async fn one_job_latency(runs: usize) -> anyhow::Result<Timing> {
         Default::default(),
     )
     .await?;
-    let mut client = JobsClient::connect(cluster.url.clone()).await?;
+    let mut client = BatchesClient::connect(cluster.url.clone()).await?;
     let mut t = Vec::new();
     for i in 0..runs + 1 {
         let spec = BatchSpec::new(format!("synthetic://?symbols=1&years=1&seed={i}"), "macd");

@@ -41,7 +41,7 @@ use tonic::transport::Channel;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use xt_shared::BatchSpec;
 use xt_shared::spec::Table;
-use xt_wire::jobs_client::JobsClient;
+use xt_wire::batches_client::BatchesClient;
 use xt_wire::{
     CancelRequest, ListRequest, StatsRequest, StatusReply, StatusRequest, SubmitRequest,
     UniversesRequest,
@@ -60,7 +60,7 @@ const DRAIN_LIMIT: usize = 32 << 20;
 
 #[derive(Clone)]
 pub struct App {
-    pub jobs: JobsClient<Channel>,
+    pub jobs: BatchesClient<Channel>,
     pub flight: FlightServiceClient<Channel>,
     pub verifier: Arc<Verifier>,
     /// Smallest gap between two progress events of one stream.
@@ -70,7 +70,7 @@ pub struct App {
 impl App {
     pub fn new(channel: Channel, verifier: Verifier) -> Self {
         App {
-            jobs: JobsClient::new(channel.clone()),
+            jobs: BatchesClient::new(channel.clone()),
             flight: FlightServiceClient::new(channel).max_decoding_message_size(256 << 20),
             verifier: Arc::new(verifier),
             event_interval: Duration::from_millis(250),

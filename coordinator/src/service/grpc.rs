@@ -1,9 +1,10 @@
-//! The gRPC `Jobs` service: a thin adapter from requests to the coordinator's methods.
+//! The gRPC services, `Workers` (what workers call) and `Batches` (what clients call): thin
+//! adapters from requests to the coordinator's methods.
 
 use super::*;
 
 #[tonic::async_trait]
-impl Jobs for Coordinator {
+impl Workers for Coordinator {
     async fn register(
         &self,
         r: Request<RegisterRequest>,
@@ -64,7 +65,10 @@ impl Jobs for Coordinator {
         self.work.notify_waiters();
         Ok(Response::new(DrainReply {}))
     }
+}
 
+#[tonic::async_trait]
+impl Batches for Coordinator {
     async fn submit(&self, r: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
         let r = r.into_inner();
         let spec: BatchSpec = serde_json::from_str(&r.spec_json)

@@ -52,8 +52,9 @@ use xt_shared::spec::{DataSpec, Table};
 use xt_shared::strategy::{ParamSet, strategy_combos};
 use xt_shared::tables::{TableWriter, finish_portfolio};
 use xt_shared::{BatchSpec, Date};
-use xt_wire::jobs_server::Jobs;
+use xt_wire::batches_server::Batches;
 use xt_wire::upload::{Upload, UploadReply, UploadTable, owners};
+use xt_wire::workers_server::Workers;
 use xt_wire::*;
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
@@ -315,7 +316,11 @@ pub async fn serve(
     let finishing = coordinator.clone();
     let served = xt_wire::transport::server()
         .add_service(
-            xt_wire::jobs_server::JobsServer::new(coordinator.clone())
+            xt_wire::workers_server::WorkersServer::new(coordinator.clone())
+                .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),
+        )
+        .add_service(
+            xt_wire::batches_server::BatchesServer::new(coordinator.clone())
                 .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),
         )
         .add_service(

@@ -3,7 +3,6 @@
 //! deadlines and long polls are tested without racing the threads that run jobs.
 
 use super::*;
-use xt_wire::jobs_server::Jobs;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("xt-service-{name}-{}", std::process::id()));

@@ -1,7 +1,7 @@
 //! The cluster's wire contract, what both ends of a connection must agree on: the gRPC
-//! services (generated from `proto/cluster.proto`: `Jobs`, what workers and clients call
-//! on the coordinator), the Flight upload format of job results (`upload`), and the HTTP/2
-//! settings of every connection (`transport`).
+//! services (generated from `proto/cluster.proto`: `Workers`, what workers call on the
+//! coordinator, and `Batches`, what clients call), the Flight upload format of job results
+//! (`upload`), and the HTTP/2 settings of every connection (`transport`).
 
 pub mod transport;
 pub mod upload;

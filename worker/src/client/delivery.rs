@@ -103,7 +103,7 @@ pub(super) async fn fail(channel: &Channel, worker: u64, lease: &JobLease, error
         attempt: lease.attempt,
         error,
     };
-    let _ = JobsClient::new(channel.clone()).fail(request).await;
+    let _ = WorkersClient::new(channel.clone()).fail(request).await;
 }
 
 /// Delivers computed jobs as they come: each upload takes what finished while the previous

@@ -35,10 +35,10 @@ use xt_shared::BarSource;
 use xt_shared::job::JobSpec;
 use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
-use xt_wire::jobs_client::JobsClient;
 use xt_wire::upload::{
     Upload, UploadReply, calendar_schema, part_sums_schema, sleeves_schema, upload_messages,
 };
+use xt_wire::workers_client::WorkersClient;
 use xt_wire::*;
 
 use crate::engine::strategy::{ParamSet, Strategy};
@@ -105,7 +105,7 @@ async fn connect(url: &str) -> Result<Channel> {
 /// delivered.
 pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let channel = connect(&config.coordinator).await?;
-    let mut jobs = JobsClient::new(channel.clone());
+    let mut jobs = WorkersClient::new(channel.clone());
     let reply = jobs
         .register(RegisterRequest {
             name: config.name.clone(),
