@@ -3,66 +3,35 @@
 //! every job exactly once, with tables identical to the in-process runner's.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use xt_shared::{BatchSpec, SyntheticMarket};
 use xt_wire::batches_client::BatchesClient;
 use xt_wire::{StatusRequest, SubmitRequest};
 
-/// Kills the process when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use xt_testkit::{Proc, read_parquet as read, scratch, scratch_root};
 
 fn coordinator(state: &Path) -> (Proc, String) {
     coordinator_at(state, "127.0.0.1:0")
 }
 
 fn coordinator_at(state: &Path, listen: &str) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xt-coordinator"))
-        .args([
-            "--listen",
-            listen,
-            "--state",
-            state.to_str().unwrap(),
+    xt_testkit::coordinator(
+        state,
+        listen,
+        // The tests' data directories are made under the scratch root.
+        &[
             "--lease-ms",
             "1000",
-            // The tests' data directories are made under here.
             "--data-root",
-            env!("CARGO_TARGET_TMPDIR"),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("coordinator prints its address")
-        .to_string();
-    (Proc(child), format!("http://{addr}"))
+            scratch_root().to_str().unwrap(),
+        ],
+    )
 }
 
 fn worker(url: &str) -> Proc {
@@ -76,7 +45,7 @@ fn worker_with(url: &str, args: &[&str], endless: Option<&str>) -> Proc {
 
 /// [`worker_with`], leasing at most `limit` jobs in all.
 fn faulty_worker(url: &str, args: &[&str], endless: Option<&str>, limit: Option<usize>) -> Proc {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xt-worker"));
+    let mut command = Command::new(xt_testkit::bin("xt-worker"));
     command
         .args(["--coordinator", url, "--slots", "1"])
         .args(args)
@@ -88,15 +57,6 @@ fn faulty_worker(url: &str, args: &[&str], endless: Option<&str>, limit: Option<
         command.env("XT_TEST_LEASE_LIMIT", limit.to_string());
     }
     Proc(command.spawn().unwrap())
-}
-
-fn read(path: &Path) -> RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
 /// `(symbol, params) -> final_equity` of a metrics table, checking each key appears once.

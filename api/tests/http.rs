@@ -3,9 +3,8 @@
 //! Python is present) and Arrow Flight (pyarrow.flight). Results must equal `xt local`'s
 //! for the same spec, and every forbidden or malformed request must be a 4xx with a message.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -16,36 +15,11 @@ use xt_shared::SyntheticMarket;
 
 const SECRET: &str = "test-secret-0123456789";
 
-struct Proc(Child);
+use xt_testkit::Proc;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a binary and reads the `prefix ADDR` lines it prints, in order.
+/// Starts a binary with the tokens' secret and reads the `prefix ADDR` lines it prints.
 fn start(bin: &str, args: &[&str], prefixes: &[&str]) -> (Proc, Vec<String>) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("XT_JWT_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut addrs = Vec::new();
-    for prefix in prefixes {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("{bin} printed {line:?}, not {prefix}"));
-        addrs.push(addr.trim().to_string());
-    }
-    (Proc(child), addrs)
+    xt_testkit::start(Path::new(bin), args, &[("XT_JWT_SECRET", SECRET)], prefixes)
 }
 
 struct Cluster {
@@ -78,8 +52,9 @@ fn cluster(name: &str) -> Cluster {
     .unwrap();
     let root = base.join("root").canonicalize().unwrap();
     let state = base.join("state");
+    let coordinator_bin = xt_testkit::bin("xt-coordinator");
     let (coordinator, addr) = start(
-        env!("CARGO_BIN_EXE_xt-coordinator"),
+        coordinator_bin.to_str().unwrap(),
         &[
             "--listen",
             "127.0.0.1:0",
@@ -96,7 +71,7 @@ fn cluster(name: &str) -> Cluster {
     let workers: Vec<Proc> = (0..2)
         .map(|_| {
             Proc(
-                Command::new(env!("CARGO_BIN_EXE_xt-worker"))
+                Command::new(xt_testkit::bin("xt-worker"))
                     .args(["--coordinator", &url, "--slots", "1"])
                     .stderr(Stdio::null())
                     .spawn()

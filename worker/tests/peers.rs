@@ -51,7 +51,7 @@ fn indicators_equal_ta_lib() {
     let Some(python) = peer_python("TA-Lib golden test") else {
         return;
     };
-    let dir = scratch("talib");
+    let dir = xt_testkit::scratch("talib");
     let requests = json!([
         {"name": "SMA", "params": [2]}, {"name": "SMA", "params": [10]}, {"name": "SMA", "params": [200]},
         {"name": "EMA", "params": [2]}, {"name": "EMA", "params": [12]}, {"name": "EMA", "params": [50]},
@@ -290,7 +290,7 @@ fn every_fill_equals_backtrader() {
     let Some(python) = peer_python("backtrader conformance") else {
         return;
     };
-    let dir = scratch("backtrader");
+    let dir = xt_testkit::scratch("backtrader");
     let cases = cases(&dir);
     let request: Vec<Value> = cases
         .iter()
@@ -384,7 +384,7 @@ fn metrics_equal_empyrical() {
     let Some(python) = peer_python("empyrical comparison") else {
         return;
     };
-    let dir = scratch("empyrical");
+    let dir = xt_testkit::scratch("empyrical");
     let synth = SyntheticMarket {
         symbols: 3,
         years: 8,

@@ -74,13 +74,6 @@ pub fn run_peer(python: &Path, script: &str, args: &[&Path]) -> serde_json::Valu
     serde_json::from_slice(&out.stdout).expect("peer prints JSON")
 }
 
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 pub fn load_csv(dir: &Path, symbol: &str) -> Bars {
     CsvDir::open(dir)
         .expect("data dir")
