@@ -184,12 +184,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
     assert_eq!(reply.jobs, 7);
     let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (6, 1));
-    let metrics = read(
-        &state
-            .join("batches")
-            .join(reply.batch.to_string())
-            .join("metrics.parquet"),
-    );
+    let metrics = table(&state, reply.batch, "metrics");
     let symbols = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
     let errors = metrics.column_by_name("error").unwrap().as_string::<i32>();
     let poison = (0..metrics.num_rows())
@@ -218,21 +213,9 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let reply = submit(&mut client, &spec).await;
     // Signalled as soon as its 20 jobs are leased, most of them still to run.
     wait_for(&mut client, reply.batch, |s| s.done + s.running == 20).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &first.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let exit = first.0.wait().unwrap();
+    let exit = terminate(&mut first);
     assert!(exit.success(), "a draining worker exits 0, got {exit:?}");
-    let after = client
-        .status(StatusRequest {
-            batch: reply.batch,
-            wait_ms: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = status_now(&mut client, reply.batch).await;
     assert_eq!(
         (after.done, after.running, after.queued),
         (20, 0, 280),
@@ -241,12 +224,7 @@ async fn sigterm_drains_a_worker_and_another_finishes_the_batch() {
     let _second = worker(&url);
     let status = wait_finished(&mut client, reply.batch).await;
     assert_eq!((status.done, status.failed), (300, 0));
-    let metrics = read(
-        &state
-            .join("batches")
-            .join(reply.batch.to_string())
-            .join("metrics.parquet"),
-    );
+    let metrics = table(&state, reply.batch, "metrics");
     assert_eq!(final_equity(&metrics).len(), 300);
 }
 
@@ -450,22 +428,7 @@ async fn wait_finished(
     client: &mut BatchesClient<tonic::transport::Channel>,
     batch: u64,
 ) -> xt_wire::StatusReply {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = client
-            .status(StatusRequest { batch, wait_ms: 0 })
-            .await
-            .unwrap()
-            .into_inner();
-        if s.finished {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "batch {batch} did not finish: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(client, batch, |s| s.finished).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,12 +469,7 @@ async fn a_small_batch_is_not_starved_and_cancel_stops_a_big_one() {
         .unwrap();
     let s = wait_finished(&mut client, big.batch).await;
     assert!(s.cancelled > 0 && s.done + s.cancelled == 400, "{s:?}");
-    let metrics = read(
-        &state
-            .join("batches")
-            .join(big.batch.to_string())
-            .join("metrics.parquet"),
-    );
+    let metrics = table(&state, big.batch, "metrics");
     let errors = metrics.column_by_name("error").unwrap();
     assert_eq!(
         errors.len() - errors.null_count(),
@@ -825,6 +783,47 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
     assert_as_in_process(&dir, &spec, &synth);
 }
 
+/// A finished batch's table, from the coordinator's state directory `state`.
+fn table(state: &Path, batch: u64, name: &str) -> RecordBatch {
+    read(
+        &xt_coordinator::store::batch_dir(&state.join("batches"), batch)
+            .join(format!("{name}.parquet")),
+    )
+}
+
+/// The status of `batch` now.
+async fn status_now(
+    client: &mut BatchesClient<tonic::transport::Channel>,
+    batch: u64,
+) -> xt_wire::StatusReply {
+    client
+        .status(StatusRequest { batch, wait_ms: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Sends SIGTERM and waits for the process to exit (a minute at most: a drain that does not
+/// end fails the test rather than hanging it).
+fn terminate(proc: &mut Proc) -> std::process::ExitStatus {
+    let term = Command::new("kill")
+        .args(["-TERM", &proc.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exit) = proc.0.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within a minute of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The status of `batch` once `ready` holds of it.
 async fn wait_for(
     client: &mut BatchesClient<tonic::transport::Channel>,
@@ -833,11 +832,7 @@ async fn wait_for(
 ) -> xt_wire::StatusReply {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let s = client
-            .status(StatusRequest { batch, wait_ms: 0 })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = status_now(client, batch).await;
         if ready(&s) {
             return s;
         }
@@ -878,31 +873,9 @@ async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
 
     let second = submit(&mut client, &endless).await;
     wait_for(&mut client, second.batch, |s| s.running == 1).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &worker.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = worker.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not end its drain within a minute of a 1 s deadline"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = terminate(&mut worker);
     assert!(exit.success(), "a drained worker exits 0, got {exit:?}");
-    let s = client
-        .status(StatusRequest {
-            batch: second.batch,
-            wait_ms: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let s = status_now(&mut client, second.batch).await;
     assert_eq!(
         (s.running, s.queued, s.done),
         (0, 1, 0),
@@ -926,12 +899,7 @@ async fn a_job_over_its_budget_fails_with_a_clear_error() {
     let reply = submit(&mut client, &spec).await;
     let s = wait_finished(&mut client, reply.batch).await;
     assert_eq!((s.done, s.failed), (2, 1), "{s:?}");
-    let metrics = read(
-        &state
-            .join("batches")
-            .join(reply.batch.to_string())
-            .join("metrics.parquet"),
-    );
+    let metrics = table(&state, reply.batch, "metrics");
     let symbols = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
     let errors = metrics.column_by_name("error").unwrap().as_string::<i32>();
     for i in 0..metrics.num_rows() {
