@@ -6,8 +6,13 @@ use super::*;
 
 impl Coordinator {
     /// Validates and plans a batch for `tenant`, queues its jobs, returns its id and job count.
-    pub fn submit(&self, spec: BatchSpec, tenant: &str, owner: &str) -> Result<(u64, u32), Status> {
-        let bad = |e: xt_shared::SpecError| Status::invalid_argument(e.to_string());
+    pub fn submit(
+        &self,
+        spec: BatchSpec,
+        tenant: &str,
+        owner: &str,
+    ) -> Result<(u64, u32), CoordinatorError> {
+        let bad = CoordinatorError::Spec;
         spec.check().map_err(bad)?;
         let (_, combos) = strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
             .map_err(bad)?;
@@ -40,8 +45,10 @@ impl Coordinator {
         };
         self.store
             .save_batch(id, &record)
-            .map_err(|e| Status::unavailable(format!("storing the batch: {e}")))?;
-        s.scheduler.submit(id, n).map_err(internal)?;
+            .map_err(|e| CoordinatorError::Unavailable(format!("storing the batch: {e}")))?;
+        s.scheduler
+            .submit(id, n)
+            .map_err(CoordinatorError::internal)?;
         self.work.notify_waiters();
         s.batches.insert(
             id,
@@ -72,7 +79,7 @@ impl Coordinator {
     }
 
     /// Refuses a tenant's new batch of `jobs` jobs past its limits.
-    pub(super) fn check_limits(&self, tenant: &str, jobs: usize) -> Result<(), Status> {
+    pub(super) fn check_limits(&self, tenant: &str, jobs: usize) -> Result<(), CoordinatorError> {
         let s = self.lock();
         let mut running = 0;
         let mut queued = 0;
@@ -84,12 +91,12 @@ impl Coordinator {
             queued += s.scheduler.progress(*id).map_or(0, |p| p.queued);
         }
         if running >= self.config.max_running_batches {
-            return Err(Status::resource_exhausted(format!(
+            return Err(CoordinatorError::Limit(format!(
                 "tenant {tenant:?} has {running} batches running, its limit; wait for one to finish or cancel one"
             )));
         }
         if queued + jobs > self.config.max_queued_jobs {
-            return Err(Status::resource_exhausted(format!(
+            return Err(CoordinatorError::Limit(format!(
                 "tenant {tenant:?} has {queued} jobs queued; {jobs} more would pass its limit of {}",
                 self.config.max_queued_jobs
             )));
@@ -98,15 +105,15 @@ impl Coordinator {
     }
 
     /// The status of one batch.
-    pub(super) fn status_of(&self, s: &State, id: u64) -> Result<StatusReply, Status> {
+    pub(super) fn status_of(&self, s: &State, id: u64) -> Result<StatusReply, CoordinatorError> {
         let p = s
             .scheduler
             .progress(id)
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(|e| CoordinatorError::NotFound(e.to_string()))?;
         let run = s
             .batches
             .get(&id)
-            .ok_or_else(|| Status::not_found(format!("unknown batch {id}")))?;
+            .ok_or_else(|| CoordinatorError::NotFound(format!("unknown batch {id}")))?;
         // A finished batch's clock stopped when it was aggregated.
         let elapsed = run
             .summary

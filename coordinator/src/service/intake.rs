@@ -13,7 +13,7 @@ impl Coordinator {
     pub(super) async fn accept(
         &self,
         uploads: Vec<(Upload, Tables)>,
-    ) -> Result<(Vec<bool>, Vec<bool>), Status> {
+    ) -> Result<(Vec<bool>, Vec<bool>), CoordinatorError> {
         let key = |u: &Upload| JobKey {
             batch: u.batch,
             job: u.job,
@@ -112,9 +112,11 @@ impl Coordinator {
             match stored {
                 Ok(Ok(g)) => groups = g,
                 Ok(Err(e)) => {
-                    return Err(Status::unavailable(format!("storing the results: {e}")));
+                    return Err(CoordinatorError::Unavailable(format!(
+                        "storing the results: {e}"
+                    )));
                 }
-                Err(e) => return Err(internal(e)),
+                Err(e) => return Err(CoordinatorError::internal(e)),
             }
         }
         let mut accepted = vec![false; n];

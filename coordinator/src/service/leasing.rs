@@ -22,20 +22,24 @@ impl Coordinator {
     }
 
     /// Leases up to `slots` queued jobs to `worker`.
-    pub(super) fn lease_now(&self, worker: u64, slots: usize) -> Result<Vec<JobLease>, Status> {
+    pub(super) fn lease_now(
+        &self,
+        worker: u64,
+        slots: usize,
+    ) -> Result<Vec<JobLease>, CoordinatorError> {
         let mut s = self.lock();
         let leases = s
             .scheduler
             .lease(worker, slots, now())
-            .map_err(|e| Status::not_found(e.to_string()))?;
+            .map_err(|e| CoordinatorError::NotFound(e.to_string()))?;
         let mut jobs = Vec::with_capacity(leases.len());
         for l in leases {
             let run = s
                 .batches
                 .get(&l.key.batch)
-                .ok_or_else(|| internal("lease of an unknown batch"))?;
-            let spec_json =
-                serde_json::to_string(&run.plan.jobs[l.key.job as usize]).map_err(internal)?;
+                .ok_or_else(|| CoordinatorError::internal("lease of an unknown batch"))?;
+            let spec_json = serde_json::to_string(&run.plan.jobs[l.key.job as usize])
+                .map_err(CoordinatorError::internal)?;
             jobs.push(JobLease {
                 batch: l.key.batch,
                 job: l.key.job,
@@ -63,9 +67,9 @@ pub const MAX_WAIT_MS: u32 = 1_000;
 pub(super) async fn waited<T>(
     wake: &tokio::sync::Notify,
     wait_ms: u32,
-    look: impl Fn() -> Result<T, Status>,
+    look: impl Fn() -> Result<T, CoordinatorError>,
     ready: impl Fn(&T) -> bool,
-) -> Result<T, Status> {
+) -> Result<T, CoordinatorError> {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS).into());
     loop {

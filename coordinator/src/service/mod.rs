@@ -9,6 +9,7 @@
 //! `grpc` and `flight` are the adapters from the wire to these.
 
 mod admission;
+mod error;
 mod finish;
 mod flight;
 mod grpc;
@@ -17,6 +18,7 @@ mod leasing;
 mod result_files;
 mod totals;
 
+pub use error::CoordinatorError;
 pub use finish::portfolio_summary;
 pub use flight::MAX_UPLOADS;
 use intake::*;
