@@ -66,10 +66,7 @@ impl Coordinator {
                 }),
                 bars: 0,
                 started: Instant::now(),
-                aggregating: false,
-                folding: 0,
-                folded: 0,
-                summary: None,
+                phase: Phase::new(None),
                 tenant: record.tenant,
                 owner: record.owner,
                 submitted_ms: record.submitted_ms,
@@ -84,7 +81,7 @@ impl Coordinator {
         let mut running = 0;
         let mut queued = 0;
         for (id, run) in &s.batches {
-            if run.tenant != tenant || run.summary.is_some() {
+            if run.tenant != tenant || run.phase.summary().is_some() {
                 continue;
             }
             running += 1;
@@ -116,13 +113,13 @@ impl Coordinator {
             .ok_or_else(|| CoordinatorError::NotFound(format!("unknown batch {id}")))?;
         // A finished batch's clock stopped when it was aggregated.
         let elapsed = run
-            .summary
-            .as_ref()
+            .phase
+            .summary()
             .and_then(|v| v["elapsed_seconds"].as_f64())
             .unwrap_or_else(|| run.started.elapsed().as_secs_f64());
         let finished_jobs = p.done + p.failed + p.cancelled;
         let remaining = p.queued + p.running;
-        let eta = if finished_jobs > 0 && run.summary.is_none() {
+        let eta = if finished_jobs > 0 && run.phase.summary().is_none() {
             elapsed / finished_jobs as f64 * remaining as f64
         } else {
             0.0
@@ -136,10 +133,10 @@ impl Coordinator {
             failed: p.failed as u32,
             cancelled: p.cancelled as u32,
             bars: run.bars,
-            finished: run.summary.is_some(),
+            finished: run.phase.summary().is_some(),
             summary_json: run
-                .summary
-                .as_ref()
+                .phase
+                .summary()
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
             batch: id,

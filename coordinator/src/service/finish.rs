@@ -12,7 +12,7 @@ impl Coordinator {
         // Finished batches stay in the map; skip them before counting their jobs.
         if s.batches
             .get(&batch)
-            .is_none_or(|run| run.summary.is_some() || run.aggregating || run.folding > 0)
+            .is_none_or(|run| !run.phase.may_finish())
         {
             return;
         }
@@ -34,11 +34,11 @@ impl Coordinator {
                 _ => JobEnd::Done,
             })
             .collect();
-        run.aggregating = true;
+        let folded = run.phase.finish_started();
         // The sums hold every stored result only if each job done was added in this process.
         let done = ends.iter().filter(|e| matches!(e, JobEnd::Done)).count();
         let mut fold = std::mem::take(&mut *run.fold.lock().unwrap_or_else(|e| e.into_inner()));
-        if run.folded != done {
+        if folded != done {
             fold.sums = None;
         }
         let ended = Ended {
@@ -64,8 +64,7 @@ impl Coordinator {
             }
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(run) = s.batches.get_mut(&batch) {
-                run.summary = Some(summary);
-                run.aggregating = false;
+                run.phase.finished(summary);
             }
             drop(s);
             finished.notify_waiters();

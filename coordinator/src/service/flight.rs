@@ -22,7 +22,7 @@ impl Coordinator {
             .batches
             .get(&batch)
             .ok_or_else(|| Status::not_found(format!("unknown batch {batch}")))?;
-        if run.summary.is_none() {
+        if run.phase.summary().is_none() {
             return Err(Status::failed_precondition(format!(
                 "batch {batch} has not finished"
             )));
@@ -231,7 +231,7 @@ impl FlightService for Coordinator {
             let mut v: Vec<_> = s
                 .batches
                 .iter()
-                .filter(|(_, run)| run.summary.is_some())
+                .filter(|(_, run)| run.phase.summary().is_some())
                 .filter(|(_, run)| tenant.as_ref().is_none_or(|t| &run.tenant == t))
                 .map(|(id, run)| {
                     let tables = Table::ALL

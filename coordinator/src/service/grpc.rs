@@ -135,7 +135,7 @@ impl Batches for Coordinator {
                 reply.cancelled += p.cancelled as u64;
             }
             reply.bars += run.bars;
-            if run.summary.is_none() {
+            if run.phase.summary().is_none() {
                 reply.batches_running += 1;
             }
         }

@@ -145,7 +145,7 @@ impl Coordinator {
                     // A job whose data failed has failed: error rows and cash, when the batch
                     // ends.
                     if upload.error.is_none() {
-                        run.folding += 1;
+                        run.phase.fold_started();
                         folds.push((
                             i,
                             run.fold.clone(),
@@ -175,8 +175,7 @@ impl Coordinator {
         let mut s = self.lock();
         for (i, _, _) in &folds {
             if let Some(run) = s.batches.get_mut(&uploads[*i].0.batch) {
-                run.folding -= 1;
-                run.folded += 1;
+                run.phase.fold_ended();
             }
         }
         let batches: BTreeSet<u64> = uploads.iter().map(|(u, _)| u.batch).collect();

@@ -79,17 +79,85 @@ struct BatchRun {
     plan: Arc<Planned>,
     bars: u64,
     started: Instant,
-    /// Its tables are being written (every job has ended); `summary` follows.
-    aggregating: bool,
     /// What its accepted results add up to so far.
     fold: Arc<Mutex<Fold>>,
-    /// Accepted results being added to `fold` now, and added so far.
-    folding: usize,
-    folded: usize,
-    summary: Option<Value>,
+    phase: Phase,
     tenant: String,
     owner: String,
     submitted_ms: u64,
+}
+
+/// Where a batch is in its life; every change of phase is a method below.
+///
+/// ```text
+/// Running { folding, folded } --every job ended, nothing folding--> Finishing
+/// Finishing --tables and summary written--> Finished(summary)
+/// ```
+/// A batch restored with its summary is `Finished`; without, `Running` (its results are
+/// read back from the store when it finishes).
+#[derive(Debug)]
+enum Phase {
+    /// Accepted results being added to its totals now (`folding`), and added so far in
+    /// this process (`folded`).
+    Running { folding: usize, folded: usize },
+    /// Every job has ended: its tables are being written on a thread of their own.
+    Finishing,
+    /// Its tables and summary are stored.
+    Finished(Value),
+}
+
+impl Phase {
+    fn new(summary: Option<Value>) -> Self {
+        summary.map_or(
+            Phase::Running {
+                folding: 0,
+                folded: 0,
+            },
+            Phase::Finished,
+        )
+    }
+
+    /// An accepted result starts being added to the totals.
+    fn fold_started(&mut self) {
+        if let Phase::Running { folding, .. } = self {
+            *folding += 1;
+        }
+    }
+
+    /// An accepted result has been added to the totals.
+    fn fold_ended(&mut self) {
+        if let Phase::Running { folding, folded } = self {
+            *folding -= 1;
+            *folded += 1;
+        }
+    }
+
+    /// Running, with nothing being added to the totals.
+    fn may_finish(&self) -> bool {
+        matches!(self, Phase::Running { folding: 0, .. })
+    }
+
+    /// Starts finishing; returns how many results were added to the totals in this process.
+    fn finish_started(&mut self) -> usize {
+        match std::mem::replace(self, Phase::Finishing) {
+            Phase::Running { folded, .. } => folded,
+            other => {
+                *self = other;
+                0
+            }
+        }
+    }
+
+    fn finished(&mut self, summary: Value) {
+        *self = Phase::Finished(summary);
+    }
+
+    fn summary(&self) -> Option<&Value> {
+        match self {
+            Phase::Finished(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 struct State {
@@ -244,12 +312,9 @@ impl Coordinator {
                     }),
                     bars,
                     started: Instant::now(),
-                    aggregating: false,
                     // Results accepted before the restart are read from the store.
                     fold: Arc::new(Mutex::new(Fold::restarted(done.len()))),
-                    folding: 0,
-                    folded: 0,
-                    summary: stored.summary,
+                    phase: Phase::new(stored.summary),
                     tenant: r.tenant,
                     owner: r.owner,
                     submitted_ms: r.submitted_ms,
