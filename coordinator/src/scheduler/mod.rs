@@ -25,6 +25,14 @@ pub struct Lease {
     pub attempt: u32,
 }
 
+/// Where a job is in its life; every change goes through `Batch::set`.
+///
+/// ```text
+/// Queued --lease--> Running --deadline passed, or Fail--> Queued (or Failed, attempts spent)
+/// Queued | Running --reserve--> Storing --finish--> Done | Failed
+///                               Storing --release--> what it was (Cancelled if its batch was)
+/// Queued | Running --cancel--> Cancelled
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobStatus {
     Queued,
@@ -32,6 +40,12 @@ pub enum JobStatus {
         worker: WorkerId,
         attempt: u32,
         deadline: Instant,
+    },
+    /// An attempt's result is being stored (see [`Scheduler::reserve`]): the job completes
+    /// with it unless storing fails, so nothing else may end it meanwhile. Counted as what
+    /// it was (`from`, queued or running) until then.
+    Storing {
+        from: Box<JobStatus>,
     },
     Done {
         attempt: u32,
@@ -48,9 +62,6 @@ struct Job {
     status: JobStatus,
     attempts: u32,
     last_error: Option<String>,
-    /// An attempt's result is being stored (see [`Scheduler::reserve`]): the job completes
-    /// with it unless storing fails, so nothing else may end it meanwhile.
-    storing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +99,7 @@ pub struct Progress {
 impl Progress {
     fn count(&mut self, status: &JobStatus, by: isize) {
         let n = match status {
+            JobStatus::Storing { from } => return self.count(from, by),
             JobStatus::Queued => &mut self.queued,
             JobStatus::Running { .. } => &mut self.running,
             JobStatus::Done { .. } => &mut self.done,
@@ -163,7 +175,6 @@ impl Scheduler {
             return Err(ScheduleError::BatchExists(batch));
         }
         let job = Job {
-            storing: false,
             status: JobStatus::Queued,
             attempts: 0,
             last_error: None,
@@ -270,7 +281,7 @@ impl Scheduler {
             if !batch.queue.is_empty() {
                 self.ring.push_back(batch_id);
             }
-            if batch.jobs[job as usize].storing {
+            if matches!(batch.jobs[job as usize].status, JobStatus::Storing { .. }) {
                 // Completing now; queued again should storing fail.
                 continue;
             }
@@ -394,8 +405,7 @@ impl Scheduler {
         let Some(job) = batch.jobs.get_mut(key.job as usize) else {
             return false;
         };
-        if job.storing || !matches!(job.status, JobStatus::Running { worker: w, .. } if w == worker)
-        {
+        if !matches!(job.status, JobStatus::Running { worker: w, .. } if w == worker) {
             return false;
         }
         if let Some(e) = error {
@@ -420,17 +430,17 @@ impl Scheduler {
     /// stored together complete their jobs together). False if the job has ended or is
     /// held already.
     pub fn reserve(&mut self, key: JobKey) -> bool {
-        let Some(job) = self
-            .batches
-            .get_mut(&key.batch)
-            .and_then(|b| b.jobs.get_mut(key.job as usize))
-        else {
+        let Some(batch) = self.batches.get_mut(&key.batch) else {
             return false;
         };
-        if job.storing || !matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
+        let Some(job) = batch.jobs.get(key.job as usize) else {
+            return false;
+        };
+        if !matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
             return false;
         }
-        job.storing = true;
+        let from = Box::new(job.status.clone());
+        batch.set(key.job, JobStatus::Storing { from });
         true
     }
 
@@ -441,16 +451,18 @@ impl Scheduler {
         let Some(batch) = self.batches.get_mut(&key.batch) else {
             return;
         };
-        let Some(job) = batch.jobs.get_mut(key.job as usize) else {
+        let Some(JobStatus::Storing { from }) = batch.jobs.get(key.job as usize).map(|j| &j.status)
+        else {
             return;
         };
-        if !std::mem::take(&mut job.storing) {
+        let from = (**from).clone();
+        if batch.cancelled {
+            batch.set(key.job, JobStatus::Cancelled);
             return;
         }
-        let open = matches!(job.status, JobStatus::Queued | JobStatus::Running { .. });
-        if open && batch.cancelled {
-            batch.set(key.job, JobStatus::Cancelled);
-        } else if job.status == JobStatus::Queued && !batch.queue.contains(&key.job) {
+        let queued = from == JobStatus::Queued;
+        batch.set(key.job, from);
+        if queued && !batch.queue.contains(&key.job) {
             batch.queue.push_back(key.job);
             if !self.ring.contains(&key.batch) {
                 self.ring.push_back(key.batch);
@@ -492,15 +504,18 @@ impl Scheduler {
         let Some(job) = batch.jobs.get_mut(key.job as usize) else {
             return Completion::Unknown;
         };
-        job.storing = false;
-        match job.status {
+        match &job.status {
             JobStatus::Done { .. } | JobStatus::Failed { .. } | JobStatus::Cancelled => {
                 Completion::Duplicate
             }
-            JobStatus::Queued | JobStatus::Running { .. } => {
+            JobStatus::Queued | JobStatus::Running { .. } | JobStatus::Storing { .. } => {
                 // Only a requeued job still sits in the queue; scanning it for every
                 // completion would make a big batch quadratic.
-                if job.status == JobStatus::Queued {
+                let queued = match &job.status {
+                    JobStatus::Storing { from } => **from == JobStatus::Queued,
+                    status => *status == JobStatus::Queued,
+                };
+                if queued {
                     batch.queue.retain(|&j| j != key.job);
                 }
                 let status = match error {
@@ -535,7 +550,7 @@ impl Scheduler {
         for j in 0..b.jobs.len() as u32 {
             let job = &b.jobs[j as usize];
             // A job whose result is being stored completes with it.
-            if !job.storing && matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
+            if matches!(job.status, JobStatus::Queued | JobStatus::Running { .. }) {
                 b.set(j, JobStatus::Cancelled);
             }
         }

@@ -179,8 +179,9 @@ fn a_job_reserved_for_storing_completes_whatever_happens_meanwhile() {
     s.cancel(1).unwrap();
     assert!(matches!(
         s.status(l[0].key),
-        Some(JobStatus::Running { .. })
+        Some(JobStatus::Storing { from }) if matches!(**from, JobStatus::Running { .. })
     ));
+    assert_eq!(s.progress(1).unwrap().running, 1, "counted as what it was");
     assert!(!s.progress(1).unwrap().finished());
     assert_eq!(s.complete(l[0].key, 1, w), Completion::Accepted);
     assert_eq!(s.progress(1).unwrap().done, 1);
