@@ -1,9 +1,8 @@
 //! Job scheduling: a fair queue across batches, leases with deadlines that heartbeats
 //! extend, bounded retries, idempotent completion and cancellation.
 //!
-//! Fairness is round-robin over batches that have queued jobs: each lease request takes
-//! one job from the next batch in the ring, so a 10-job batch submitted after a 5,000-job
-//! one starts at once instead of waiting behind it.
+//! Fairness is round-robin over batches that have queued jobs: each lease request takes one
+//! job from the next batch in the ring, so a small batch never waits behind a big one.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -25,8 +24,7 @@ pub struct Lease {
     pub attempt: u32,
 }
 
-/// Where a job is in its life; every change goes through `Batch::set`.
-///
+/// Where a job is in its life; every change goes through `Batch::set`:
 /// ```text
 /// Queued --lease--> Running --deadline passed, or Fail--> Queued (or Failed, attempts spent)
 /// Queued | Running --reserve--> Storing --finish--> Done | Failed
