@@ -47,3 +47,34 @@ fn a_data_root_that_does_not_exist_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("data root /nonexistent/xt-data"), "{err}");
 }
+
+/// Another address works, with a warning naming the risk on stderr; SIGTERM stops it.
+#[test]
+fn another_address_is_served_with_a_warning_and_sigterm_stops_it() {
+    let state = scratch("coordinator-bin-any");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xt-coordinator"))
+        .args(["--state", state.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("listening on 0.0.0.0:"), "{line}");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not loopback") && err.contains("takes no token"),
+        "{err}"
+    );
+}

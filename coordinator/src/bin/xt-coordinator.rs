@@ -49,10 +49,24 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        // Its port has no authentication of its own: whoever reaches it can submit, cancel,
+        // lease and download for every tenant.
+        eprintln!(
+            "xt-coordinator: warning: listening on {bound}, not loopback; this port takes no \
+             token, so anyone who can reach it can submit, cancel, lease and download every \
+             tenant's batches: keep it on a private network only workers and the API reach"
+        );
+    }
     // The bound address, for whoever started us with port 0.
-    println!("listening on {}", listener.local_addr()?);
-    serve(coordinator, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    println!("listening on {bound}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    serve(coordinator, listener, async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     })
     .await
 }
