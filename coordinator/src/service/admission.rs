@@ -102,8 +102,8 @@ impl Coordinator {
     }
 
     /// The status of one batch.
-    pub(super) fn status_of(&self, s: &State, id: u64) -> Result<StatusReply, CoordinatorError> {
-        let p = s
+    pub(super) fn status_of(&self, s: &State, id: u64) -> Result<BatchView, CoordinatorError> {
+        let progress = s
             .scheduler
             .progress(id)
             .map_err(|e| CoordinatorError::NotFound(e.to_string()))?;
@@ -111,40 +111,50 @@ impl Coordinator {
             .batches
             .get(&id)
             .ok_or_else(|| CoordinatorError::NotFound(format!("unknown batch {id}")))?;
+        let summary = run.phase.summary().cloned();
         // A finished batch's clock stopped when it was aggregated.
-        let elapsed = run
-            .phase
-            .summary()
+        let elapsed = summary
+            .as_ref()
             .and_then(|v| v["elapsed_seconds"].as_f64())
             .unwrap_or_else(|| run.started.elapsed().as_secs_f64());
-        let finished_jobs = p.done + p.failed + p.cancelled;
-        let remaining = p.queued + p.running;
-        let eta = if finished_jobs > 0 && run.phase.summary().is_none() {
+        let finished_jobs = progress.done + progress.failed + progress.cancelled;
+        let remaining = progress.queued + progress.running;
+        let eta = if finished_jobs > 0 && summary.is_none() {
             elapsed / finished_jobs as f64 * remaining as f64
         } else {
             0.0
         };
-        Ok(StatusReply {
+        Ok(BatchView {
+            id,
+            progress,
             elapsed_seconds: elapsed,
             eta_seconds: eta,
-            queued: p.queued as u32,
-            running: p.running as u32,
-            done: p.done as u32,
-            failed: p.failed as u32,
-            cancelled: p.cancelled as u32,
             bars: run.bars,
-            finished: run.phase.summary().is_some(),
-            summary_json: run
-                .phase
-                .summary()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            batch: id,
+            summary,
             tenant: run.tenant.clone(),
             owner: run.owner.clone(),
-            name: run.plan.spec.name.clone().unwrap_or_default(),
+            name: run.plan.spec.name.clone(),
             submitted_ms: run.submitted_ms,
-            jobs: run.plan.jobs.len() as u32,
+            jobs: run.plan.jobs.len(),
         })
     }
+}
+
+/// A batch as clients see it: its jobs' progress and, once finished, its summary.
+#[derive(Debug, Clone)]
+pub struct BatchView {
+    pub id: u64,
+    pub progress: crate::scheduler::Progress,
+    pub elapsed_seconds: f64,
+    /// Seconds still to go at the rate so far (0 before a job ends and once finished).
+    pub eta_seconds: f64,
+    /// Bar evaluations so far.
+    pub bars: u64,
+    /// Set once its tables and summary are stored.
+    pub summary: Option<Value>,
+    pub tenant: String,
+    pub owner: String,
+    pub name: Option<String>,
+    pub submitted_ms: u64,
+    pub jobs: usize,
 }

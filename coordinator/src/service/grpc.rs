@@ -26,6 +26,20 @@ impl Workers for Coordinator {
             |jobs| !jobs.is_empty(),
         )
         .await?;
+        // The specs go as JSON, serialized here, outside the state lock.
+        let jobs = jobs
+            .into_iter()
+            .map(|l| {
+                Ok(JobLease {
+                    batch: l.key.batch,
+                    job: l.key.job,
+                    attempt: l.attempt,
+                    spec_json: serde_json::to_string(&l.plan.jobs[l.key.job as usize])
+                        .map_err(internal)?,
+                    last: l.last,
+                })
+            })
+            .collect::<Result<_, Status>>()?;
         Ok(Response::new(LeaseReply { jobs }))
     }
 
@@ -88,10 +102,10 @@ impl Batches for Coordinator {
             &self.finished,
             r.wait_ms,
             || self.status_of(&self.lock(), r.batch),
-            |s| s.finished,
+            |s| s.summary.is_some(),
         )
         .await?;
-        Ok(Response::new(status))
+        Ok(Response::new(status.into()))
     }
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
@@ -110,7 +124,7 @@ impl Batches for Coordinator {
             .into_iter()
             .skip(r.offset as usize)
             .take(limit)
-            .map(|id| self.status_of(&s, id))
+            .map(|id| self.status_of(&s, id).map(StatusReply::from))
             .collect::<Result<_, _>>()?;
         Ok(Response::new(ListReply { batches, total }))
     }
@@ -161,5 +175,29 @@ impl Batches for Coordinator {
             .map_err(|e| Status::not_found(e.to_string()))?;
         self.finish_if_done(&mut s, id);
         Ok(Response::new(CancelReply {}))
+    }
+}
+
+impl From<BatchView> for StatusReply {
+    fn from(v: BatchView) -> Self {
+        let p = v.progress;
+        StatusReply {
+            elapsed_seconds: v.elapsed_seconds,
+            eta_seconds: v.eta_seconds,
+            queued: p.queued as u32,
+            running: p.running as u32,
+            done: p.done as u32,
+            failed: p.failed as u32,
+            cancelled: p.cancelled as u32,
+            bars: v.bars,
+            finished: v.summary.is_some(),
+            summary_json: v.summary.map(|s| s.to_string()).unwrap_or_default(),
+            batch: v.id,
+            tenant: v.tenant,
+            owner: v.owner,
+            name: v.name.unwrap_or_default(),
+            submitted_ms: v.submitted_ms,
+            jobs: v.jobs as u32,
+        }
     }
 }

@@ -26,36 +26,40 @@ impl Coordinator {
         &self,
         worker: u64,
         slots: usize,
-    ) -> Result<Vec<JobLease>, CoordinatorError> {
+    ) -> Result<Vec<LeasedJob>, CoordinatorError> {
         let mut s = self.lock();
         let leases = s
             .scheduler
             .lease(worker, slots, now())
             .map_err(|e| CoordinatorError::NotFound(e.to_string()))?;
-        let mut jobs = Vec::with_capacity(leases.len());
-        for l in leases {
-            let run = s
-                .batches
-                .get(&l.key.batch)
-                .ok_or_else(|| CoordinatorError::internal("lease of an unknown batch"))?;
-            let spec_json = serde_json::to_string(&run.plan.jobs[l.key.job as usize])
-                .map_err(CoordinatorError::internal)?;
-            jobs.push(JobLease {
-                batch: l.key.batch,
-                job: l.key.job,
-                attempt: l.attempt,
-                spec_json,
-                last: false,
-            });
-        }
-        for lease in &mut jobs {
-            lease.last = s
-                .scheduler
-                .progress(lease.batch)
-                .is_ok_and(|p| p.queued == 0);
-        }
-        Ok(jobs)
+        leases
+            .into_iter()
+            .map(|l| {
+                let run = s
+                    .batches
+                    .get(&l.key.batch)
+                    .ok_or_else(|| CoordinatorError::internal("lease of an unknown batch"))?;
+                Ok(LeasedJob {
+                    key: l.key,
+                    attempt: l.attempt,
+                    plan: run.plan.clone(),
+                    last: s
+                        .scheduler
+                        .progress(l.key.batch)
+                        .is_ok_and(|p| p.queued == 0),
+                })
+            })
+            .collect()
     }
+}
+
+/// A job leased to a worker: its spec is in its batch's plan.
+pub(super) struct LeasedJob {
+    pub(super) key: JobKey,
+    pub(super) attempt: u32,
+    pub(super) plan: Arc<Planned>,
+    /// No job of its batch was left queued by this lease.
+    pub(super) last: bool,
 }
 
 /// Longest a lease call waits for work, or a status call for its batch to finish.

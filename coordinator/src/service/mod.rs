@@ -18,6 +18,7 @@ mod leasing;
 mod result_files;
 mod totals;
 
+pub use admission::BatchView;
 pub use error::CoordinatorError;
 pub use finish::portfolio_summary;
 pub use flight::MAX_UPLOADS;
