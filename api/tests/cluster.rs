@@ -35,15 +35,11 @@ fn coordinator_at(state: &Path, listen: &str) -> (Proc, String) {
 }
 
 fn worker(url: &str) -> Proc {
-    worker_with(url, &[], None)
+    faulty_worker(url, &[], None, None)
 }
 
-/// A one-slot worker with more flags, and a symbol whose jobs never end by themselves.
-fn worker_with(url: &str, args: &[&str], endless: Option<&str>) -> Proc {
-    faulty_worker(url, args, endless, None)
-}
-
-/// [`worker_with`], leasing at most `limit` jobs in all.
+/// A one-slot worker with more flags, a symbol whose jobs never end by themselves, and at
+/// most `limit` jobs leased in all.
 fn faulty_worker(url: &str, args: &[&str], endless: Option<&str>, limit: Option<usize>) -> Proc {
     let mut command = Command::new(xt_testkit::bin("xt-worker"));
     command
@@ -849,7 +845,7 @@ async fn wait_for(
 async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
     let state = scratch("cluster-endless");
     let (_coordinator, url) = coordinator(&state);
-    let mut worker = worker_with(&url, &["--drain-secs", "1"], Some("SYN00002"));
+    let mut worker = faulty_worker(&url, &["--drain-secs", "1"], Some("SYN00002"), None);
     let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let mut endless = BatchSpec::new("synthetic://?symbols=3&years=2&seed=1", "macd");
     endless.universe = Some(xt_shared::spec::UniverseSpec::Symbols(vec![
@@ -889,10 +885,11 @@ async fn an_endless_job_is_stopped_by_cancel_and_by_the_drain_deadline() {
 async fn a_job_over_its_budget_fails_with_a_clear_error() {
     let state = scratch("cluster-budget");
     let (_coordinator, url) = coordinator(&state);
-    let _worker = worker_with(
+    let _worker = faulty_worker(
         &url,
         &["--job-budget-secs", "2", "--job-budget-ns-per-bar", "0"],
         Some("SYN00001"),
+        None,
     );
     let mut client = BatchesClient::connect(url.clone()).await.unwrap();
     let spec = BatchSpec::new("synthetic://?symbols=3&years=1&seed=1", "macd");

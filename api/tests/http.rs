@@ -52,22 +52,16 @@ fn cluster(name: &str) -> Cluster {
     .unwrap();
     let root = base.join("root").canonicalize().unwrap();
     let state = base.join("state");
-    let coordinator_bin = xt_testkit::bin("xt-coordinator");
-    let (coordinator, addr) = start(
-        coordinator_bin.to_str().unwrap(),
+    let (coordinator, url) = xt_testkit::coordinator(
+        &state,
+        "127.0.0.1:0",
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--state",
-            state.to_str().unwrap(),
             "--data-root",
             root.to_str().unwrap(),
             "--max-running-batches",
             "3",
         ],
-        &["listening on "],
     );
-    let url = format!("http://{}", addr[0]);
     let workers: Vec<Proc> = (0..2)
         .map(|_| {
             Proc(

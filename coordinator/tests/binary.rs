@@ -20,6 +20,11 @@ fn its_default_address_is_loopback_and_it_prints_what_it_bound() {
         &["listening on "],
     );
     assert!(addrs[0].starts_with("127.0.0.1:"), "{}", addrs[0]);
+    assert!(
+        !addrs[0].ends_with(":0"),
+        "the port it bound, not the one asked: {}",
+        addrs[0]
+    );
     drop(proc);
     let help = Command::new(env!("CARGO_BIN_EXE_xt-coordinator"))
         .arg("--help")

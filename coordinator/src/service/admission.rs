@@ -151,7 +151,7 @@ pub struct BatchView {
     /// Bar evaluations so far.
     pub bars: u64,
     /// Set once its tables and summary are stored.
-    pub summary: Option<Value>,
+    pub summary: Option<Arc<Value>>,
     pub tenant: String,
     pub owner: String,
     pub name: Option<String>,

@@ -119,7 +119,11 @@ pub(super) fn aggregate(
         .unwrap_or_else(|| PortfolioSum::new(run.plan.dates.to_vec(), run.plan.combos.len() + 1));
     let ends = &run.ends;
     // With the sleeves summed already, only the tables to write are decoded.
-    let wanted: &[&str] = if folded { &JOB_TABLES } else { &UPLOAD_TABLES };
+    let wanted: &[&str] = if folded {
+        &JOB_TABLES
+    } else {
+        &UploadTable::NAMES
+    };
     // Each job's rows go to the files in job order, gathered a row group at a time: memory
     // holds what was kept and one row group of each table, not the batch's tables read
     // back (an equity table runs to millions of rows).

@@ -89,11 +89,11 @@ impl FlightService for Coordinator {
                 DecodedPayload::Schema(_) => {
                     let name = std::str::from_utf8(&message.inner.app_metadata)
                         .ok()
-                        .filter(|n| UPLOAD_TABLES.contains(n))
+                        .filter(|n| UploadTable::NAMES.contains(n))
                         .ok_or_else(|| {
                             Status::invalid_argument(format!(
                                 "each table's schema must name it in app_metadata: one of {}",
-                                UPLOAD_TABLES.join(", ")
+                                UploadTable::NAMES.join(", ")
                             ))
                         })?;
                     table = Some(name.to_string());

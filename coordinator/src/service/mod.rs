@@ -103,8 +103,8 @@ enum Phase {
     Running { folding: usize, folded: usize },
     /// Every job has ended: its tables are being written on a thread of their own.
     Finishing,
-    /// Its tables and summary are stored.
-    Finished(Value),
+    /// Its tables and summary are stored. Shared: every status and list call hands it out.
+    Finished(Arc<Value>),
 }
 
 impl Phase {
@@ -114,7 +114,7 @@ impl Phase {
                 folding: 0,
                 folded: 0,
             },
-            Phase::Finished,
+            |v| Phase::Finished(Arc::new(v)),
         )
     }
 
@@ -150,10 +150,10 @@ impl Phase {
     }
 
     fn finished(&mut self, summary: Value) {
-        *self = Phase::Finished(summary);
+        *self = Phase::Finished(Arc::new(summary));
     }
 
-    fn summary(&self) -> Option<&Value> {
+    fn summary(&self) -> Option<&Arc<Value>> {
         match self {
             Phase::Finished(v) => Some(v),
             _ => None,

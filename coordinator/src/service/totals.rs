@@ -26,17 +26,10 @@ pub const KEPT_BYTES: usize = 64 << 20;
 pub(super) const INLINE_STORE_BYTES: usize = 1 << 20;
 
 /// The tables a batch's end writes for each job.
-pub(super) const JOB_TABLES: [&str; 3] = ["metrics", "trades", "equity"];
-
-/// Every table an upload may carry: the job tables and the sleeves, alone or in a part.
-pub(super) const UPLOAD_TABLES: [&str; 7] = [
-    "metrics",
-    "trades",
-    "equity",
-    "calendar",
-    "sleeves",
-    "part_calendar",
-    "part_sums",
+pub(super) const JOB_TABLES: [&str; 3] = [
+    UploadTable::NAMES[0],
+    UploadTable::NAMES[1],
+    UploadTable::NAMES[2],
 ];
 
 impl Fold {

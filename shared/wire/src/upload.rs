@@ -36,16 +36,19 @@ impl UploadTable {
         UploadTable::PartSums,
     ];
 
+    /// Each table's name, in the order of [`UploadTable::ALL`] (and of the variants).
+    pub const NAMES: [&'static str; 7] = [
+        "metrics",
+        "trades",
+        "equity",
+        "calendar",
+        "sleeves",
+        "part_calendar",
+        "part_sums",
+    ];
+
     pub fn name(self) -> &'static str {
-        match self {
-            UploadTable::Metrics => "metrics",
-            UploadTable::Trades => "trades",
-            UploadTable::Equity => "equity",
-            UploadTable::Calendar => "calendar",
-            UploadTable::Sleeves => "sleeves",
-            UploadTable::PartCalendar => "part_calendar",
-            UploadTable::PartSums => "part_sums",
-        }
+        Self::NAMES[self as usize]
     }
 
     pub fn from_name(name: &str) -> Option<UploadTable> {

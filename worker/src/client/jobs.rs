@@ -157,12 +157,10 @@ pub(super) fn run_expanded(
     let n = bars.as_ref().map_or(0, |b| b.len());
     let curves = combos.len() + 1;
     let budget = control.budget.of(n, curves);
-    let deadline = started.checked_add(budget);
-    let watch = control.stops.watch(
-        control.cancelled,
-        // A budget past the clock's range never runs out.
-        deadline.unwrap_or_else(|| started + Duration::from_secs(1 << 40)),
-    );
+    // A budget past the clock's range never runs out.
+    let watch = control
+        .stops
+        .watch(control.cancelled, started.checked_add(budget));
     let mut equity: Vec<f64> = Vec::with_capacity(n * curves);
     let mut sink = |c: usize, dates: &[xt_shared::Date], eq: &[f64]| {
         // Curves come in order, all on the job's bars; an endless job starts over.
