@@ -48,6 +48,8 @@ async fn main() -> anyhow::Result<()> {
             max_queued_jobs: args.max_queued_jobs,
         },
     )?;
+    // Handled before the address is printed: whoever reads it may signal at once.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
@@ -61,7 +63,6 @@ async fn main() -> anyhow::Result<()> {
     }
     // The bound address, for whoever started us with port 0.
     println!("listening on {bound}");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     serve(coordinator, listener, async move {
         tokio::select! {
             _ = term.recv() => {}
