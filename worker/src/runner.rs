@@ -76,41 +76,6 @@ pub enum JobError {
     Arrow(#[from] ArrowError),
 }
 
-/// A batch expanded into jobs and parameter combinations.
-pub struct Plan {
-    pub strategy: &'static dyn Strategy,
-    pub combos: Vec<ParamSet>,
-    pub batch: BatchPlan,
-    pub capital: f64,
-}
-
-impl Plan {
-    /// Checks the spec and the strategy's parameters, then plans the jobs (reading each
-    /// member's dates, in parallel on the current rayon pool).
-    pub fn new(
-        spec: &BatchSpec,
-        source: &dyn BarSource,
-        universe: &Universe,
-    ) -> Result<Plan, SpecError> {
-        spec.check()?;
-        let (strategy, combos) =
-            strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())?;
-        let batch = plan(spec, source, universe)?;
-        Ok(Plan {
-            strategy,
-            combos,
-            batch,
-            capital: spec.capital,
-        })
-    }
-
-    /// Bar evaluations the batch will perform: bars times combinations, summed over jobs.
-    pub fn bar_evaluations(&self) -> u64 {
-        let bars: usize = self.batch.jobs.iter().map(|j| j.bars).sum();
-        (bars * self.combos.len()) as u64
-    }
-}
-
 /// What the batch produced besides the per-job tables handed to the sink.
 #[derive(Debug, Clone)]
 pub struct BatchOutcome {
@@ -129,25 +94,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub use xt_shared::tables::finish_portfolio;
 
-/// Runs every job on the current rayon pool, each reading its bars from `source`, handing
-/// each job's tables to `sink` as it finishes (in completion order, with the job's index)
-/// and calling `progress(done, total)`.
-pub fn run_plan(
-    plan: &Plan,
+/// Runs every job of `plan` with `strategy` on the current rayon pool, each reading its
+/// bars from `source`, handing each job's tables to `sink` as it finishes (in completion
+/// order, with the job's index) and calling `progress(done, total)`.
+fn run_plan(
+    spec: &BatchSpec,
+    strategy: &'static dyn Strategy,
+    combos: &[ParamSet],
+    plan: &BatchPlan,
     source: &dyn BarSource,
     sink: &(dyn Fn(usize, JobTables) + Sync),
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BatchOutcome, ArrowError> {
-    let portfolio = Mutex::new(PortfolioSum::new(
-        plan.batch.dates.clone(),
-        plan.combos.len() + 1,
-    ));
+    let portfolio = Mutex::new(PortfolioSum::new(plan.dates.clone(), combos.len() + 1));
     let (done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let total = plan.batch.jobs.len();
+    let total = plan.jobs.len();
     // One job a task: rayon's default splitting hands each thread a run of jobs it cannot
     // share, so a batch used to end with one core idle for the last tens of milliseconds.
-    plan.batch
-        .jobs
+    plan.jobs
         .par_iter()
         .with_max_len(1)
         .enumerate()
@@ -161,8 +125,8 @@ pub fn run_plan(
             }
             let tables = execute(
                 &job.spec,
-                plan.strategy,
-                &plan.combos,
+                strategy,
+                combos,
                 &bars,
                 &Never,
                 &mut |c, dates, equity| {
@@ -179,7 +143,7 @@ pub fn run_plan(
             Ok::<_, ArrowError>(())
         })?;
     let sums = portfolio.into_inner().unwrap_or_else(|e| e.into_inner());
-    let (portfolio, portfolio_metrics) = finish_portfolio(&plan.combos, plan.capital, &sums)?;
+    let (portfolio, portfolio_metrics) = finish_portfolio(combos, spec.capital, &sums)?;
     Ok(BatchOutcome {
         portfolio,
         portfolio_metrics,
@@ -203,9 +167,15 @@ pub fn run_batch(
     source: &dyn BarSource,
     universe: &Universe,
 ) -> Result<BatchResult, RunError> {
-    let plan = Plan::new(spec, source, universe)?;
-    let collected = Mutex::new(Vec::with_capacity(plan.batch.jobs.len()));
+    spec.check()?;
+    let (strategy, combos) =
+        strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())?;
+    let plan = plan(spec, source, universe)?;
+    let collected = Mutex::new(Vec::with_capacity(plan.jobs.len()));
     let outcome = run_plan(
+        spec,
+        strategy,
+        &combos,
         &plan,
         source,
         &|i, t| lock(&collected).push((i, t)),

@@ -24,7 +24,7 @@ pub struct Lease {
     pub attempt: u32,
 }
 
-/// Where a job is in its life; every change goes through `Batch::set`:
+/// Where a job is in its life; every change goes through `BatchJobs::set`:
 /// ```text
 /// Queued --lease--> Running --deadline passed, or Fail--> Queued (or Failed, attempts spent)
 /// Queued | Running --reserve--> Storing --finish--> Done | Failed
@@ -63,7 +63,7 @@ struct Job {
 }
 
 #[derive(Debug, Clone)]
-struct Batch {
+struct BatchJobs {
     id: BatchId,
     jobs: Vec<Job>,
     queue: VecDeque<u32>,
@@ -74,7 +74,7 @@ struct Batch {
     progress: Progress,
 }
 
-impl Batch {
+impl BatchJobs {
     /// Every status change goes through here, so `progress` always counts `jobs`.
     fn set(&mut self, job: u32, status: JobStatus) {
         let j = &mut self.jobs[job as usize];
@@ -144,7 +144,7 @@ struct Worker {
 /// The scheduler's whole state. Time is an argument of every call, never read inside.
 #[derive(Debug)]
 pub struct Scheduler {
-    batches: BTreeMap<BatchId, Batch>,
+    batches: BTreeMap<BatchId, BatchJobs>,
     /// Batches with queued jobs, in round-robin order.
     ring: VecDeque<BatchId>,
     workers: HashMap<WorkerId, Worker>,
@@ -179,7 +179,7 @@ impl Scheduler {
         };
         self.batches.insert(
             batch,
-            Batch {
+            BatchJobs {
                 id: batch,
                 jobs: vec![job; jobs as usize],
                 queue: (0..jobs).collect(),

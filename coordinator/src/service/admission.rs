@@ -35,10 +35,10 @@ impl Coordinator {
         let id = s.next_batch;
         s.next_batch += 1;
         // Durable before it is acknowledged: an accepted batch survives a crash.
-        let record = BatchRecord {
-            spec: spec.clone(),
-            jobs: jobs.clone(),
-            dates: planned.dates.clone(),
+        let record = AcceptedBatch {
+            spec,
+            jobs,
+            dates: planned.dates,
             tenant: tenant.to_string(),
             owner: owner.to_string(),
             submitted_ms: now_ms(),
@@ -54,22 +54,15 @@ impl Coordinator {
             id,
             BatchRun {
                 fold: Arc::new(Mutex::new(Fold::new(
-                    &planned.dates,
+                    &record.dates,
                     combos.len(),
                     n as usize,
                 ))),
-                plan: Arc::new(Planned {
-                    spec,
-                    jobs,
-                    combos,
-                    dates: planned.dates,
-                }),
+                batch: Arc::new(record),
+                combos: combos.into(),
                 bars: 0,
                 started: Instant::now(),
                 phase: Phase::new(None),
-                tenant: record.tenant,
-                owner: record.owner,
-                submitted_ms: record.submitted_ms,
             },
         );
         Ok((id, n))
@@ -81,7 +74,7 @@ impl Coordinator {
         let mut running = 0;
         let mut queued = 0;
         for (id, run) in &s.batches {
-            if run.tenant != tenant || run.phase.summary().is_some() {
+            if run.batch.tenant != tenant || run.phase.summary().is_some() {
                 continue;
             }
             running += 1;
@@ -131,11 +124,11 @@ impl Coordinator {
             eta_seconds: eta,
             bars: run.bars,
             summary,
-            tenant: run.tenant.clone(),
-            owner: run.owner.clone(),
-            name: run.plan.spec.name.clone(),
-            submitted_ms: run.submitted_ms,
-            jobs: run.plan.jobs.len(),
+            tenant: run.batch.tenant.clone(),
+            owner: run.batch.owner.clone(),
+            name: run.batch.spec.name.clone(),
+            submitted_ms: run.batch.submitted_ms,
+            jobs: run.batch.jobs.len(),
         })
     }
 }

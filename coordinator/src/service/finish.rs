@@ -27,7 +27,7 @@ impl Coordinator {
         }
         // Each job's rows follow its final status: a job cancelled while its result was
         // being stored is a cancelled job, whatever the store holds.
-        let ends: Vec<JobEnd> = (0..run.plan.jobs.len() as u32)
+        let ends: Vec<JobEnd> = (0..run.batch.jobs.len() as u32)
             .map(|j| match s.scheduler.status(JobKey { batch, job: j }) {
                 Some(JobStatus::Failed { error }) => JobEnd::Failed(error.clone()),
                 Some(JobStatus::Cancelled) => JobEnd::Cancelled,
@@ -42,7 +42,8 @@ impl Coordinator {
             fold.sums = None;
         }
         let ended = Ended {
-            plan: run.plan.clone(),
+            batch: run.batch.clone(),
+            combos: run.combos.clone(),
             bars: run.bars,
             started: run.started,
             ends,
@@ -86,7 +87,8 @@ impl Coordinator {
 
 /// What the aggregation of a batch whose jobs have all ended reads.
 pub(super) struct Ended {
-    pub(super) plan: Arc<Planned>,
+    pub(super) batch: Arc<AcceptedBatch>,
+    pub(super) combos: Arc<[ParamSet]>,
     pub(super) bars: u64,
     pub(super) started: Instant,
     pub(super) ends: Vec<JobEnd>,
@@ -116,7 +118,7 @@ pub(super) fn aggregate(
     let mut sums = run
         .sums
         .take()
-        .unwrap_or_else(|| PortfolioSum::new(run.plan.dates.to_vec(), run.plan.combos.len() + 1));
+        .unwrap_or_else(|| PortfolioSum::new(run.batch.dates.to_vec(), run.combos.len() + 1));
     let ends = &run.ends;
     // With the sleeves summed already, only the tables to write are decoded.
     let wanted: &[&str] = if folded {
@@ -127,8 +129,8 @@ pub(super) fn aggregate(
     // Each job's rows go to the files in job order, gathered a row group at a time: memory
     // holds what was kept and one row group of each table, not the batch's tables read
     // back (an equity table runs to millions of rows).
-    let mut files = TableFiles::create(store, batch, &run.plan.spec)?;
-    for (j, (job, end)) in run.plan.jobs.iter().zip(ends.iter()).enumerate() {
+    let mut files = TableFiles::create(store, batch, &run.batch.spec)?;
+    for (j, (job, end)) in run.batch.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => match kept.get(j).and_then(Option::as_ref).filter(|_| folded) {
@@ -148,7 +150,7 @@ pub(super) fn aggregate(
             Err(error) => {
                 // No result: error rows, a sleeve in cash.
                 let mut w = TableWriter::new(&job.symbol, false, false);
-                for p in run.plan.combos.iter() {
+                for p in run.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
                 }
                 files.write("metrics", &[w.finish()?.metrics])?;
@@ -157,17 +159,17 @@ pub(super) fn aggregate(
             }
         };
         if !folded {
-            add_result(&mut sums, capital, &result, record.part.is_some());
+            add_result(&mut sums, capital, &result, record.summed_into.is_some());
         }
         for (name, batches) in &result {
             files.write(name, batches)?;
         }
     }
     let (portfolio, portfolio_metrics) =
-        finish_portfolio(&run.plan.combos, run.plan.spec.capital, &sums)?;
+        finish_portfolio(&run.combos, run.batch.spec.capital, &sums)?;
     files.finish(&portfolio)?;
     let summary = json!({
-        "jobs": run.plan.jobs.len(),
+        "jobs": run.batch.jobs.len(),
         "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),

@@ -27,7 +27,7 @@ impl Coordinator {
                 "batch {batch} has not finished"
             )));
         }
-        if !run.plan.spec.wants(table) {
+        if !run.batch.spec.wants(table) {
             return Err(Status::not_found(format!(
                 "batch {batch} did not keep the {} table",
                 table.name()
@@ -232,11 +232,11 @@ impl FlightService for Coordinator {
                 .batches
                 .iter()
                 .filter(|(_, run)| run.phase.summary().is_some())
-                .filter(|(_, run)| tenant.as_ref().is_none_or(|t| &run.tenant == t))
+                .filter(|(_, run)| tenant.as_ref().is_none_or(|t| &run.batch.tenant == t))
                 .map(|(id, run)| {
                     let tables = Table::ALL
                         .into_iter()
-                        .filter(|t| run.plan.spec.wants(*t))
+                        .filter(|t| run.batch.spec.wants(*t))
                         .collect();
                     (*id, tables)
                 })

@@ -34,7 +34,7 @@ impl Workers for Coordinator {
                     batch: l.key.batch,
                     job: l.key.job,
                     attempt: l.attempt,
-                    spec_json: serde_json::to_string(&l.plan.jobs[l.key.job as usize])
+                    spec_json: serde_json::to_string(&l.batch.jobs[l.key.job as usize])
                         .map_err(internal)?,
                     last: l.last,
                 })
@@ -114,7 +114,7 @@ impl Batches for Coordinator {
         let mut ids: Vec<u64> = s
             .batches
             .iter()
-            .filter(|(_, run)| r.tenant.is_empty() || run.tenant == r.tenant)
+            .filter(|(_, run)| r.tenant.is_empty() || run.batch.tenant == r.tenant)
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));

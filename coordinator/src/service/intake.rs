@@ -77,7 +77,7 @@ impl Coordinator {
                         .map(|(u, _)| JobRecord {
                             bars: u.bars,
                             error: u.error.clone(),
-                            part: u.part.map(|k| uploads[k as usize].0.job),
+                            summed_into: u.part.map(|k| uploads[k as usize].0.job),
                         })
                         .collect();
                     for (i, (u, tables)) in uploads.iter().enumerate() {
@@ -149,7 +149,7 @@ impl Coordinator {
                         folds.push((
                             i,
                             run.fold.clone(),
-                            run.plan.jobs[upload.job as usize].capital,
+                            run.batch.jobs[upload.job as usize].capital,
                         ));
                     }
                 }
@@ -208,11 +208,11 @@ impl Drop for Unreserve<'_> {
 /// not have, a table with the wrong columns, a sleeve for a curve that does not exist.
 /// Checked before anything is stored, so a broken client cannot spoil a batch's results.
 pub(super) fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> Result<(), String> {
-    if upload.job as usize >= run.plan.jobs.len() {
+    if upload.job as usize >= run.batch.jobs.len() {
         return Err(format!(
             "batch {} has {} jobs; there is no job {}",
             upload.batch,
-            run.plan.jobs.len(),
+            run.batch.jobs.len(),
             upload.job
         ));
     }
@@ -234,7 +234,7 @@ pub(super) fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> 
             }
         }
     }
-    let curves = run.plan.combos.len() + 1;
+    let curves = run.combos.len() + 1;
     let dates = column::<Date32Type>(tables, "calendar");
     let equity = column::<Float64Type>(tables, "sleeves");
     if equity.len() != curves * dates.len() {

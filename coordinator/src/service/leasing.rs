@@ -42,7 +42,7 @@ impl Coordinator {
                 Ok(LeasedJob {
                     key: l.key,
                     attempt: l.attempt,
-                    plan: run.plan.clone(),
+                    batch: run.batch.clone(),
                     last: s
                         .scheduler
                         .progress(l.key.batch)
@@ -57,7 +57,7 @@ impl Coordinator {
 pub(super) struct LeasedJob {
     pub(super) key: JobKey,
     pub(super) attempt: u32,
-    pub(super) plan: Arc<Planned>,
+    pub(super) batch: Arc<AcceptedBatch>,
     /// No job of its batch was left queued by this lease.
     pub(super) last: bool,
 }

@@ -62,30 +62,20 @@ use xt_wire::*;
 
 use crate::scheduler::{Completion, JobKey, JobStatus, Scheduler};
 use crate::store::{
-    BatchRecord, EmbeddedStore, JobRecord, JobResult, ResultGroup, StateStore, TABLE_ROW_GROUP,
+    AcceptedBatch, EmbeddedStore, JobRecord, JobResult, ResultGroup, StateStore, TABLE_ROW_GROUP,
     TableReader, TableSink, Tables,
 };
 
-/// What a batch is, fixed once accepted; shared with its aggregation, which runs outside
-/// the state lock.
-struct Planned {
-    spec: BatchSpec,
-    jobs: Vec<JobSpec>,
-    combos: Vec<ParamSet>,
-    /// The portfolio's calendar.
-    dates: Vec<Date>,
-}
-
+/// A batch in the coordinator: what was accepted (fixed; shared with its leases and its
+/// aggregation, which run outside the state lock) and where it is now.
 struct BatchRun {
-    plan: Arc<Planned>,
+    batch: Arc<AcceptedBatch>,
+    combos: Arc<[ParamSet]>,
     bars: u64,
     started: Instant,
     /// What its accepted results add up to so far.
     fold: Arc<Mutex<Fold>>,
     phase: Phase,
-    tenant: String,
-    owner: String,
-    submitted_ms: u64,
 }
 
 /// Where a batch is in its life; every change of phase is a method below.
@@ -305,20 +295,13 @@ impl Coordinator {
             batches.insert(
                 stored.id,
                 BatchRun {
-                    plan: Arc::new(Planned {
-                        spec: r.spec,
-                        jobs: r.jobs,
-                        combos,
-                        dates: r.dates,
-                    }),
+                    batch: Arc::new(r),
+                    combos: combos.into(),
                     bars,
                     started: Instant::now(),
                     // Results accepted before the restart are read from the store.
                     fold: Arc::new(Mutex::new(Fold::restarted(done.len()))),
                     phase: Phase::new(stored.summary),
-                    tenant: r.tenant,
-                    owner: r.owner,
-                    submitted_ms: r.submitted_ms,
                 },
             );
         }

@@ -110,7 +110,7 @@ impl EmbeddedStore {
 }
 
 impl StateStore for EmbeddedStore {
-    fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()> {
+    fn save_batch(&self, id: u64, record: &AcceptedBatch) -> io::Result<()> {
         std::fs::create_dir_all(self.batch_dir(id))?;
         let json = serde_json::to_vec(record).map_err(other)?;
         write_atomic(&self.batch_dir(id).join("batch.json"), &json)
@@ -189,7 +189,7 @@ impl StateStore for EmbeddedStore {
         write_atomic(&self.batch_dir(id).join("summary.json"), &json)
     }
 
-    fn load_all(&self) -> io::Result<Vec<StoredBatch>> {
+    fn load_all(&self) -> io::Result<Vec<RestoredBatch>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
             let entry = entry?;
@@ -203,7 +203,7 @@ impl StateStore for EmbeddedStore {
             let Ok(bytes) = std::fs::read(entry.path().join("batch.json")) else {
                 continue;
             };
-            let record: BatchRecord = serde_json::from_slice(&bytes).map_err(other)?;
+            let record: AcceptedBatch = serde_json::from_slice(&bytes).map_err(other)?;
             let done = self.with_log(id, |log| {
                 Ok((0..record.jobs.len() as u32)
                     .map(|j| log.index.get(&j).map(|(_, _, r)| r.clone()))
@@ -212,7 +212,7 @@ impl StateStore for EmbeddedStore {
             let summary = std::fs::read(entry.path().join("summary.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            out.push(StoredBatch {
+            out.push(RestoredBatch {
                 id,
                 record,
                 done,

@@ -36,7 +36,7 @@ use xt_shared::{BatchSpec, Date};
 
 /// What is written when a batch is accepted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BatchRecord {
+pub struct AcceptedBatch {
     pub spec: BatchSpec,
     pub jobs: Vec<JobSpec>,
     pub dates: Vec<Date>,
@@ -56,10 +56,11 @@ pub struct JobRecord {
     pub bars: u64,
     /// The job ran but its data failed; its tables are error rows.
     pub error: Option<String>,
-    /// Its sleeves are in the portfolio part (`part_calendar`, `part_sums`) stored with the
-    /// result of this job, in the same record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<u32>,
+    /// Its sleeves were summed, with other jobs' of the same upload, into the portfolio
+    /// part (`part_calendar`, `part_sums`) stored with the result of this job, in the same
+    /// record.
+    #[serde(default, alias = "part", skip_serializing_if = "Option::is_none")]
+    pub summed_into: Option<u32>,
 }
 
 /// A job's result tables by name (`metrics`, `trades`, `equity`, `calendar`, `sleeves`).
@@ -70,16 +71,16 @@ pub type JobResult<'a> = (u32, &'a Tables, &'a JobRecord);
 
 /// A batch as found on restart.
 #[derive(Debug, Clone)]
-pub struct StoredBatch {
+pub struct RestoredBatch {
     pub id: u64,
-    pub record: BatchRecord,
+    pub record: AcceptedBatch,
     pub done: Vec<Option<JobRecord>>,
     /// Present once the batch was aggregated.
     pub summary: Option<serde_json::Value>,
 }
 
 pub trait StateStore: Send + Sync {
-    fn save_batch(&self, id: u64, record: &BatchRecord) -> io::Result<()>;
+    fn save_batch(&self, id: u64, record: &AcceptedBatch) -> io::Result<()>;
     /// Stores the results of several of a batch's jobs at once (all or none); a result for
     /// a job already stored, or given twice, is ignored after its first.
     fn save_results(&self, id: u64, results: &ResultGroup) -> io::Result<()>;
@@ -91,7 +92,7 @@ pub trait StateStore: Send + Sync {
         tables: &[&str],
     ) -> io::Result<Option<(JobRecord, Tables)>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
-    fn load_all(&self) -> io::Result<Vec<StoredBatch>>;
+    fn load_all(&self) -> io::Result<Vec<RestoredBatch>>;
     /// Starts writing a finished batch's table `name`: readers see none of it until it is
     /// committed, then all of it.
     fn create_table(

@@ -92,7 +92,7 @@ fn a_finished_table_is_seen_whole_once_committed_and_read_back_in_parts() {
 fn results_survive_reopen_first_wins_and_a_torn_tail_is_cut() {
     let root = scratch("reopen", 7);
     let store = EmbeddedStore::open(&root).unwrap();
-    let record = BatchRecord {
+    let record = AcceptedBatch {
         spec: BatchSpec::new("synthetic://?symbols=3", "macd"),
         jobs: Vec::new(),
         dates: vec![1, 2],
@@ -332,7 +332,7 @@ fn results_stored_together_are_kept_or_cut_together() {
     let root = scratch("part", 3);
     let member = |part| JobRecord {
         bars: 1,
-        part: Some(part),
+        summed_into: Some(part),
         ..Default::default()
     };
     let store = EmbeddedStore::open(&root).unwrap();
