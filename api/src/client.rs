@@ -280,6 +280,9 @@ pub struct ServeArgs {
     /// Verify RS256 tokens with this PEM public key instead of an HS256 secret.
     #[arg(long, env = "XT_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// A file holding the cluster secret the coordinator checks on every call.
+    #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 pub async fn serve(args: &ServeArgs) -> Result<()> {
@@ -295,6 +298,8 @@ pub async fn serve(args: &ServeArgs) -> Result<()> {
         // Connects on first use: the API starts (and answers /healthz) before the
         // coordinator does; /readyz says when it can serve.
         .connect_lazy();
+    let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
+    let channel = xt_wire::auth::with_secret(channel, secret);
     let app = crate::serve::App::new(channel.clone(), verifier);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -13,9 +13,9 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::{Stream, StreamExt};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use xt_wire::StatusRequest;
+use xt_wire::auth::Channel;
 use xt_wire::batches_client::BatchesClient;
 
 use crate::auth::{Caller, Role, Verifier};

@@ -397,12 +397,8 @@ fn attempt_upload(
 }
 
 /// A channel to the coordinator at `url`, as a worker's uploads use.
-async fn channel(url: &str) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+async fn channel(url: &str) -> xt_wire::auth::Channel {
+    xt_wire::transport::connect(url, None).await.unwrap()
 }
 
 /// Submits `spec` (as the API does, with no tenant), expecting it accepted.

@@ -69,10 +69,7 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
     let cluster =
         xt_api::cluster::LocalCluster::start(state.clone(), 1, cores, Default::default()).await?;
     let secret = b"bench-secret-0123456789";
-    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let channel = xt_wire::transport::connect(&cluster.url, None).await?;
     let app = App::new(channel, Verifier::hs256(secret));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", listener.local_addr()?);

@@ -10,7 +10,6 @@ use arrow::array::{Date32Array, Float64Array};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::stream;
-use tonic::transport::Channel;
 use xt_coordinator::scheduler::Scheduler;
 use xt_shared::BatchSpec;
 use xt_wire::batches_client::BatchesClient;
@@ -73,7 +72,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
     for _ in 0..clients {
         let (url, empty) = (url.clone(), empty.clone());
         tasks.spawn(async move {
-            let channel = Channel::from_shared(url)?.connect().await?;
+            let channel = xt_wire::transport::connect(&url, None).await?;
             let mut jobs = xt_wire::workers_client::WorkersClient::new(channel.clone());
             let worker = jobs
                 .register(RegisterRequest {

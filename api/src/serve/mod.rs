@@ -37,10 +37,10 @@ use axum::{Json, Router};
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use xt_shared::BatchSpec;
 use xt_shared::spec::Table;
+use xt_wire::auth::Channel;
 use xt_wire::batches_client::BatchesClient;
 use xt_wire::{
     CancelRequest, ListRequest, StatsRequest, StatusReply, StatusRequest, SubmitRequest,

@@ -33,11 +33,17 @@ struct Args {
     /// Per tenant: jobs waiting in the queue.
     #[arg(long, env = "XT_MAX_QUEUED_JOBS", default_value_t = 1_000_000)]
     max_queued_jobs: usize,
+    /// A file holding the cluster secret: every gRPC and Flight call must carry it
+    /// (workers and `xt serve` are given the same file). Without it the port takes calls
+    /// from anyone who reaches it.
+    #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     // Resume every batch in the state directory before taking requests.
     let coordinator = Coordinator::open(
         args.state.join("batches"),
@@ -46,19 +52,21 @@ async fn main() -> anyhow::Result<()> {
             data_roots: Some(args.data_roots),
             max_running_batches: args.max_running_batches,
             max_queued_jobs: args.max_queued_jobs,
+            secret: secret.clone(),
         },
     )?;
     // Handled before the address is printed: whoever reads it may signal at once.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let bound = listener.local_addr()?;
-    if !bound.ip().is_loopback() {
+    if !bound.ip().is_loopback() && secret.is_none() {
         // Its port has no authentication of its own: whoever reaches it can submit, cancel,
         // lease and download for every tenant.
         eprintln!(
             "xt-coordinator: warning: listening on {bound}, not loopback; this port takes no \
              token, so anyone who can reach it can submit, cancel, lease and download every \
-             tenant's batches: keep it on a private network only workers and the API reach"
+             tenant's batches: give it --cluster-secret-file, or keep it on a private network \
+             only workers and the API reach"
         );
     }
     // The bound address, for whoever started us with port 0.

@@ -55,6 +55,7 @@ use xt_shared::spec::{DataSpec, Table};
 use xt_shared::strategy::{ParamSet, strategy_combos};
 use xt_shared::tables::{TableWriter, finish_portfolio};
 use xt_shared::{BatchSpec, Date};
+use xt_wire::auth::ClusterSecret;
 use xt_wire::batches_server::Batches;
 use xt_wire::upload::{Upload, UploadReply, UploadTable, owners};
 use xt_wire::workers_server::Workers;
@@ -201,6 +202,8 @@ pub struct Config {
     pub max_running_batches: usize,
     /// Per tenant: jobs waiting in the queue.
     pub max_queued_jobs: usize,
+    /// Every gRPC and Flight call must carry it, when there is one.
+    pub secret: Option<ClusterSecret>,
 }
 
 impl Default for Config {
@@ -210,6 +213,7 @@ impl Default for Config {
             data_roots: None,
             max_running_batches: 1_000,
             max_queued_jobs: 10_000_000,
+            secret: None,
         }
     }
 }
@@ -365,7 +369,7 @@ pub async fn serve(
         }
     })));
     let finishing = coordinator.clone();
-    let served = xt_wire::transport::server()
+    let served = xt_wire::transport::server(coordinator.config.secret.clone())
         .add_service(
             xt_wire::workers_server::WorkersServer::new(coordinator.clone())
                 .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),

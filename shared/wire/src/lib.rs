@@ -3,6 +3,7 @@
 //! coordinator, and `Batches`, what clients call), the Flight upload format of job results
 //! (`upload`), and the HTTP/2 settings of every connection (`transport`).
 
+pub mod auth;
 pub mod transport;
 pub mod upload;
 

@@ -4,7 +4,10 @@
 //! several frames each. Small request/response exchanges on loopback stall on Nagle and
 //! delayed ACKs (tens of milliseconds a call) unless the sockets say otherwise.
 
+use tonic::service::InterceptorLayer;
 use tonic::transport::{Endpoint, Server};
+
+use crate::auth::{ClusterSecret, RequireSecret, with_secret};
 
 pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
@@ -24,10 +27,21 @@ pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
 }
 
 /// The coordinator's server builder, with the cluster's settings (accepted sockets still
-/// need `set_nodelay`).
-pub fn server() -> Server {
+/// need `set_nodelay`), refusing every call without `secret` when there is one.
+pub fn server(
+    secret: Option<ClusterSecret>,
+) -> Server<tower_layer::Stack<InterceptorLayer<RequireSecret>, tower_layer::Identity>> {
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
+        .layer(InterceptorLayer::new(RequireSecret::new(secret)))
+}
+
+/// Connects to the coordinator at `url`, sending `secret` on every call.
+pub async fn connect(
+    url: &str,
+    secret: Option<ClusterSecret>,
+) -> Result<crate::auth::Channel, tonic::transport::Error> {
+    Ok(with_secret(endpoint(url)?.connect().await?, secret))
 }

@@ -29,6 +29,9 @@ struct Args {
     /// the queue (keep it under the pod's termination grace period).
     #[arg(long, env = "XT_DRAIN_SECS", default_value_t = DRAIN_TIMEOUT.as_secs_f64())]
     drain_secs: f64,
+    /// The cluster secret the coordinator checks on every call (a file holding it).
+    #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
 }
 
 /// Seconds from a flag, or a message naming it.
@@ -53,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         per_bar: Duration::from_nanos(args.job_budget_ns_per_bar),
     };
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
+    config.secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     // A fault for the tests: jobs of this symbol never end by themselves.
     config.endless_symbol = std::env::var("XT_TEST_ENDLESS_SYMBOL").ok();
     // A fault for the tests: the worker leases this many jobs in all, then no more.

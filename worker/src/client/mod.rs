@@ -30,11 +30,11 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::stream;
-use tonic::transport::Channel;
 use xt_shared::BarSource;
 use xt_shared::job::JobSpec;
 use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
+use xt_wire::auth::{Channel, ClusterSecret};
 use xt_wire::upload::{
     Upload, UploadReply, calendar_schema, part_sums_schema, sleeves_schema, upload_messages,
 };
@@ -63,6 +63,8 @@ pub struct WorkerConfig {
     pub endless_symbol: Option<String>,
     /// Tests only: the worker leases this many jobs in all, then no more.
     pub lease_limit: Option<usize>,
+    /// Sent on every call, when the coordinator asks for one.
+    pub secret: Option<ClusterSecret>,
 }
 
 impl WorkerConfig {
@@ -76,6 +78,7 @@ impl WorkerConfig {
             drain_timeout: DRAIN_TIMEOUT,
             endless_symbol: None,
             lease_limit: None,
+            secret: None,
         }
     }
 }
@@ -84,13 +87,13 @@ impl WorkerConfig {
 /// to report the stopped jobs.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
-async fn connect(url: &str) -> Result<Channel> {
+async fn connect(url: &str, secret: Option<ClusterSecret>) -> Result<Channel> {
     let endpoint =
         xt_wire::transport::endpoint(url).with_context(|| format!("--coordinator {url}"))?;
     let mut delay = Duration::from_millis(50);
     loop {
         match endpoint.connect().await {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok(xt_wire::auth::with_secret(c, secret)),
             Err(e) if delay < Duration::from_secs(30) => {
                 eprintln!("xt-worker: coordinator {url} unreachable ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -104,7 +107,7 @@ async fn connect(url: &str) -> Result<Channel> {
 /// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
 /// delivered.
 pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let channel = connect(&config.coordinator).await?;
+    let channel = connect(&config.coordinator, config.secret.clone()).await?;
     let mut jobs = WorkersClient::new(channel.clone());
     let reply = jobs
         .register(RegisterRequest {
