@@ -283,6 +283,10 @@ pub struct ServeArgs {
     /// A file holding the cluster secret the coordinator checks on every call.
     #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// The distributed mode: etcd's client URLs (comma-separated), where the leading
+    /// coordinator is found; `--coordinator` is then unused.
+    #[arg(long, env = "XT_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
 }
 
 pub async fn serve(args: &ServeArgs) -> Result<()> {
@@ -299,7 +303,11 @@ pub async fn serve(args: &ServeArgs) -> Result<()> {
         // coordinator does; /readyz says when it can serve.
         .connect_lazy();
     let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
-    let channel = xt_wire::auth::with_secret(channel, secret);
+    let channel = if args.etcd.is_empty() {
+        xt_wire::auth::with_secret(channel, secret)
+    } else {
+        xt_wire::leader::follow(&args.etcd, secret).await?
+    };
     let app = crate::serve::App::new(channel.clone(), verifier);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use clap::Parser;
+use xt_coordinator::leader::campaign;
 use xt_coordinator::service::{Config, Coordinator, serve};
+use xt_coordinator::store::ClusterStore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,23 +40,41 @@ struct Args {
     /// from anyone who reaches it.
     #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// The distributed mode: etcd's client URLs (comma-separated). Coordinators campaign
+    /// for leadership; the leader serves, the others stand by. Needs --results and
+    /// --cluster-secret-file; --state is then only a scratch directory.
+    #[arg(long, env = "XT_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Where results go in the distributed mode: `file:///dir`, `s3://bucket/prefix`
+    /// (S3's usual `AWS_*` variables configure the client).
+    #[arg(long, env = "XT_RESULTS")]
+    results: Option<String>,
+    /// The URL workers and the API reach this coordinator at, announced when it leads
+    /// (default: http:// and the address it bound).
+    #[arg(long, env = "XT_ADVERTISE")]
+    advertise: Option<String>,
+    /// The leadership lease's time to live, in seconds: a leader that cannot renew it
+    /// stops within two thirds of it, and a standby takes over about one TTL after.
+    #[arg(long, env = "XT_LEADER_TTL_SECS", default_value_t = 6)]
+    leader_ttl_secs: u64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
+    let config = Config {
+        lease_ttl: Duration::from_millis(args.lease_ms),
+        data_roots: Some(args.data_roots.clone()),
+        max_running_batches: args.max_running_batches,
+        max_queued_jobs: args.max_queued_jobs,
+        secret: secret.clone(),
+    };
+    if !args.etcd.is_empty() {
+        return distributed(&args, config).await;
+    }
     // Resume every batch in the state directory before taking requests.
-    let coordinator = Coordinator::open(
-        args.state.join("batches"),
-        Config {
-            lease_ttl: Duration::from_millis(args.lease_ms),
-            data_roots: Some(args.data_roots),
-            max_running_batches: args.max_running_batches,
-            max_queued_jobs: args.max_queued_jobs,
-            secret: secret.clone(),
-        },
-    )?;
+    let coordinator = Coordinator::open(args.state.join("batches"), config)?;
     // Handled before the address is printed: whoever reads it may signal at once.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -78,4 +98,65 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await
+}
+
+/// The distributed mode: stand by until elected, then resume every batch from etcd and
+/// serve until stopped or deposed. A deposed leader exits (with an error): whatever
+/// restarts it makes it a standby again.
+async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
+    if config.secret.is_none() {
+        anyhow::bail!(
+            "--etcd: the distributed mode needs --cluster-secret-file (its port is reached \
+             from other machines, and takes calls only from its own cluster's components)"
+        );
+    }
+    let results = args
+        .results
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--etcd: the distributed mode needs --results URL"))?;
+    let etcd = xt_wire::leader::etcd(&args.etcd).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let bound = listener.local_addr()?;
+    let advertise = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    println!("listening on {bound}");
+    println!("role: standby (campaigning as {advertise})");
+    let ttl = Duration::from_secs(args.leader_ttl_secs.max(2));
+    let fence = tokio::select! {
+        fence = campaign(&etcd, &advertise, ttl) => fence?,
+        _ = term.recv() => return Ok(()),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
+    println!("role: leader (election key revision {})", fence.revision);
+    let store = {
+        let (endpoints, results, fence) = (args.etcd.clone(), results.to_string(), fence.clone());
+        let scratch = args.state.join("scratch");
+        tokio::task::spawn_blocking(move || {
+            ClusterStore::open(&endpoints, &results, fence, scratch)
+        })
+        .await??
+    };
+    let coordinator = tokio::task::spawn_blocking(move || {
+        Coordinator::with_store(std::sync::Arc::new(store), config)
+    })
+    .await??;
+    let lost = fence.lost();
+    let deposed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let why = deposed.clone();
+    serve(coordinator, listener, async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            w = lost => *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(w),
+        }
+    })
+    .await?;
+    if let Some(why) = deposed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        println!("role: deposed ({why})");
+        anyhow::bail!("no longer the leader: {why}");
+    }
+    Ok(())
 }

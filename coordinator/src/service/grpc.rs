@@ -169,6 +169,15 @@ impl Batches for Coordinator {
 
     async fn cancel(&self, r: Request<CancelRequest>) -> Result<Response<CancelReply>, Status> {
         let id = r.into_inner().batch;
+        if !self.lock().batches.contains_key(&id) {
+            return Err(Status::not_found(format!("no batch {id}")));
+        }
+        // Durable before it is acknowledged, as a submission is.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save_cancelled(id))
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::unavailable(format!("storing the cancellation: {e}")))?;
         let mut s = self.lock();
         s.scheduler
             .cancel(id)

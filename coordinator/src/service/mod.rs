@@ -294,6 +294,9 @@ impl Coordinator {
                     );
                 }
             }
+            if stored.cancelled {
+                scheduler.cancel(stored.id)?;
+            }
             let bars = stored.done.iter().flatten().map(|d| d.bars).sum();
             next_batch = next_batch.max(stored.id + 1);
             batches.insert(

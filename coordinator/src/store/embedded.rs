@@ -189,6 +189,11 @@ impl StateStore for EmbeddedStore {
         write_atomic(&self.batch_dir(id).join("summary.json"), &json)
     }
 
+    fn save_cancelled(&self, id: u64) -> io::Result<()> {
+        std::fs::create_dir_all(self.batch_dir(id))?;
+        write_atomic(&self.batch_dir(id).join("cancelled"), b"")
+    }
+
     fn load_all(&self) -> io::Result<Vec<RestoredBatch>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root)? {
@@ -217,6 +222,7 @@ impl StateStore for EmbeddedStore {
                 record,
                 done,
                 summary,
+                cancelled: entry.path().join("cancelled").exists(),
             });
         }
         out.sort_by_key(|b| b.id);

@@ -172,3 +172,33 @@ pub(super) fn decode(r: LogRecord, wanted: &[&str]) -> io::Result<ResultGroup> {
         tables,
     })
 }
+
+/// A whole record held in memory (an object of the etcd store): unlike a log's last
+/// record, it cannot be torn, so anything short or malformed is an error.
+pub(super) fn parse_record(mut bytes: Vec<u8>) -> io::Result<LogRecord> {
+    let bad = |why: &str| other(format!("result object: {why}"));
+    if bytes.len() < FRAME as usize || &bytes[..4] != MAGIC {
+        return Err(bad("not an XTR2 record"));
+    }
+    let body = u64::from_le_bytes(bytes[4..12].try_into().map_err(other)?);
+    if FRAME + body != bytes.len() as u64 {
+        return Err(bad("its length does not match its frame"));
+    }
+    let trailer = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().map_err(other)?);
+    if trailer != body {
+        return Err(bad("its trailer does not match its frame"));
+    }
+    bytes.truncate(bytes.len() - 8);
+    let mut body = bytes.split_off(12);
+    let newline = body
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header line"))?;
+    let header: RecordHeader = serde_json::from_slice(&body[..newline]).map_err(other)?;
+    let tables = body.split_off(newline + 1);
+    Ok(LogRecord {
+        header,
+        tables,
+        next: 0,
+    })
+}

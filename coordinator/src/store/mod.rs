@@ -4,16 +4,18 @@
 //! heartbeats) lives in memory and is rebuilt on restart: finished jobs stay finished,
 //! the rest are queued again.
 //!
-//! `EmbeddedStore` keeps it in a local directory (the default, and `xt local`); the
-//! distributed mode's store (etcd and an object store) is another implementation of the
-//! same trait, and nothing else in the coordinator changes with it.
+//! `EmbeddedStore` keeps it in a local directory (the default, and `xt local`);
+//! `ClusterStore`, the distributed mode's, keeps it in etcd and an object store. Nothing
+//! else in the coordinator changes with the store.
 
+mod cluster;
 mod embedded;
 mod group;
 mod log;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{ClusterStore, PREFIX as CLUSTER_PREFIX, object_store_at};
 pub use embedded::{EmbeddedStore, batch_dir};
 pub use group::{GroupTable, ResultGroup, Spans, batch_bytes};
 use log::*;
@@ -77,6 +79,7 @@ pub struct RestoredBatch {
     pub done: Vec<Option<JobRecord>>,
     /// Present once the batch was aggregated.
     pub summary: Option<serde_json::Value>,
+    pub cancelled: bool,
 }
 
 pub trait StateStore: Send + Sync {
@@ -92,6 +95,8 @@ pub trait StateStore: Send + Sync {
         tables: &[&str],
     ) -> io::Result<Option<(JobRecord, Tables)>>;
     fn save_summary(&self, id: u64, summary: &serde_json::Value) -> io::Result<()>;
+    /// Records that the batch was cancelled: a restart leaves its unfinished jobs cancelled.
+    fn save_cancelled(&self, id: u64) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<RestoredBatch>>;
     /// Starts writing a finished batch's table `name`: readers see none of it until it is
     /// committed, then all of it.

@@ -113,3 +113,139 @@ pub fn read_parquet(path: &Path) -> RecordBatch {
     let batches: Vec<RecordBatch> = reader.map(|b| b.expect("a record batch")).collect();
     arrow::compute::concat_batches(&schema, &batches).expect("one schema")
 }
+
+/// An etcd cluster of real `etcd` processes (Debian's `etcd-server`) on loopback ports, its
+/// data in a scratch directory; stopped when dropped.
+pub struct Etcd {
+    pub members: Vec<Option<Proc>>,
+    /// Each member's client URL.
+    pub urls: Vec<String>,
+    args: Vec<Vec<String>>,
+}
+
+/// A free loopback port (free when asked: etcd binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether tests may skip what needs etcd (not when `XT_REQUIRE_ETCD` is set, as in CI).
+fn etcd_missing(why: &str) -> Option<Etcd> {
+    if std::env::var_os("XT_REQUIRE_ETCD").is_some() {
+        panic!("XT_REQUIRE_ETCD is set, but {why}");
+    }
+    eprintln!("skipped: {why} (install Debian's etcd-server, as .ci/run does)");
+    None
+}
+
+impl Etcd {
+    /// `n` members under the scratch directory `name`; `None` (the test skips, saying why)
+    /// where no `etcd` binary is installed.
+    pub fn start(name: &str, n: usize) -> Option<Etcd> {
+        let bin = std::env::var("XT_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        if Command::new(&bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return etcd_missing("no etcd binary on PATH");
+        }
+        let dir = scratch(name);
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Etcd {
+            members: Vec::new(),
+            urls: Vec::new(),
+            args: Vec::new(),
+        };
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let client = format!("http://127.0.0.1:{client}");
+            let peer = format!("http://127.0.0.1:{peer}");
+            let data = dir.join(format!("m{i}"));
+            etcd.args.push(vec![
+                bin.clone(),
+                format!("--name=m{i}"),
+                format!("--data-dir={}", data.display()),
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+                format!("--initial-cluster={cluster}"),
+                "--initial-cluster-state=new".into(),
+                "--initial-cluster-token=xt-test".into(),
+                // Quick elections among members on loopback.
+                "--heartbeat-interval=50".into(),
+                "--election-timeout=500".into(),
+            ]);
+            etcd.urls.push(client);
+        }
+        for i in 0..n {
+            etcd.members.push(Some(etcd.spawn(i)));
+        }
+        for i in 0..n {
+            etcd.wait_ready(i);
+        }
+        Some(etcd)
+    }
+
+    fn spawn(&self, i: usize) -> Proc {
+        let args = &self.args[i];
+        Proc(
+            Command::new(&args[0])
+                .args(&args[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", args[0])),
+        )
+    }
+
+    /// Waits until member `i` answers its health endpoint (a minute at most).
+    pub fn wait_ready(&self, i: usize) {
+        let addr = self.urls[i].trim_start_matches("http://").to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let req = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+                let mut reply = String::new();
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_to_string(&mut reply).is_ok()
+                    && reply.contains("\"health\":\"true\"")
+                {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "etcd member {i} at {addr} not healthy within a minute"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i] = None;
+    }
+
+    /// Starts member `i` again on its data (after [`Etcd::kill`]).
+    pub fn restart(&mut self, i: usize) {
+        self.members[i] = Some(self.spawn(i));
+    }
+
+    /// Every member's client URL, comma-separated.
+    pub fn endpoints(&self) -> String {
+        self.urls.join(",")
+    }
+}

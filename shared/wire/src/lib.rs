@@ -4,6 +4,7 @@
 //! (`upload`), and the HTTP/2 settings of every connection (`transport`).
 
 pub mod auth;
+pub mod leader;
 pub mod transport;
 pub mod upload;
 

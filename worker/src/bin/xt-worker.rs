@@ -14,8 +14,12 @@ use xt_worker::stop::JobBudget;
 )]
 struct Args {
     /// The coordinator, e.g. http://127.0.0.1:50051.
-    #[arg(long, env = "XT_COORDINATOR")]
-    coordinator: String,
+    #[arg(long, env = "XT_COORDINATOR", required_unless_present = "etcd")]
+    coordinator: Option<String>,
+    /// The distributed mode: etcd's client URLs (comma-separated), where the leading
+    /// coordinator is found, and found again when another takes over.
+    #[arg(long, env = "XT_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
     /// Jobs at once (default: every core).
     #[arg(long, env = "XT_SLOTS")]
     slots: Option<usize>,
@@ -47,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut config = WorkerConfig::new(
-        args.coordinator,
+        args.coordinator.unwrap_or_default(),
         slots,
         format!("pid-{}", std::process::id()),
     );
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         per_bar: Duration::from_nanos(args.job_budget_ns_per_bar),
     };
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
+    config.etcd = args.etcd;
     config.secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     // A fault for the tests: jobs of this symbol never end by themselves.
     config.endless_symbol = std::env::var("XT_TEST_ENDLESS_SYMBOL").ok();

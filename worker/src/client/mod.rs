@@ -65,6 +65,9 @@ pub struct WorkerConfig {
     pub lease_limit: Option<usize>,
     /// Sent on every call, when the coordinator asks for one.
     pub secret: Option<ClusterSecret>,
+    /// The distributed mode: etcd's client URLs, where the leading coordinator is found
+    /// (and found again when another takes over); `coordinator` is then unused.
+    pub etcd: Vec<String>,
 }
 
 impl WorkerConfig {
@@ -79,6 +82,7 @@ impl WorkerConfig {
             endless_symbol: None,
             lease_limit: None,
             secret: None,
+            etcd: Vec::new(),
         }
     }
 }
@@ -107,7 +111,11 @@ async fn connect(url: &str, secret: Option<ClusterSecret>) -> Result<Channel> {
 /// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
 /// delivered.
 pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let channel = connect(&config.coordinator, config.secret.clone()).await?;
+    let channel = if config.etcd.is_empty() {
+        connect(&config.coordinator, config.secret.clone()).await?
+    } else {
+        xt_wire::leader::follow(&config.etcd, config.secret.clone()).await?
+    };
     let mut jobs = WorkersClient::new(channel.clone());
     let reply = jobs
         .register(RegisterRequest {
