@@ -167,6 +167,13 @@ impl Scheduler {
         }
     }
 
+    /// Numbers the workers that register from `first` on. A coordinator that takes over
+    /// (restarted, or newly elected) must not hand out an id a worker of its predecessor
+    /// still uses: that worker's heartbeats would keep another's leases alive.
+    pub fn number_workers_from(&mut self, first: WorkerId) {
+        self.next_worker = self.next_worker.max(first);
+    }
+
     /// Queues a batch of `jobs` jobs.
     pub fn submit(&mut self, batch: BatchId, jobs: u32) -> Result<(), ScheduleError> {
         if self.batches.contains_key(&batch) {

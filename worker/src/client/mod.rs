@@ -117,13 +117,11 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         xt_wire::leader::follow(&config.etcd, config.secret.clone()).await?
     };
     let mut jobs = WorkersClient::new(channel.clone());
-    let reply = jobs
-        .register(RegisterRequest {
-            name: config.name.clone(),
-            slots: config.slots as u32,
-        })
-        .await?
-        .into_inner();
+    let register = RegisterRequest {
+        name: config.name.clone(),
+        slots: config.slots as u32,
+    };
+    let reply = jobs.register(register.clone()).await?.into_inner();
     // The id changes when a restarted coordinator no longer knows us and we register again.
     let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
@@ -134,6 +132,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     });
     let beat = {
         let (mut jobs, id, runner) = (jobs.clone(), id.clone(), runner.clone());
+        let register = register.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(heartbeat).await;
@@ -143,6 +142,13 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     Ok(reply) => {
                         for job in reply.into_inner().cancelled {
                             runner.stops.cancel(job.batch, job.job);
+                        }
+                    }
+                    // A coordinator that does not know us (restarted, or newly elected):
+                    // register with it, so that our leases there are ours.
+                    Err(e) if e.code() == tonic::Code::NotFound => {
+                        if let Ok(r) = jobs.register(register.clone()).await {
+                            id.store(r.into_inner().worker, Ordering::SeqCst);
                         }
                     }
                     Err(e) => eprintln!("xt-worker: heartbeat: {e}"),
@@ -250,13 +256,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                 Ok(r) => r.into_inner().jobs,
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     // A restarted coordinator: register again and carry on.
-                    if let Ok(r) = jobs
-                        .register(RegisterRequest {
-                            name: config.name.clone(),
-                            slots: config.slots as u32,
-                        })
-                        .await
-                    {
+                    if let Ok(r) = jobs.register(register.clone()).await {
                         id.store(r.into_inner().worker, Ordering::SeqCst);
                     }
                     Vec::new()

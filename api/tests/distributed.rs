@@ -1,0 +1,237 @@
+//! The distributed mode as separate processes on one machine: 3 etcd members, 2
+//! coordinators campaigning for leadership, workers that find the leader through etcd,
+//! results in an object store (a directory here). The leader is killed with SIGKILL
+//! mid-batch, then a worker holding a running job, and an etcd member is restarted: the
+//! batch completes, every (symbol, parameter set) exactly once, with the tables of the
+//! in-process runner.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Float64Type;
+use arrow::record_batch::RecordBatch;
+use xt_shared::{BatchSpec, SyntheticMarket};
+use xt_testkit::{Etcd, Proc, read_parquet, scratch};
+use xt_wire::auth::ClusterSecret;
+use xt_wire::batches_client::BatchesClient;
+use xt_wire::{StatusReply, StatusRequest, SubmitRequest};
+
+/// A coordinator process and the lines it prints, as they come.
+struct Coordinator {
+    proc: Proc,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Coordinator {
+    fn start(etcd: &Etcd, state: &Path, results: &Path, secret: &Path) -> Coordinator {
+        let mut child = Command::new(xt_testkit::bin("xt-coordinator"))
+            .args(["--listen", "127.0.0.1:0", "--lease-ms", "1000"])
+            .args(["--leader-ttl-secs", "2"])
+            .arg("--etcd")
+            .arg(etcd.endpoints())
+            .arg("--state")
+            .arg(state)
+            .arg("--results")
+            .arg(results)
+            .arg("--cluster-secret-file")
+            .arg(secret)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(state.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        // Read to the end: a coordinator printing to a closed pipe would die of it.
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Coordinator {
+            proc: Proc(child),
+            lines,
+        }
+    }
+
+    /// Waits (a minute at most) for a line starting with `prefix`.
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line {prefix:?} from the coordinator: {e}"),
+            }
+        }
+    }
+}
+
+/// A one-slot worker, its log beside the secret as `<name>.log`.
+fn worker(etcd: &Etcd, secret: &Path, name: &str, envs: &[(&str, String)]) -> Proc {
+    let log = secret.with_file_name(format!("{name}.log"));
+    Proc(
+        Command::new(xt_testkit::bin("xt-worker"))
+            .args(["--slots", "1", "--etcd", &etcd.endpoints()])
+            .env("XT_CLUSTER_SECRET_FILE", secret)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The status of `batch` once `ready` holds of it (two minutes at most), riding out the
+/// moments without a leader.
+async fn wait_for(
+    client: &mut BatchesClient<xt_wire::auth::Channel>,
+    batch: u64,
+    ready: impl Fn(&StatusReply) -> bool,
+) -> StatusReply {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let call = client.status(StatusRequest {
+            batch,
+            wait_ms: 200,
+        });
+        let last = match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(Ok(s)) => {
+                let s = s.into_inner();
+                if ready(&s) {
+                    return s;
+                }
+                format!("{s:?}")
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 2 s".into(),
+        };
+        assert!(Instant::now() < deadline, "batch {batch}: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn final_equity(metrics: &RecordBatch) -> BTreeMap<(String, String), Option<f64>> {
+    let s = metrics.column_by_name("symbol").unwrap().as_string::<i32>();
+    let p = metrics.column_by_name("params").unwrap().as_string::<i32>();
+    let f = metrics
+        .column_by_name("final_equity")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let mut out = BTreeMap::new();
+    for i in 0..metrics.num_rows() {
+        let key = (s.value(i).to_string(), p.value(i).to_string());
+        let v = f.is_valid(i).then(|| f.value(i));
+        assert!(
+            out.insert(key.clone(), v).is_none(),
+            "{key:?} appears twice"
+        );
+    }
+    out
+}
+
+/// The directory of batch `batch`'s finished tables in the results store.
+fn tables_dir(results: &Path, batch: u64) -> PathBuf {
+    let dir = results.join("batches").join(batch.to_string());
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("tables-"))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one leader finished the batch: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once() {
+    let Some(mut etcd) = Etcd::start("dist-etcd", 3) else {
+        return;
+    };
+    let dir = scratch("dist");
+    let results = dir.join("results");
+    let secret_file = dir.join("cluster-secret");
+    std::fs::write(&secret_file, "dist-test-secret-0123456789abcdef\n").unwrap();
+    let secret = ClusterSecret::read(&secret_file).unwrap();
+
+    let mut a = Coordinator::start(&etcd, &dir.join("a"), &results, &secret_file);
+    a.wait_line("role: leader");
+    let b = Coordinator::start(&etcd, &dir.join("b"), &results, &secret_file);
+    b.wait_line("role: standby");
+
+    let channel = xt_wire::leader::follow(&etcd.urls, Some(secret))
+        .await
+        .unwrap();
+    let mut client = BatchesClient::new(channel);
+    let synth = SyntheticMarket::new(24, 2, 11);
+    let mut spec = BatchSpec::new("synthetic://?symbols=24&years=2&seed=11", "sma_cross");
+    spec.grid =
+        Some(serde_json::from_value(serde_json::json!({"fast": [5, 10], "slow": [30]})).unwrap());
+    let batch = client
+        .submit(SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .batch;
+
+    // A worker runs 6 jobs and stops leasing: the batch is a quarter done when its
+    // leader dies.
+    let _first = worker(
+        &etcd,
+        &secret_file,
+        "first",
+        &[("XT_TEST_LEASE_LIMIT", "6".into())],
+    );
+    wait_for(&mut client, batch, |s| s.done == 6).await;
+    let killed = Instant::now();
+    a.proc.0.kill().unwrap();
+    a.proc.0.wait().unwrap();
+    b.wait_line("role: leader");
+    let failover = killed.elapsed();
+    eprintln!("failover: leader killed to standby leading in {failover:?}");
+
+    // A worker that leases two jobs, the next two queued, and whose job of SYN00007 never
+    // ends: it holds a running job when it is killed, whatever the machine's speed.
+    let mut second = worker(
+        &etcd,
+        &secret_file,
+        "second",
+        &[
+            ("XT_TEST_ENDLESS_SYMBOL", "SYN00007".into()),
+            ("XT_TEST_LEASE_LIMIT", "2".into()),
+        ],
+    );
+    let s = wait_for(&mut client, batch, |s| s.done == 7 && s.running == 1).await;
+    assert_eq!(s.queued, 16, "{s:?}");
+    // An etcd member goes down and comes back while the batch goes on.
+    etcd.kill(2);
+    let _third = worker(&etcd, &secret_file, "third", &[]);
+    etcd.restart(2);
+    etcd.wait_ready(2);
+    let s = wait_for(&mut client, batch, |s| s.done == 23).await;
+    assert_eq!((s.running, s.finished), (1, false), "{s:?}");
+    second.0.kill().unwrap();
+    let s = wait_for(&mut client, batch, |s| s.finished).await;
+    assert_eq!((s.done, s.failed, s.cancelled), (24, 0, 0), "{s:?}");
+
+    let tables = tables_dir(&results, batch);
+    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
+    let got = final_equity(&read_parquet(&tables.join("metrics.parquet")));
+    assert_eq!(got.len(), 24 * 2, "every (symbol, parameter set) once");
+    assert_eq!(got, final_equity(&local.metrics));
+    assert_eq!(
+        read_parquet(&tables.join("portfolio.parquet")),
+        local.outcome.portfolio,
+        "portfolio differs from the in-process run"
+    );
+}
