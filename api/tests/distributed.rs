@@ -25,13 +25,15 @@ use xt_wire::{StatusReply, StatusRequest, SubmitRequest};
 struct Coordinator {
     proc: Proc,
     lines: mpsc::Receiver<String>,
+    /// Its HTTP port's URL.
+    http: String,
 }
 
 impl Coordinator {
     fn start(etcd: &Etcd, state: &Path, results: &Path, secret: &Path) -> Coordinator {
         let mut child = Command::new(xt_testkit::bin("xt-coordinator"))
             .args(["--listen", "127.0.0.1:0", "--lease-ms", "1000"])
-            .args(["--leader-ttl-secs", "2"])
+            .args(["--leader-ttl-secs", "2", "--http-listen", "127.0.0.1:0"])
             .arg("--etcd")
             .arg(etcd.endpoints())
             .arg("--state")
@@ -52,10 +54,20 @@ impl Coordinator {
                 let _ = tx.send(line);
             }
         });
-        Coordinator {
+        let mut c = Coordinator {
             proc: Proc(child),
             lines,
-        }
+            http: String::new(),
+        };
+        let addr = c.wait_line("http on ");
+        c.http = format!("http://{}", addr.trim_start_matches("http on "));
+        c
+    }
+
+    /// `GET path` on its HTTP port: the status and the body.
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.http)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// Waits (a minute at most) for a line starting with `prefix`.
@@ -165,6 +177,16 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
     a.wait_line("role: leader");
     let b = Coordinator::start(&etcd, &dir.join("b"), &results, &secret_file);
     b.wait_line("role: standby");
+    // Ready only while leading: a Service in front of both reaches the leader alone.
+    assert_eq!(a.get("/readyz").await, (200, "leader\n".into()));
+    assert_eq!(b.get("/readyz").await, (503, "standby\n".into()));
+    assert_eq!(b.get("/healthz").await.0, 200);
+    assert!(
+        b.get("/metrics")
+            .await
+            .1
+            .contains("xt_coordinator_leader 0")
+    );
 
     let channel = xt_wire::leader::follow(&etcd.urls, Some(secret))
         .await
@@ -213,6 +235,16 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
     );
     let s = wait_for(&mut client, batch, |s| s.done == 7 && s.running == 1).await;
     assert_eq!(s.queued, 16, "{s:?}");
+    // What the autoscaler reads: queued plus leased.
+    assert_eq!(b.get("/readyz").await.0, 200);
+    let (status, queue) = b.get("/v1/queue").await;
+    let queue: serde_json::Value = serde_json::from_str(&queue).unwrap();
+    assert_eq!(
+        (status, &queue["pending"]),
+        (200, &serde_json::json!(17)),
+        "{queue}"
+    );
+    assert!(b.get("/metrics").await.1.contains("xt_jobs_queued 16"));
     // An etcd member goes down and comes back while the batch goes on.
     etcd.kill(2);
     let _third = worker(&etcd, &secret_file, "third", &[]);

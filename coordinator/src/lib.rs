@@ -6,6 +6,7 @@
 //! deadlines, heartbeats, retries, duplicates, cancellation) are unit-tested directly;
 //! `service` wraps it in the gRPC job service and the Flight result service.
 
+pub mod http;
 pub mod leader;
 pub mod scheduler;
 pub mod service;

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use clap::Parser;
+use std::sync::{Arc, Mutex};
+
+use xt_coordinator::http::{Role, SharedRole};
 use xt_coordinator::leader::campaign;
 use xt_coordinator::service::{Config, Coordinator, serve};
 use xt_coordinator::store::ClusterStore;
@@ -57,6 +60,25 @@ struct Args {
     /// stops within two thirds of it, and a standby takes over about one TTL after.
     #[arg(long, env = "XT_LEADER_TTL_SECS", default_value_t = 6)]
     leader_ttl_secs: u64,
+    /// An HTTP port for the cluster: /healthz, /readyz (ready only while leading),
+    /// /metrics (Prometheus) and /v1/queue (queued plus leased jobs, for autoscaling).
+    #[arg(long, env = "XT_HTTP_LISTEN")]
+    http_listen: Option<String>,
+}
+
+/// Serves the cluster's HTTP port when asked for one, printing where.
+async fn http(args: &Args, role: SharedRole) -> anyhow::Result<()> {
+    if let Some(addr) = &args.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("http on {}", listener.local_addr()?);
+        let app = xt_coordinator::http::router(role);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    Ok(())
+}
+
+fn set(role: &SharedRole, to: Role) {
+    *role.lock().unwrap_or_else(|e| e.into_inner()) = to;
 }
 
 #[tokio::main]
@@ -91,6 +113,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // The bound address, for whoever started us with port 0.
     println!("listening on {bound}");
+    http(
+        &args,
+        Arc::new(Mutex::new(Role::Leader(coordinator.clone()))),
+    )
+    .await?;
     serve(coordinator, listener, async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -123,6 +150,8 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
     println!("listening on {bound}");
+    let role = SharedRole::default();
+    http(args, role.clone()).await?;
     println!("role: standby (campaigning as {advertise})");
     let ttl = Duration::from_secs(args.leader_ttl_secs.max(2));
     let fence = tokio::select! {
@@ -139,12 +168,12 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         })
         .await??
     };
-    let coordinator = tokio::task::spawn_blocking(move || {
-        Coordinator::with_store(std::sync::Arc::new(store), config)
-    })
-    .await??;
+    let coordinator =
+        tokio::task::spawn_blocking(move || Coordinator::with_store(Arc::new(store), config))
+            .await??;
+    set(&role, Role::Leader(coordinator.clone()));
     let lost = fence.lost();
-    let deposed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let deposed = Arc::new(Mutex::new(None));
     let why = deposed.clone();
     serve(coordinator, listener, async move {
         tokio::select! {
@@ -154,6 +183,7 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         }
     })
     .await?;
+    set(&role, Role::Deposed);
     if let Some(why) = deposed.lock().unwrap_or_else(|e| e.into_inner()).take() {
         println!("role: deposed ({why})");
         anyhow::bail!("no longer the leader: {why}");

@@ -46,6 +46,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
 use xt_shared::job::{JobSpec, plan};
@@ -218,6 +219,14 @@ impl Default for Config {
     }
 }
 
+/// See [`Coordinator::queue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Queue {
+    pub queued: usize,
+    pub running: usize,
+    pub workers: usize,
+}
+
 /// The coordinator: shared by the gRPC and Flight services and the lease reaper.
 #[derive(Clone)]
 pub struct Coordinator {
@@ -346,6 +355,23 @@ impl Coordinator {
     }
 
     /// Requeues the jobs of workers that stopped sending heartbeats; run it periodically.
+    /// Jobs queued and leased over every batch, and the workers registered: what the
+    /// workers' autoscaler reads.
+    pub fn queue(&self) -> Queue {
+        let s = self.lock();
+        let mut q = Queue {
+            workers: s.scheduler.workers(),
+            ..Queue::default()
+        };
+        for id in s.batches.keys() {
+            if let Ok(p) = s.scheduler.progress(*id) {
+                q.queued += p.queued;
+                q.running += p.running;
+            }
+        }
+        q
+    }
+
     pub fn reap(&self) {
         let mut s = self.lock();
         if !s.scheduler.expire(now()).is_empty() {
