@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The Python to run the check with, or `None` (the test skips, saying why).
@@ -25,7 +28,10 @@ fn python() -> Option<String> {
     let why = format!(
         "kubectl, or {python} with k8s/requirements.txt, missing (set XT_K8S_PYTHON; .ci/run does)"
     );
-    assert!(std::env::var_os("XT_REQUIRE_K8S").is_none(), "XT_REQUIRE_K8S is set, but {why}");
+    assert!(
+        std::env::var_os("XT_REQUIRE_K8S").is_none(),
+        "XT_REQUIRE_K8S is set, but {why}"
+    );
     eprintln!("skipped: {why}");
     None
 }
@@ -37,8 +43,8 @@ fn check(python: &str, tree: &Path) -> (bool, String) {
         .arg(tree)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -68,7 +74,10 @@ fn every_overlay_renders_validates_and_passes_the_policies() {
     };
     let (ok, out) = check(&python, &root());
     assert!(ok, "{out}");
-    assert!(out.contains("ok: overlays dev, prod and the Dockerfile"), "{out}");
+    assert!(
+        out.contains("ok: overlays dev, prod and the Dockerfile"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -93,7 +102,13 @@ fn a_broken_manifest_or_dockerfile_fails_the_check() {
     replace(&tree.join("Dockerfile"), "USER 10001:10001", "USER root");
     let (ok, out) = check(&python, &tree);
     assert!(!ok, "{out}");
-    assert!(out.contains("'terminationGracePeriodSecond' was unexpected"), "{out}");
-    assert!(out.contains("targetValue: 8 is not of type 'string'"), "{out}");
+    assert!(
+        out.contains("'terminationGracePeriodSecond' was unexpected"),
+        "{out}"
+    );
+    assert!(
+        out.contains("targetValue: 8 is not of type 'string'"),
+        "{out}"
+    );
     assert!(out.contains("non-root USER"), "{out}");
 }

@@ -171,3 +171,53 @@ async fn a_deposed_leaders_writes_are_refused_and_its_successor_resumes() {
         .collect();
     assert_eq!(read, [1, 2, 3]);
 }
+
+/// A leader whose lease is gone (revoked here, as when it lapses) is deposed by its
+/// keep-alive within a renewal period, without writing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_gone_steps_down() {
+    let Some(etcd) = Etcd::start("etcd-lease", 1) else {
+        return;
+    };
+    let mut client = xt_wire::leader::etcd(&etcd.urls).await.unwrap();
+    let fence = campaign(&client, "http://a:1", Duration::from_secs(3))
+        .await
+        .unwrap();
+    let key = client.get(fence.key.clone(), None).await.unwrap();
+    let lease = key.kvs()[0].lease();
+    assert!(!fence.is_deposed());
+    client.lease_revoke(lease).await.unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), fence.lost())
+        .await
+        .expect("deposed within a renewal period");
+    assert!(why.contains(&format!("lease {lease:x}")), "{why}");
+    assert_eq!(xt_wire::leader::current(&mut client).await.unwrap(), None);
+}
+
+/// While no coordinator leads, a submission through a channel that follows the leader is
+/// refused at once, retryably, and never sent: no coordinator elected later accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_without_a_leader_is_refused_and_never_sent() {
+    let Some(etcd) = Etcd::start("etcd-no-leader", 1) else {
+        return;
+    };
+    let channel = xt_wire::leader::follow(&etcd.urls, None).await.unwrap();
+    let mut batches = xt_wire::batches_client::BatchesClient::new(channel);
+    let spec = BatchSpec::new("synthetic://?symbols=2&years=1&seed=1", "macd");
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        batches.submit(xt_wire::SubmitRequest {
+            spec_json: serde_json::to_string(&spec).unwrap(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("refused at once, not left waiting")
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("no coordinator leads"),
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("retry"), "{refused:?}");
+}

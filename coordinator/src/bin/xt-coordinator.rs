@@ -128,8 +128,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The distributed mode: stand by until elected, then resume every batch from etcd and
-/// serve until stopped or deposed. A deposed leader exits (with an error): whatever
-/// restarts it makes it a standby again.
+/// serve until stopped or deposed. A deposed leader stops serving at once and campaigns
+/// again (when etcd itself is down, it waits for it).
 async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
     if config.secret.is_none() {
         anyhow::bail!(
@@ -141,10 +141,11 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         .results
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--etcd: the distributed mode needs --results URL"))?;
-    let etcd = xt_wire::leader::etcd(&args.etcd).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let bound = listener.local_addr()?;
+    // One socket for every term as leader: the address announced stays the same.
+    let socket = std::net::TcpListener::bind(&args.listen)?;
+    socket.set_nonblocking(true)?;
+    let bound = socket.local_addr()?;
     let advertise = args
         .advertise
         .clone()
@@ -152,41 +153,73 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
     println!("listening on {bound}");
     let role = SharedRole::default();
     http(args, role.clone()).await?;
-    println!("role: standby (campaigning as {advertise})");
     let ttl = Duration::from_secs(args.leader_ttl_secs.max(2));
-    let fence = tokio::select! {
-        fence = campaign(&etcd, &advertise, ttl) => fence?,
-        _ = term.recv() => return Ok(()),
-        _ = tokio::signal::ctrl_c() => return Ok(()),
-    };
-    println!("role: leader (election key revision {})", fence.revision);
-    let store = {
-        let (endpoints, results, fence) = (args.etcd.clone(), results.to_string(), fence.clone());
-        let scratch = args.state.join("scratch");
-        tokio::task::spawn_blocking(move || {
-            ClusterStore::open(&endpoints, &results, fence, scratch)
+    let etcd = xt_wire::leader::etcd(&args.etcd).await?;
+    let mut retry = Duration::from_millis(100);
+    loop {
+        set(&role, Role::Standby);
+        println!("role: standby (campaigning as {advertise})");
+        let elected = tokio::select! {
+            fence = campaign(&etcd, &advertise, ttl) => fence,
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let fence = match elected {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("xt-coordinator: {e}; campaigning again in {retry:?}");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        retry = Duration::from_millis(100);
+        let (endpoints, results, scratch) = (
+            args.etcd.clone(),
+            results.to_string(),
+            args.state.join("scratch"),
+        );
+        let (store_fence, config) = (fence.clone(), config.clone());
+        let resumed = tokio::task::spawn_blocking(move || {
+            let store = ClusterStore::open(&endpoints, &results, store_fence, scratch)?;
+            Coordinator::with_store(Arc::new(store), config)
         })
-        .await??
-    };
-    let coordinator =
-        tokio::task::spawn_blocking(move || Coordinator::with_store(Arc::new(store), config))
-            .await??;
-    set(&role, Role::Leader(coordinator.clone()));
-    let lost = fence.lost();
-    let deposed = Arc::new(Mutex::new(None));
-    let why = deposed.clone();
-    serve(coordinator, listener, async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-            w = lost => *why.lock().unwrap_or_else(|e| e.into_inner()) = Some(w),
+        .await?;
+        let coordinator = match resumed {
+            Ok(c) => c,
+            Err(e) => {
+                fence.depose(format!("resuming failed: {e}"));
+                println!("role: deposed (resuming failed: {e})");
+                continue;
+            }
+        };
+        set(&role, Role::Leader(coordinator.clone()));
+        // Once it has resumed every batch and is ready.
+        println!("role: leader (election key revision {})", fence.revision);
+        let lost = fence.lost();
+        let stopped = Arc::new(Mutex::new(true));
+        let by_signal = stopped.clone();
+        let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+        serve(coordinator, listener, async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+                why = lost => {
+                    *by_signal.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                    set_deposed(&why);
+                }
+            }
+        })
+        .await?;
+        if *stopped.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(());
         }
-    })
-    .await?;
-    set(&role, Role::Deposed);
-    if let Some(why) = deposed.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        println!("role: deposed ({why})");
-        anyhow::bail!("no longer the leader: {why}");
+        set(&role, Role::Deposed);
+        // `serve` took the signal stream's borrow; make a fresh one for the next term.
+        term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     }
-    Ok(())
+}
+
+fn set_deposed(why: &str) {
+    println!("role: deposed ({why})");
 }

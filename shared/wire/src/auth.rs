@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
@@ -56,12 +57,23 @@ impl ClusterSecret {
     }
 }
 
-/// Adds the secret to every call a client makes (nothing when there is none).
+/// Adds the secret to every call a client makes (nothing when there is none); a channel
+/// that follows an elected coordinator also refuses calls at once while none leads.
 #[derive(Clone, Default, Debug)]
-pub struct SendSecret(Option<ClusterSecret>);
+pub struct SendSecret(Option<ClusterSecret>, Option<Arc<AtomicBool>>);
 
 impl Interceptor for SendSecret {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(leads) = &self.1
+            && !leads.load(Ordering::SeqCst)
+        {
+            // Refused before it is sent: a submission is never accepted by a coordinator
+            // elected later while its caller was told it failed.
+            return Err(Status::unavailable(
+                "no coordinator leads now (an election is under way, or etcd is \
+                 unreachable); nothing was sent: retry",
+            ));
+        }
         if let Some(s) = &self.0 {
             request.metadata_mut().insert(SECRET_KEY, s.0.clone());
         }
@@ -74,7 +86,16 @@ pub type Channel = InterceptedService<tonic::transport::Channel, SendSecret>;
 
 /// `channel`, sending `secret` on every call.
 pub fn with_secret(channel: tonic::transport::Channel, secret: Option<ClusterSecret>) -> Channel {
-    InterceptedService::new(channel, SendSecret(secret))
+    InterceptedService::new(channel, SendSecret(secret, None))
+}
+
+/// `channel`, sending `secret` on every call, and refusing calls while `leads` is false.
+pub fn gated(
+    channel: tonic::transport::Channel,
+    secret: Option<ClusterSecret>,
+    leads: Arc<AtomicBool>,
+) -> Channel {
+    InterceptedService::new(channel, SendSecret(secret, Some(leads)))
 }
 
 /// The coordinator's check: a call without the secret, or with another, is refused as
@@ -126,12 +147,16 @@ mod tests {
             tonic::Code::Unauthenticated
         );
         let other = ClusterSecret::new("0123456789abcdef-another").unwrap();
-        let forged = SendSecret(Some(other)).call(Request::new(())).unwrap();
+        let forged = SendSecret(Some(other), None)
+            .call(Request::new(()))
+            .unwrap();
         assert_eq!(
             check.call(forged).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
-        let sent = SendSecret(Some(secret)).call(Request::new(())).unwrap();
+        let sent = SendSecret(Some(secret), None)
+            .call(Request::new(()))
+            .unwrap();
         assert!(check.call(sent).is_ok());
         // No secret configured: the single-machine mode takes every call.
         assert!(RequireSecret::new(None).call(Request::new(())).is_ok());

@@ -121,7 +121,23 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         name: config.name.clone(),
         slots: config.slots as u32,
     };
-    let reply = jobs.register(register.clone()).await?.into_inner();
+    // A coordinator not up yet, or no leader elected yet: wait for one (pods start in any
+    // order); any other refusal (a wrong cluster secret) ends the worker.
+    let mut delay = Duration::from_millis(100);
+    let reply = loop {
+        match jobs.register(register.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                eprintln!(
+                    "xt-worker: registering: {}; retrying in {delay:?}",
+                    e.message()
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     // The id changes when a restarted coordinator no longer knows us and we register again.
     let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
