@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use arrow::record_batch::RecordBatch;
 use xt_coordinator::leader::{Fence, campaign};
 use xt_coordinator::store::{
-    AcceptedBatch, ClusterStore, JobRecord, ResultGroup, StateStore, Tables,
+    AcceptedBatch, ClusterStore, JobRecord, ResultGroup, StateStore, Tables, object_store_at,
 };
 use xt_shared::{BatchSpec, SyntheticMarket};
 use xt_testkit::{Etcd, scratch};
@@ -58,10 +58,13 @@ fn stored_values(store: &ClusterStore, batch: u64, job: u32) -> Option<Vec<i32>>
         })
 }
 
-fn open(etcd: &Etcd, fence: Fence, results: &std::path::Path, name: &str) -> ClusterStore {
+/// Where results go: a URL and the object store client's options.
+type Results = (String, Vec<(String, String)>);
+
+fn open(etcd: &Etcd, fence: Fence, results: &Results, name: &str) -> ClusterStore {
     ClusterStore::open(
         &etcd.urls,
-        results.to_str().unwrap(),
+        object_store_at(&results.0, results.1.clone()).unwrap(),
         fence,
         scratch(&format!("etcd-store-scratch-{name}")),
     )
@@ -70,10 +73,30 @@ fn open(etcd: &Etcd, fence: Fence, results: &std::path::Path, name: &str) -> Clu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leaders_writes_are_refused_and_its_successor_resumes() {
-    let Some(etcd) = Etcd::start("etcd-fence", 1) else {
+    let dir = scratch("etcd-fence-results");
+    fence_and_resume("etcd-fence", (dir.to_str().unwrap().to_string(), vec![])).await;
+}
+
+/// The same with the results in an S3-compatible store (moto's server, on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_in_s3_are_fenced_and_resumed_the_same() {
+    let Some(s3) = xt_testkit::Moto::start("xt-results") else {
         return;
     };
-    let results = scratch("etcd-fence-results");
+    let results = (
+        "s3://xt-results/cluster".to_string(),
+        s3.options()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    fence_and_resume("etcd-fence-s3", results).await;
+}
+
+async fn fence_and_resume(name: &str, results: Results) {
+    let Some(etcd) = Etcd::start(name, 1) else {
+        return;
+    };
     let mut client = xt_wire::leader::etcd(&etcd.urls).await.unwrap();
     let ttl = Duration::from_secs(2);
 
@@ -85,7 +108,7 @@ async fn a_deposed_leaders_writes_are_refused_and_its_successor_resumes() {
             .as_deref(),
         Some("http://a:1")
     );
-    let store_a = open(&etcd, a.clone(), &results, "a");
+    let store_a = open(&etcd, a.clone(), &results, &format!("{name}-a"));
     store_a.save_batch(1, &accepted(3)).unwrap();
     store_a.save_results(1, &done(0, &[10, 11])).unwrap();
     // A result given again is not stored twice; the first stays.
@@ -119,7 +142,7 @@ async fn a_deposed_leaders_writes_are_refused_and_its_successor_resumes() {
     assert!(store_a.save_cancelled(1).is_err());
 
     // The successor resumes with exactly what the first wrote while it led.
-    let store_b = open(&etcd, b.clone(), &results, "b");
+    let store_b = open(&etcd, b.clone(), &results, &format!("{name}-b"));
     let restored = store_b.load_all().unwrap();
     assert_eq!(restored.len(), 1, "batch 2 was never accepted");
     let batch = &restored[0];
@@ -148,7 +171,7 @@ async fn a_deposed_leaders_writes_are_refused_and_its_successor_resumes() {
     store_b.save_cancelled(1).unwrap();
     drop(store_b);
 
-    let store_c = open(&etcd, b, &results, "c");
+    let store_c = open(&etcd, b, &results, &format!("{name}-c"));
     let restored = store_c.load_all().unwrap();
     let batch = &restored[0];
     assert!(batch.done[1].is_some() && batch.cancelled);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use xt_coordinator::http::{Role, SharedRole};
 use xt_coordinator::leader::campaign;
 use xt_coordinator::service::{Config, Coordinator, serve};
-use xt_coordinator::store::ClusterStore;
+use xt_coordinator::store::{ClusterStore, object_store_at};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -141,6 +141,7 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         .results
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("--etcd: the distributed mode needs --results URL"))?;
+    let results = object_store_at(results, std::env::vars())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // One socket for every term as leader: the address announced stays the same.
     let socket = std::net::TcpListener::bind(&args.listen)?;
@@ -174,14 +175,11 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
             }
         };
         retry = Duration::from_millis(100);
-        let (endpoints, results, scratch) = (
-            args.etcd.clone(),
-            results.to_string(),
-            args.state.join("scratch"),
-        );
+        let (endpoints, scratch) = (args.etcd.clone(), args.state.join("scratch"));
+        let results = results.clone();
         let (store_fence, config) = (fence.clone(), config.clone());
         let resumed = tokio::task::spawn_blocking(move || {
-            let store = ClusterStore::open(&endpoints, &results, store_fence, scratch)?;
+            let store = ClusterStore::open(&endpoints, results, store_fence, scratch)?;
             Coordinator::with_store(Arc::new(store), config)
         })
         .await?;

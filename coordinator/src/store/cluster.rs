@@ -133,16 +133,15 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl ClusterStore {
-    /// The store of the leader holding `fence`, with etcd at `endpoints` and objects under
-    /// `results` (a URL: `file:///dir`, `s3://bucket/prefix`, `memory:///`; a plain path is
-    /// a directory).
+    /// The store of the leader holding `fence`, with etcd at `endpoints` and objects in
+    /// `results` (see [`object_store_at`]).
     pub fn open(
         endpoints: &[String],
-        results: &str,
+        results: (Arc<dyn ObjectStore>, ObjectPath),
         fence: Fence,
         scratch: PathBuf,
     ) -> anyhow::Result<Self> {
-        let (objects, base) = object_store_at(results)?;
+        let (objects, base) = results;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("xt-store")
@@ -336,8 +335,14 @@ fn id_of(key: &str, kind: &str) -> Option<u64> {
         .ok()
 }
 
-/// The object store at `url` and the path under it.
-pub fn object_store_at(url: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+/// The object store at `url` (`file:///dir`, `s3://bucket/prefix`, `memory:///`; a plain
+/// path is a directory) and the path under it. `options` configure the client: for S3,
+/// `AWS_*` keys as the AWS tools name them (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
+/// `AWS_ACCESS_KEY_ID`...); other keys are ignored.
+pub fn object_store_at(
+    url: &str,
+    options: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
     let url = if url.contains("://") {
         url::Url::parse(url).map_err(|e| anyhow::anyhow!("results {url}: {e}"))?
     } else {
@@ -349,7 +354,10 @@ pub fn object_store_at(url: &str) -> anyhow::Result<(Arc<dyn ObjectStore>, Objec
     if url.scheme() == "file" {
         std::fs::create_dir_all(url.path())?;
     }
-    let (store, path) = object_store::parse_url_opts(&url, std::env::vars())
+    let options = options
+        .into_iter()
+        .filter(|(k, _)| k.to_ascii_uppercase().starts_with("AWS_"));
+    let (store, path) = object_store::parse_url_opts(&url, options)
         .map_err(|e| anyhow::anyhow!("results {url}: {e}"))?;
     Ok((Arc::from(store), path))
 }

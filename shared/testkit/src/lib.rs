@@ -249,3 +249,81 @@ impl Etcd {
         self.urls.join(",")
     }
 }
+
+/// An S3-compatible server on loopback: moto's server mode (`pip install 'moto[server]'`),
+/// with one bucket; stopped when dropped.
+pub struct Moto {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// A server with bucket `bucket`; `None` (the test skips, saying why) where
+    /// `moto_server` is not installed, unless `XT_REQUIRE_S3` is set.
+    pub fn start(bucket: &str) -> Option<Moto> {
+        let bin = std::env::var("XT_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        if Command::new(&bin)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            let why = format!("no {bin} (pip install 'moto[server]', as .ci/run does)");
+            assert!(
+                std::env::var_os("XT_REQUIRE_S3").is_none(),
+                "XT_REQUIRE_S3 is set, but {why}"
+            );
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let port = free_port();
+        let proc = Proc(
+            Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {bin}: {e}")),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        // The bucket, made with a plain request once the server answers (a minute at most).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                use std::io::{Read, Write};
+                let req = format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let mut reply = String::new();
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_to_string(&mut reply).is_ok()
+                    && reply.starts_with("HTTP/1.1 200")
+                {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto at {addr} did not create bucket {bucket} within a minute"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(Moto {
+            proc,
+            endpoint: format!("http://{addr}"),
+        })
+    }
+
+    /// The object store client's options for this server.
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
