@@ -238,7 +238,7 @@ pub fn overheads(
     let jobs = 200_000u32;
     let mut rates = Vec::new();
     for _ in 0..runs {
-        let mut s = Scheduler::new(Duration::from_secs(30), 3);
+        let mut s = Scheduler::new(Duration::from_secs(30), 3, 1);
         s.submit(1, jobs)?;
         let now = Instant::now();
         let w = s.register(now);

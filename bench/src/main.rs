@@ -75,6 +75,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The etcd and object-store path against the embedded store, and failover times
+    /// (needs etcd; release binaries: `cargo build --release --bins` first).
+    Distributed {
+        #[arg(long, default_value_t = 2000)]
+        symbols: usize,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Each worker's slots (two workers: one per coordinator).
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
+    },
     /// The HTTP API under concurrent status polling.
     Api {
         #[arg(long, default_value_t = 200)]
@@ -278,6 +289,11 @@ fn main() -> anyhow::Result<()> {
             print(&targets_table(&[x, y]));
             Ok(())
         }
+        Command::Distributed {
+            symbols,
+            runs,
+            slots,
+        } => runtime()?.block_on(bench::distributed::run(symbols, runs, slots)),
         Command::Api { clients, seconds } => {
             let (t, x) = runtime()?.block_on(api::run(clients, seconds))?;
             print(&t);

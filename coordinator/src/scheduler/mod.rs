@@ -156,22 +156,16 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(lease_ttl: Duration, max_attempts: u32) -> Self {
+    /// Workers are numbered from `first_worker` (a successor must not reuse ids).
+    pub fn new(lease_ttl: Duration, max_attempts: u32, first_worker: WorkerId) -> Self {
         Scheduler {
             batches: BTreeMap::new(),
             ring: VecDeque::new(),
             workers: HashMap::new(),
-            next_worker: 1,
+            next_worker: first_worker,
             lease_ttl,
             max_attempts,
         }
-    }
-
-    /// Numbers the workers that register from `first` on. A coordinator that takes over
-    /// (restarted, or newly elected) must not hand out an id a worker of its predecessor
-    /// still uses: that worker's heartbeats would keep another's leases alive.
-    pub fn number_workers_from(&mut self, first: WorkerId) {
-        self.next_worker = self.next_worker.max(first);
     }
 
     /// Queues a batch of `jobs` jobs.

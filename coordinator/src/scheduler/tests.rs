@@ -12,7 +12,7 @@ fn key(batch: BatchId, job: u32) -> JobKey {
 #[test]
 fn a_small_batch_is_not_starved_by_a_big_one() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 5_000).unwrap();
     let w = s.register(t);
     s.lease(w, 4, t).unwrap();
@@ -37,7 +37,7 @@ fn a_small_batch_is_not_starved_by_a_big_one() {
 #[test]
 fn no_worker_leases_more_than_its_share_of_the_queue() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 30).unwrap();
     let alone = s.register(t);
     assert_eq!(
@@ -61,7 +61,7 @@ fn no_worker_leases_more_than_its_share_of_the_queue() {
 #[test]
 fn a_silent_worker_loses_its_leases_and_a_heartbeat_keeps_them() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 2).unwrap();
     let (a, b) = (s.register(t), s.register(t));
     let la = s.lease(a, 1, t).unwrap();
@@ -87,7 +87,7 @@ fn a_silent_worker_loses_its_leases_and_a_heartbeat_keeps_them() {
 #[test]
 fn the_first_completion_wins_and_late_duplicates_are_dropped() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 1).unwrap();
     let (a, b) = (s.register(t), s.register(t));
     let first = s.lease(a, 1, t).unwrap()[0];
@@ -117,7 +117,7 @@ fn the_first_completion_wins_and_late_duplicates_are_dropped() {
 #[test]
 fn a_poison_job_fails_after_three_attempts_and_the_batch_finishes() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 2).unwrap();
     let w = s.register(t);
     let mut attempts = 0;
@@ -151,7 +151,7 @@ fn a_poison_job_fails_after_three_attempts_and_the_batch_finishes() {
 #[test]
 fn cancel_drops_queued_jobs_and_tells_running_ones() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 10).unwrap();
     let w = s.register(t);
     let running = s.lease(w, 2, t).unwrap();
@@ -166,7 +166,7 @@ fn cancel_drops_queued_jobs_and_tells_running_ones() {
 #[test]
 fn a_job_reserved_for_storing_completes_whatever_happens_meanwhile() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 1);
+    let mut s = Scheduler::new(TTL, 1, 1);
     s.submit(1, 3).unwrap();
     let w = s.register(t);
     let l = s.lease(w, 2, t).unwrap();
@@ -210,7 +210,7 @@ fn a_job_reserved_for_storing_completes_whatever_happens_meanwhile() {
 #[test]
 fn draining_takes_no_new_jobs_and_deregistering_requeues() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.submit(1, 4).unwrap();
     let w = s.register(t);
     let held = s.lease(w, 2, t).unwrap();
@@ -224,7 +224,7 @@ fn draining_takes_no_new_jobs_and_deregistering_requeues() {
 #[test]
 fn restore_keeps_done_jobs_done() {
     let t = Instant::now();
-    let mut s = Scheduler::new(TTL, 3);
+    let mut s = Scheduler::new(TTL, 3, 1);
     s.restore(7, &[true, false, true, false]).unwrap();
     let w = s.register(t);
     let leases = s.lease(w, 10, t).unwrap();

@@ -280,10 +280,10 @@ impl Coordinator {
             }
         }
         let lease_ttl = config.lease_ttl;
-        let mut scheduler = Scheduler::new(lease_ttl, 3);
-        // Ids from this start's clock: above any a predecessor handed out, unless it
-        // registered more than 4,096 workers a millisecond.
-        scheduler.number_workers_from(now_ms() << 12);
+        // Worker ids from this start's clock: above any a predecessor (restarted, or another
+        // coordinator before an election) handed out, unless it registered more than 4,096
+        // workers a millisecond. A reused id's heartbeats would keep another's leases alive.
+        let mut scheduler = Scheduler::new(lease_ttl, 3, now_ms() << 12);
         let mut batches = HashMap::new();
         let mut next_batch = 1;
         for stored in store.load_all()? {

@@ -12,13 +12,16 @@ mod cluster;
 mod embedded;
 mod group;
 mod log;
+mod objects;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{ClusterStore, PREFIX as CLUSTER_PREFIX, object_store_at};
+pub use cluster::{ClusterStore, PREFIX as CLUSTER_PREFIX};
 pub use embedded::{EmbeddedStore, batch_dir};
 pub use group::{GroupTable, ResultGroup, Spans, batch_bytes};
 use log::*;
+use objects::ObjectSink;
+pub use objects::object_store_at;
 
 use std::collections::HashMap;
 use std::fs::File;

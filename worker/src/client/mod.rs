@@ -4,12 +4,14 @@
 //! all along. On shutdown it takes no new jobs, finishes those it holds, and leaves. A
 //! finished result is retried until the coordinator takes it.
 
+mod connect;
 mod delivery;
 mod flow;
 mod jobs;
 mod outbox;
 mod parts;
 
+use connect::{connect, register_with};
 use delivery::*;
 pub use delivery::{Rerun, deliver_finished, upload};
 use flow::*;
@@ -91,23 +93,6 @@ impl WorkerConfig {
 /// to report the stopped jobs.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
-async fn connect(url: &str, secret: Option<ClusterSecret>) -> Result<Channel> {
-    let endpoint =
-        xt_wire::transport::endpoint(url).with_context(|| format!("--coordinator {url}"))?;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match endpoint.connect().await {
-            Ok(c) => return Ok(xt_wire::auth::with_secret(c, secret)),
-            Err(e) if delay < Duration::from_secs(30) => {
-                eprintln!("xt-worker: coordinator {url} unreachable ({e}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e).with_context(|| format!("connecting to {url}")),
-        }
-    }
-}
-
 /// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
 /// delivered.
 pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -121,23 +106,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         name: config.name.clone(),
         slots: config.slots as u32,
     };
-    // A coordinator not up yet, or no leader elected yet: wait for one (pods start in any
-    // order); any other refusal (a wrong cluster secret) ends the worker.
-    let mut delay = Duration::from_millis(100);
-    let reply = loop {
-        match jobs.register(register.clone()).await {
-            Ok(r) => break r.into_inner(),
-            Err(e) if e.code() == tonic::Code::Unavailable => {
-                eprintln!(
-                    "xt-worker: registering: {}; retrying in {delay:?}",
-                    e.message()
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let reply = register_with(&mut jobs, &register).await?;
     // The id changes when a restarted coordinator no longer knows us and we register again.
     let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
