@@ -145,8 +145,11 @@ pub async fn run(symbols: usize, runs: usize, slots: usize) -> anyhow::Result<()
         format!("synthetic://?symbols={symbols}&years=1&seed=5"),
         "sma_cross",
     );
+    eprintln!("warming up: a batch on each");
     one_batch(&mut embedded_client, &spec).await?;
+    eprintln!("embedded: warm");
     one_batch(&mut etcd_client, &spec).await?;
+    eprintln!("etcd: warm");
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         a.push(one_batch(&mut embedded_client, &spec).await?);

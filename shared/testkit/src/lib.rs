@@ -23,14 +23,16 @@ impl Drop for Proc {
     }
 }
 
-/// The directory of the running test's profile (`target/debug`): the test binary is in its
-/// `deps/`.
+/// The directory of the running program's profile (`target/debug`): a test binary is in its
+/// `deps/`, a program (the bench) in the directory itself.
 fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("a test binary under target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("the running binary's path");
+    let dir = exe.parent().expect("a binary in a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of the workspace binary `name` built with the running test's profile.
