@@ -143,14 +143,22 @@ pub fn run(args: &LocalArgs) -> Result<Value> {
     let started = Instant::now();
     let result = runtime.block_on(on_loopback(&spec, &state, workers, slots, args.quiet));
     let elapsed = started.elapsed().as_secs_f64();
-    let outcome = result
-        .and_then(|(dir, bars)| summarise(&spec, &dir, &args.out, bars, elapsed, workers * slots));
+    let outcome = result.and_then(|(dir, evaluations)| {
+        summarise(
+            &spec,
+            &dir,
+            &args.out,
+            evaluations,
+            elapsed,
+            workers * slots,
+        )
+    });
     let _ = std::fs::remove_dir_all(&state);
     outcome
 }
 
 /// Starts a coordinator and `workers` workers on loopback, runs the batch, returns the
-/// directory of its tables and the bars it processed.
+/// directory of its tables and its bar evaluations (bars x parameter sets).
 async fn on_loopback(
     spec: &BatchSpec,
     state: &std::path::Path,
@@ -214,7 +222,7 @@ async fn on_loopback(
     if let Some(e) = summary.get("error").and_then(|e| e.as_str()) {
         bail!("{e}");
     }
-    Ok((dir, status.bars))
+    Ok((dir, status.bar_evaluations))
 }
 
 fn read_parquet(path: &std::path::Path) -> Result<Option<arrow::record_batch::RecordBatch>> {
@@ -238,7 +246,7 @@ fn summarise(
     spec: &BatchSpec,
     dir: &std::path::Path,
     out: &std::path::Path,
-    bars: u64,
+    bar_evaluations: u64,
     elapsed: f64,
     threads: usize,
 ) -> Result<Value> {
@@ -291,7 +299,7 @@ fn summarise(
         "jobs": batch["jobs"],
         "failed": batch["failed"],
         "combinations": portfolio.len(),
-        "bar_evaluations": bars,
+        "bar_evaluations": bar_evaluations,
         "elapsed_seconds": elapsed,
         "threads": threads,
         "best_params": best,

@@ -389,7 +389,7 @@ fn attempt_upload(
         batch: lease.batch,
         job: lease.job,
         attempt,
-        bars: output.bars,
+        bar_evaluations: output.bar_evaluations,
         seconds: output.seconds,
         error: None,
         part: None,
@@ -720,7 +720,7 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use xt_shared::job::JobSpec;
     use xt_wire::JobLease;
-    use xt_worker::client::{Rerun, deliver_finished, run_leased, upload, upload_attempts};
+    use xt_worker::client::{Rerun, run_leased, upload, upload_attempts, upload_finished};
 
     let state = scratch("cluster-rerun");
     let Played {
@@ -746,7 +746,7 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
         .collect();
     assert_eq!(upload(&channel, &alone).await.unwrap().accepted, [true]);
 
-    // Then the worker's four results, delivered as its deliverer delivers them: one part,
+    // Then the worker's four results, sent as its uploader sends them: one part,
     // refused whole, so all four run again and go alone (job 1's then answered "not
     // accepted").
     let reruns = Arc::new(AtomicUsize::new(0));
@@ -766,7 +766,7 @@ async fn a_refused_part_runs_its_jobs_again_and_sends_them_alone() {
         .zip(outputs)
         .map(|(lease, output)| (worker, lease, Ok(output)))
         .collect();
-    deliver_finished(&channel, rerun, results).await;
+    upload_finished(&channel, rerun, results).await;
     assert_eq!(reruns.load(Ordering::SeqCst), 4);
 
     let s = wait_finished(&mut client, batch).await;

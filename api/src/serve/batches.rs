@@ -18,7 +18,7 @@ pub struct BatchStatus {
     jobs: u32,
     pub(super) counts: Counts,
     /// Bar evaluations (bars x parameter sets) so far.
-    pub(super) bars: u64,
+    pub(super) bar_evaluations: u64,
     elapsed_seconds: f64,
     eta_seconds: f64,
     /// Once done: jobs, failures, and per parameter set the portfolio's metrics against
@@ -73,7 +73,7 @@ impl From<StatusReply> for BatchStatus {
                 failed: s.failed,
                 cancelled: s.cancelled,
             },
-            bars: s.bars,
+            bar_evaluations: s.bar_evaluations,
             elapsed_seconds: s.elapsed_seconds,
             eta_seconds: s.eta_seconds,
             summary: serde_json::from_str(&s.summary_json).ok(),

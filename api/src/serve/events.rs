@@ -24,7 +24,7 @@ pub async fn events(
         let mut current = first;
         loop {
             let status = BatchStatus::from(current.clone());
-            let key = (status.counts, status.bars);
+            let key = (status.counts, status.bar_evaluations);
             if current.finished {
                 yield Ok(Event::default().event("done").json_data(&status).unwrap_or_default());
                 break;

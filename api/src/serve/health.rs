@@ -65,8 +65,8 @@ pub async fn metrics(State(app): State<App>) -> Response {
     );
     let _ = writeln!(
         out,
-        "# HELP xt_bars_total Bar evaluations (bars x parameter sets) completed; its rate is bars per second.\n# TYPE xt_bars_total counter\nxt_bars_total {}",
-        s.bars
+        "# HELP xt_bar_evaluations_total Bar evaluations (bars x parameter sets) completed; its rate is bars per second.\n# TYPE xt_bar_evaluations_total counter\nxt_bar_evaluations_total {}",
+        s.bar_evaluations
     );
     let _ = writeln!(
         out,

@@ -60,7 +60,7 @@ impl Coordinator {
                 ))),
                 batch: Arc::new(record),
                 combos: combos.into(),
-                bars: 0,
+                bar_evaluations: 0,
                 started: Instant::now(),
                 phase: Phase::new(None),
             },
@@ -122,7 +122,7 @@ impl Coordinator {
             progress,
             elapsed_seconds: elapsed,
             eta_seconds: eta,
-            bars: run.bars,
+            bar_evaluations: run.bar_evaluations,
             summary,
             tenant: run.batch.tenant.clone(),
             owner: run.batch.owner.clone(),
@@ -142,7 +142,7 @@ pub struct BatchView {
     /// Seconds still to go at the rate so far (0 before a job ends and once finished).
     pub eta_seconds: f64,
     /// Bar evaluations so far.
-    pub bars: u64,
+    pub bar_evaluations: u64,
     /// Set once its tables and summary are stored.
     pub summary: Option<Arc<Value>>,
     pub tenant: String,

@@ -44,7 +44,7 @@ impl Coordinator {
         let ended = Ended {
             batch: run.batch.clone(),
             combos: run.combos.clone(),
-            bars: run.bars,
+            bar_evaluations: run.bar_evaluations,
             started: run.started,
             ends,
             sums: fold.sums,
@@ -89,7 +89,7 @@ impl Coordinator {
 pub(super) struct Ended {
     pub(super) batch: Arc<AcceptedBatch>,
     pub(super) combos: Arc<[ParamSet]>,
-    pub(super) bars: u64,
+    pub(super) bar_evaluations: u64,
     pub(super) started: Instant,
     pub(super) ends: Vec<JobEnd>,
     /// The sleeves of every job done, summed as they were accepted.
@@ -173,7 +173,7 @@ pub(super) fn aggregate(
         "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
-        "bars": run.bars,
+        "bar_evaluations": run.bar_evaluations,
         "portfolio": portfolio_summary(&portfolio_metrics),
     });
     Ok(summary)

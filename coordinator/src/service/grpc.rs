@@ -148,7 +148,7 @@ impl Batches for Coordinator {
                 reply.failed += p.failed as u64;
                 reply.cancelled += p.cancelled as u64;
             }
-            reply.bars += run.bars;
+            reply.bar_evaluations += run.bar_evaluations;
             if run.phase.summary().is_none() {
                 reply.batches_running += 1;
             }
@@ -198,7 +198,7 @@ impl From<BatchView> for StatusReply {
             done: p.done as u32,
             failed: p.failed as u32,
             cancelled: p.cancelled as u32,
-            bars: v.bars,
+            bar_evaluations: v.bar_evaluations,
             finished: v.summary.is_some(),
             summary_json: v.summary.map(|s| s.to_string()).unwrap_or_default(),
             batch: v.id,

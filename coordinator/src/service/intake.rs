@@ -75,7 +75,7 @@ impl Coordinator {
                     let records: Vec<JobRecord> = uploads
                         .iter()
                         .map(|(u, _)| JobRecord {
-                            bars: u.bars,
+                            bar_evaluations: u.bar_evaluations,
                             error: u.error.clone(),
                             summed_into: u.part.map(|k| uploads[k as usize].0.job),
                         })
@@ -141,7 +141,7 @@ impl Coordinator {
             if done {
                 s.durations.observe(upload.seconds);
                 if let Some(run) = s.batches.get_mut(&upload.batch) {
-                    run.bars += upload.bars;
+                    run.bar_evaluations += upload.bar_evaluations;
                     // A job whose data failed has failed: error rows and cash, when the batch
                     // ends.
                     if upload.error.is_none() {

@@ -73,7 +73,7 @@ use crate::store::{
 struct BatchRun {
     batch: Arc<AcceptedBatch>,
     combos: Arc<[ParamSet]>,
-    bars: u64,
+    bar_evaluations: u64,
     started: Instant,
     /// What its accepted results add up to so far.
     fold: Arc<Mutex<Fold>>,
@@ -309,14 +309,19 @@ impl Coordinator {
             if stored.cancelled {
                 scheduler.cancel(stored.id)?;
             }
-            let bars = stored.done.iter().flatten().map(|d| d.bars).sum();
+            let bar_evaluations = stored
+                .done
+                .iter()
+                .flatten()
+                .map(|d| d.bar_evaluations)
+                .sum();
             next_batch = next_batch.max(stored.id + 1);
             batches.insert(
                 stored.id,
                 BatchRun {
                     batch: Arc::new(r),
                     combos: combos.into(),
-                    bars,
+                    bar_evaluations,
                     started: Instant::now(),
                     // Results accepted before the restart are read from the store.
                     fold: Arc::new(Mutex::new(Fold::restarted(done.len()))),

@@ -58,7 +58,9 @@ pub struct AcceptedBatch {
 /// A job's accepted completion.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    pub bars: u64,
+    /// Bar evaluations (bars x parameter sets); logs written before the name read too.
+    #[serde(alias = "bars")]
+    pub bar_evaluations: u64,
     /// The job ran but its data failed; its tables are error rows.
     pub error: Option<String>,
     /// Its sleeves were summed, with other jobs' of the same upload, into the portfolio

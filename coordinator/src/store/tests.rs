@@ -102,7 +102,7 @@ fn results_survive_reopen_first_wins_and_a_torn_tail_is_cut() {
     };
     store.save_batch(7, &record).unwrap();
     let done = JobRecord {
-        bars: 10,
+        bar_evaluations: 10,
         ..Default::default()
     };
     let failed = JobRecord {
@@ -331,7 +331,7 @@ fn a_slices_bytes_are_arrows_own_measure_of_its_rows() {
 fn results_stored_together_are_kept_or_cut_together() {
     let root = scratch("part", 3);
     let member = |part| JobRecord {
-        bars: 1,
+        bar_evaluations: 1,
         summed_into: Some(part),
         ..Default::default()
     };

@@ -85,8 +85,9 @@ pub struct Upload {
     pub batch: u64,
     pub job: u32,
     pub attempt: u32,
-    /// Bar evaluations the job performed.
-    pub bars: u64,
+    /// Bar evaluations the job performed (bars x parameter sets).
+    #[serde(alias = "bars")]
+    pub bar_evaluations: u64,
     /// Seconds the job ran on the worker.
     #[serde(default)]
     pub seconds: f64,
@@ -326,7 +327,7 @@ mod tests {
             batch: 1,
             job,
             attempt: 1,
-            bars: 0,
+            bar_evaluations: 0,
             seconds: 0.0,
             error: None,
             part: None,

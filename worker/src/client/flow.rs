@@ -1,4 +1,4 @@
-//! Flow control: how much a worker leases ahead of its pool, and how much undelivered work
+//! Flow control: how much a worker leases ahead of its pool, and how much unsent work
 //! it may hold before it stops leasing.
 
 /// Rounds of `slots` jobs a worker keeps queued behind its running ones, for a mean job
@@ -18,8 +18,8 @@ pub(super) fn queued_rounds(nanos: u64) -> usize {
 /// shutdown while idle.
 pub(super) const IDLE_WAIT_MS: u32 = 250;
 
-/// A worker stops leasing once it holds more computed and undelivered results (an
+/// A worker stops leasing once it holds more computed and unsent results (an
 /// unreachable coordinator) than twice its queue and this many, or this many bytes of them.
 /// Short jobs' results come hundreds to a [`LINGER`].
-pub(super) const UNDELIVERED: usize = 256;
-pub(super) const UNDELIVERED_BYTES: usize = 512 << 20;
+pub(super) const UNSENT: usize = 256;
+pub(super) const UNSENT_BYTES: usize = 512 << 20;

@@ -10,7 +10,7 @@ pub struct JobOutput {
     /// Its sleeve's capital, and its curves (parameter sets and the benchmark).
     pub capital: f64,
     pub curves: usize,
-    pub bars: u64,
+    pub bar_evaluations: u64,
     /// Why the job's data failed, when its tables are error rows.
     pub error: Option<String>,
     /// Seconds it took, reading its bars included.
@@ -218,13 +218,13 @@ pub(super) fn run_expanded(
         tables: out,
         capital: spec.capital,
         curves,
-        bars: (n * combos.len()) as u64,
+        bar_evaluations: (n * combos.len()) as u64,
         error,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// A job computed on this worker, waiting to be delivered: its tables, or why the attempt
+/// A job computed on this worker, waiting to be sent: its tables, or why the attempt
 /// could not produce any (reported with `Fail`, so the job is tried again).
 pub(super) struct Finished {
     pub(super) worker: u64,
@@ -236,7 +236,7 @@ impl JobOutput {
     /// Drops its `calendar` and `sleeves` tables, once summed into a part: a worker holds
     /// a part's sums per upload, not every job's curves until the upload is taken (a grid's
     /// job has a curve per combination). Should the coordinator ask for the job's sleeves
-    /// on their own after all, the job runs again (see [`deliver_bundle`]).
+    /// on their own after all, the job runs again (see [`send_pending`]).
     pub(super) fn drop_sleeves(&mut self) {
         self.tables
             .retain(|(n, _)| !matches!(*n, "calendar" | "sleeves"));

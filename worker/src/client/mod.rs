@@ -1,25 +1,25 @@
 //! The worker process's loop: register with the coordinator, pull as many jobs as there are
 //! free slots (and a few rounds more when jobs are short), run each on the rayon pool, and
-//! deliver finished results over Flight, gathered a few milliseconds into each upload; heartbeat
+//! upload finished results over Flight, gathered a few milliseconds into each upload; heartbeat
 //! all along. On shutdown it takes no new jobs, finishes those it holds, and leaves. A
 //! finished result is retried until the coordinator takes it.
 
 mod connect;
-mod delivery;
 mod flow;
 mod jobs;
-mod outbox;
 mod parts;
+mod queue;
+mod send;
 
 use connect::{connect, register_with};
-use delivery::*;
-pub use delivery::{Rerun, deliver_finished, upload};
 use flow::*;
 use jobs::*;
 pub use jobs::{JobOutput, run_leased};
-use outbox::*;
 use parts::*;
 pub use parts::{Attempt, PartSum, PartTables, upload_attempts};
+use queue::*;
+use send::*;
+pub use send::{Rerun, upload, upload_finished};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,7 +94,7 @@ impl WorkerConfig {
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Runs until `shutdown` resolves, then drains: no new jobs, in-flight ones finished and
-/// delivered.
+/// uploaded.
 pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let channel = if config.etcd.is_empty() {
         connect(&config.coordinator, config.secret.clone()).await?
@@ -170,29 +170,30 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let computing = Arc::new(AtomicUsize::new(0));
     let job_nanos = Arc::new(AtomicU64::new(0));
     // Results computed and not yet taken by the coordinator. A slot is free again as soon
-    // as its job is computed, while its upload runs; past this many undelivered results
+    // as its job is computed, while its upload runs; past this many unsent results
     // (an unreachable coordinator) the worker stops leasing.
-    let delivering = Arc::new(AtomicUsize::new(0));
+    let unsent = Arc::new(AtomicUsize::new(0));
     // And their bytes.
-    let held = Arc::new(AtomicUsize::new(0));
-    let computed = Arc::new(tokio::sync::Notify::new());
-    let handover: Arc<Handover> = Arc::default();
-    // Nothing left to compute: the deliverer sends what it holds at once.
-    let settled = Arc::new(tokio::sync::Notify::new());
+    let unsent_bytes = Arc::new(AtomicUsize::new(0));
+    // Room to lease again: a job computed (see `wake_at`) or an upload sent.
+    let wake_leasing = Arc::new(tokio::sync::Notify::new());
+    let queue: Arc<UploadQueue> = Arc::default();
+    // Nothing left to compute: the uploader sends what it holds at once.
+    let flush = Arc::new(tokio::sync::Notify::new());
     // A finished job wakes the lease loop only once the jobs left to compute are this few,
     // so that a round's room is free (and always when nothing is left).
     let wake_at = Arc::new(AtomicUsize::new(usize::MAX));
-    let deliverer = tokio::spawn(deliver_results(
-        Courier {
+    let uploader = tokio::spawn(run_uploader(
+        Uploader {
             channel: channel.clone(),
             rerun,
         },
-        handover.clone(),
-        delivering.clone(),
-        held.clone(),
-        computed.clone(),
+        queue.clone(),
+        unsent.clone(),
+        unsent_bytes.clone(),
+        wake_leasing.clone(),
         computing.clone(),
-        settled.clone(),
+        flush.clone(),
     ));
     tokio::pin!(shutdown);
     // The last lease call found nothing queued.
@@ -207,12 +208,12 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         // round trip and wake-ups on both sides, which for short jobs cost as much as a job
         // (measured in bench/PROFILE.md).
         let max_computing = slots * (1 + queued_rounds(job_nanos.load(Ordering::Relaxed)));
-        let max_delivering = 2 * (max_computing + UNDELIVERED);
+        let max_unsent = 2 * (max_computing + UNSENT);
         let lease_round = slots.max(max_computing / 2);
         wake_at.store(max_computing - lease_round, Ordering::SeqCst);
         let room = max_computing.saturating_sub(computing.load(Ordering::SeqCst));
-        let free = if delivering.load(Ordering::SeqCst) < max_delivering
-            && held.load(Ordering::SeqCst) < UNDELIVERED_BYTES
+        let free = if unsent.load(Ordering::SeqCst) < max_unsent
+            && unsent_bytes.load(Ordering::SeqCst) < UNSENT_BYTES
             && room >= lease_round
         {
             room
@@ -260,9 +261,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         if free > 0 {
             dried.store(idle, Ordering::SeqCst);
             // The coordinator had nothing more and nothing is left to compute: what the
-            // deliverer holds goes now (see the pool's side below).
+            // uploader holds goes now (see the pool's side below).
             if idle && computing.load(Ordering::SeqCst) == 0 {
-                settled.notify_one();
+                flush.notify_one();
             }
         }
         if !leases.is_empty() {
@@ -275,17 +276,17 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         }
         for lease in leases {
             computing.fetch_add(1, Ordering::SeqCst);
-            let (runner, handover) = (runner.clone(), handover.clone());
-            let (computing, delivering, held, computed, job_nanos) = (
+            let (runner, queue) = (runner.clone(), queue.clone());
+            let (computing, unsent, unsent_bytes, wake_leasing, job_nanos) = (
                 computing.clone(),
-                delivering.clone(),
-                held.clone(),
-                computed.clone(),
+                unsent.clone(),
+                unsent_bytes.clone(),
+                wake_leasing.clone(),
                 job_nanos.clone(),
             );
-            let (settled, wake_at) = (settled.clone(), wake_at.clone());
+            let (flush, wake_at) = (flush.clone(), wake_at.clone());
             let (dried, batches) = (dried.clone(), batches.clone());
-            // Straight from the pool to the deliverer: no task of its own per job.
+            // Straight from the pool to the uploader: no task of its own per job.
             let batch = lease.batch;
             let cancelled = runner.stops.start(lease.batch, lease.job, lease.attempt);
             pool.spawn(move || {
@@ -303,18 +304,18 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     },
                     Ordering::Relaxed,
                 );
-                delivering.fetch_add(1, Ordering::SeqCst);
+                unsent.fetch_add(1, Ordering::SeqCst);
                 let bytes = result.as_ref().map_or(0, JobOutput::bytes);
-                held.fetch_add(bytes, Ordering::SeqCst);
-                // Filed before it stops counting as computing: once `settled` says nothing is
-                // left, the deliverer finds every result in the outbox.
+                unsent_bytes.fetch_add(bytes, Ordering::SeqCst);
+                // Queued before it stops counting as computing: once `flush` says nothing is
+                // left, the uploader finds every result in the queue.
                 let finished = Finished {
                     worker,
                     lease,
                     result,
                 };
-                if handover.outbox().file(finished, bytes) {
-                    handover.filed.notify_one();
+                if queue.lock().push(finished, bytes) {
+                    queue.pushed.notify_one();
                 }
                 // The last of a batch's jobs this worker holds, with none of it queued at
                 // the coordinator: its results go now, not after a linger, though other
@@ -335,26 +336,26 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
                     }
                 };
                 if batch_done {
-                    settled.notify_one();
+                    flush.notify_one();
                 }
                 let left = computing.fetch_sub(1, Ordering::SeqCst) - 1;
                 if left <= wake_at.load(Ordering::SeqCst) {
-                    computed.notify_one();
+                    wake_leasing.notify_one();
                 }
                 // Nothing left to compute, and the coordinator had nothing more at the last
-                // lease call: the deliverer sends what it holds at once. Not while more
+                // lease call: the uploader sends what it holds at once. Not while more
                 // jobs are on their way (a batch's first jobs may all finish before the next
                 // lease comes), which would send an upload of a few results. The lease loop
                 // sets `dried` before it reads `computing`, and this decrement comes before
                 // the read of `dried`: one of the two sees the other.
                 if left == 0 && dried.load(Ordering::SeqCst) {
-                    settled.notify_one();
+                    flush.notify_one();
                 }
                 if left == 0 {
-                    // A draining worker's deliverer, waiting for results, ends now.
-                    let mut o = handover.outbox();
+                    // A draining worker's uploader, waiting for results, ends now.
+                    let mut o = queue.lock();
                     if o.closed && std::mem::take(&mut o.idle) {
-                        handover.filed.notify_one();
+                        queue.pushed.notify_one();
                     }
                 }
             });
@@ -369,7 +370,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = computed.notified() => {}
+                _ = wake_leasing.notified() => {}
             }
         }
     }
@@ -387,20 +388,20 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
             runner.stops.drain();
         })
     };
-    // The deliverer ends once every job in flight is computed and delivered, each upload
+    // The uploader ends once every job in flight is computed and sent, each upload
     // going as soon as nothing is left to compute.
     dried.store(true, Ordering::SeqCst);
     if computing.load(Ordering::SeqCst) == 0 {
-        settled.notify_one();
+        flush.notify_one();
     }
     {
-        let mut o = handover.outbox();
+        let mut o = queue.lock();
         o.closed = true;
         if std::mem::take(&mut o.idle) {
-            handover.filed.notify_one();
+            queue.pushed.notify_one();
         }
     }
-    let _ = deliverer.await;
+    let _ = uploader.await;
     deadline.abort();
     beat.abort();
     Ok(())
@@ -452,7 +453,7 @@ mod tests {
             ],
             capital,
             curves,
-            bars: dates.len() as u64,
+            bar_evaluations: dates.len() as u64,
             error: None,
             seconds: 0.0,
         }
@@ -511,25 +512,25 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_sums_each_batch_part_and_starts_a_bundle_when_one_is_full() {
-        let mut outbox = Outbox::default();
-        let mut file = |f: Finished| {
+    fn the_upload_queue_sums_each_batch_part_and_starts_an_upload_when_one_is_full() {
+        let mut queued = Queued::default();
+        let mut push = |f: Finished| {
             let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
-            outbox.file(f, bytes)
+            queued.push(f, bytes)
         };
-        assert!(!file(finished(1, 0, Ok(output(100.0, &[1, 2, 3], 2)))));
-        file(finished(2, 0, Ok(output(50.0, &[1, 2], 2))));
-        file(finished(1, 1, Err("the job panicked".into())));
+        assert!(!push(finished(1, 0, Ok(output(100.0, &[1, 2, 3], 2)))));
+        push(finished(2, 0, Ok(output(50.0, &[1, 2], 2))));
+        push(finished(1, 1, Err("the job panicked".into())));
         let mut failed_data = output(20.0, &[], 2);
         failed_data.error = Some("no such symbol".into());
-        file(finished(1, 2, Ok(failed_data)));
-        file(finished(1, 3, Ok(output(100.0, &[2, 4], 2))));
-        assert_eq!(outbox.bundles.len(), 1);
-        let bundle = &outbox.bundles[0];
-        assert_eq!(bundle.finished.len(), 5);
+        push(finished(1, 2, Ok(failed_data)));
+        push(finished(1, 3, Ok(output(100.0, &[2, 4], 2))));
+        assert_eq!(queued.uploads.len(), 1);
+        let pending = &queued.uploads[0];
+        assert_eq!(pending.finished.len(), 5);
         // Batch 1's part holds jobs 0 and 3 (not the failed attempt, nor the job whose data
         // failed: it has no sleeves), batch 2's its one job.
-        let parts: Vec<(u64, usize, Vec<usize>)> = bundle
+        let parts: Vec<(u64, usize, Vec<usize>)> = pending
             .parts
             .0
             .iter()
@@ -539,7 +540,7 @@ mod tests {
         // Summed, a result keeps no sleeves of its own; one whose data failed joined no part
         // and keeps its tables.
         let sleeves = |k: usize| {
-            let output = bundle.finished[k].result.as_ref().unwrap();
+            let output = pending.finished[k].result.as_ref().unwrap();
             output
                 .tables
                 .iter()
@@ -548,24 +549,24 @@ mod tests {
         assert_eq!([0, 1, 3, 4].map(sleeves), [false, false, true, false]);
         let one = [&output(100.0, &[1, 2, 3], 2), &output(100.0, &[2, 4], 2)];
         assert_eq!(
-            bundle.parts.0[0].1.tables().unwrap(),
+            pending.parts.0[0].1.tables().unwrap(),
             portfolio_part(&one).unwrap()
         );
-        // An idle deliverer is woken by the next result, once.
-        outbox.idle = true;
-        let mut file = |f: Finished| {
+        // An idle uploader is woken by the next result, once.
+        queued.idle = true;
+        let mut push = |f: Finished| {
             let bytes = f.result.as_ref().map_or(0, JobOutput::bytes);
-            outbox.file(f, bytes)
+            queued.push(f, bytes)
         };
-        assert!(file(finished(1, 4, Ok(output(1.0, &[1], 2)))));
-        assert!(!file(finished(1, 5, Ok(output(1.0, &[1], 2)))));
-        // A full bundle: the next result starts another, with a part of its own.
+        assert!(push(finished(1, 4, Ok(output(1.0, &[1], 2)))));
+        assert!(!push(finished(1, 5, Ok(output(1.0, &[1], 2)))));
+        // A full upload: the next result starts another, with a part of its own.
         for job in 6..UPLOAD_ATTEMPTS as u32 + 1 {
-            file(finished(1, job, Ok(output(1.0, &[1], 2))));
+            push(finished(1, job, Ok(output(1.0, &[1], 2))));
         }
-        assert_eq!(outbox.bundles.len(), 2);
-        assert_eq!(outbox.bundles[0].finished.len(), UPLOAD_ATTEMPTS);
-        assert_eq!(outbox.bundles[1].finished.len(), 2);
-        assert_eq!(outbox.bundles[1].parts.0[0].2, [0, 1]);
+        assert_eq!(queued.uploads.len(), 2);
+        assert_eq!(queued.uploads[0].finished.len(), UPLOAD_ATTEMPTS);
+        assert_eq!(queued.uploads[1].finished.len(), 2);
+        assert_eq!(queued.uploads[1].parts.0[0].2, [0, 1]);
     }
 }

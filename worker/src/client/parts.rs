@@ -179,7 +179,7 @@ impl Parts {
         false
     }
 
-    /// Every part's members, as indices in the bundle.
+    /// Every part's members, as indices in the pending upload.
     pub(super) fn members(&self) -> impl Iterator<Item = usize> + '_ {
         self.0
             .iter()

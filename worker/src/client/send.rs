@@ -1,11 +1,11 @@
-//! Delivery: finished results gathered into uploads and sent over Flight, retried until the
+//! Sending: finished results gathered into uploads and sent over Flight, retried until the
 //! coordinator answers; a job whose sleeves are asked for on their own runs again.
 
 use super::*;
 
-/// Where a deliverer sends results, and how it runs a job again whose sleeves the
+/// Where the uploader sends results, and how it runs a job again whose sleeves the
 /// coordinator asks for on their own.
-pub(super) struct Courier {
+pub(super) struct Uploader {
     pub(super) channel: Channel,
     pub(super) rerun: Rerun,
 }
@@ -42,7 +42,7 @@ pub(super) fn is_final(e: &anyhow::Error) -> bool {
     })
 }
 
-/// How long the deliverer waits, after a result is ready, for others to go with it. Every
+/// How long the uploader waits, after a result is ready, for others to go with it. Every
 /// upload costs a round trip, a decode, a log record, wake-ups on both sides and, for the
 /// sleeves summed into a part, a part's worth of bytes (a curve per date, whatever the
 /// number of jobs in it): fewer, fuller uploads cost less per job. A worker with nothing
@@ -58,7 +58,7 @@ pub(super) const UPLOAD_BYTES: usize = 16 << 20;
 /// Sends one upload of `outputs` (`parts`: the sleeves summed, see [`attempts_with_parts`]),
 /// retrying with backoff until the coordinator answers; returns the attempts it asks to be
 /// sent again on their own.
-pub(super) async fn deliver(
+pub(super) async fn send_until_answered(
     channel: &Channel,
     outputs: &[(Upload, &JobOutput)],
     parts: Vec<Part>,
@@ -83,7 +83,7 @@ pub(super) async fn deliver(
             }
             Err(e) => {
                 eprintln!(
-                    "xt-worker: delivering {} job result(s): {e:#}; retrying in {delay:?}",
+                    "xt-worker: sending {} job result(s): {e:#}; retrying in {delay:?}",
                     attempts.len()
                 );
                 tokio::time::sleep(delay).await;
@@ -106,67 +106,67 @@ pub(super) async fn fail(channel: &Channel, worker: u64, lease: &JobLease, error
     let _ = WorkersClient::new(channel.clone()).fail(request).await;
 }
 
-/// Delivers computed jobs as they come: each upload takes what finished while the previous
+/// Sends computed jobs as they come: each upload takes what finished while the previous
 /// one was on its way and what finishes within [`LINGER`] after, so a busy worker sends many
 /// per round trip and one with nothing left to compute sends at once. The wait is a timer
 /// (cut short when the last job running finishes), not a wake-up per finished job: on
 /// shared cores every wake-up of this task preempts a job. An upload's sleeves are summed
-/// by the pool threads as its jobs finish (see [`Outbox::file`]), so its part is ready when
+/// by the pool threads as its jobs finish (see [`Queued::push`]), so its part is ready when
 /// it goes, a batch's last included. An upload is retried with backoff until the
 /// coordinator answers: a finished result is never dropped while the worker runs.
-pub(super) async fn deliver_results(
-    to: Courier,
-    handover: Arc<Handover>,
-    delivering: Arc<AtomicUsize>,
-    held: Arc<AtomicUsize>,
-    delivered: Arc<tokio::sync::Notify>,
+pub(super) async fn run_uploader(
+    to: Uploader,
+    queue: Arc<UploadQueue>,
+    unsent: Arc<AtomicUsize>,
+    unsent_bytes: Arc<AtomicUsize>,
+    wake_leasing: Arc<tokio::sync::Notify>,
     computing: Arc<AtomicUsize>,
-    settled: Arc<tokio::sync::Notify>,
+    flush: Arc<tokio::sync::Notify>,
 ) {
     loop {
         let lone = loop {
             {
-                let mut o = handover.outbox();
-                if !o.bundles.is_empty() {
+                let mut o = queue.lock();
+                if !o.uploads.is_empty() {
                     o.idle = false;
-                    break o.bundles.len() == 1;
+                    break o.uploads.len() == 1;
                 }
                 if o.closed && computing.load(Ordering::SeqCst) == 0 {
                     return;
                 }
                 o.idle = true;
             }
-            handover.filed.notified().await;
+            queue.pushed.notified().await;
         };
         if lone && computing.load(Ordering::SeqCst) > 0 {
             tokio::select! {
                 _ = tokio::time::sleep(LINGER) => {}
-                _ = settled.notified() => {}
+                _ = flush.notified() => {}
             }
         }
-        let bundle = handover
-            .outbox()
-            .bundles
+        let pending = queue
+            .lock()
+            .uploads
             .pop_front()
-            .expect("only the deliverer takes bundles");
-        deliver_bundle(&to, &bundle).await;
-        delivering.fetch_sub(bundle.finished.len(), Ordering::SeqCst);
-        held.fetch_sub(bundle.bytes, Ordering::SeqCst);
-        delivered.notify_one();
+            .expect("only the uploader takes uploads");
+        send_pending(&to, &pending).await;
+        unsent.fetch_sub(pending.finished.len(), Ordering::SeqCst);
+        unsent_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
+        wake_leasing.notify_one();
     }
 }
 
-/// Delivers one bundle of results: those that failed reported apart, the others in one
+/// Sends one pending upload's results: those that failed reported apart, the others in one
 /// upload, each batch's summed into its part; then whatever the coordinator asks for again
-/// on its own (see [`deliver_results`]).
-pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
+/// on its own (see [`run_uploader`]).
+pub(super) async fn send_pending(to: &Uploader, pending: &PendingUpload) {
     let (channel, rerun) = (&to.channel, &to.rerun);
-    // Indices of the bundle's results in the upload: the failed ones are reported
+    // Indices of the pending upload's results in the upload: the failed ones are reported
     // apart.
-    let mut at = vec![usize::MAX; bundle.finished.len()];
+    let mut at = vec![usize::MAX; pending.finished.len()];
     let mut outputs: Vec<(Upload, &JobOutput)> = Vec::new();
     let mut leases: Vec<&JobLease> = Vec::new();
-    for (k, f) in bundle.finished.iter().enumerate() {
+    for (k, f) in pending.finished.iter().enumerate() {
         match &f.result {
             Ok(output) => {
                 at[k] = outputs.len();
@@ -177,7 +177,7 @@ pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
                         batch: f.lease.batch,
                         job: f.lease.job,
                         attempt: f.lease.attempt,
-                        bars: output.bars,
+                        bar_evaluations: output.bar_evaluations,
                         seconds: output.seconds,
                         error: output.error.clone(),
                         part: None,
@@ -190,15 +190,15 @@ pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
     }
     // Should a part's tables fail, its members (their sleeves dropped once summed) are
     // held back, to go again with their own below.
-    let (parts, mut pending) = match bundle.parts.tables(|k| at[k]) {
+    let (parts, mut held_back) = match pending.parts.tables(|k| at[k]) {
         Ok(parts) => (parts, Vec::new()),
         Err(e) => {
             eprintln!("xt-worker: a part's tables: {e:#}");
-            (Vec::new(), bundle.parts.members().map(|k| at[k]).collect())
+            (Vec::new(), pending.parts.members().map(|k| at[k]).collect())
         }
     };
     let first: Vec<usize> = (0..outputs.len())
-        .filter(|i| !pending.contains(i))
+        .filter(|i| !held_back.contains(i))
         .collect();
     let sent: Vec<(Upload, &JobOutput)> = first.iter().map(|&i| outputs[i].clone()).collect();
     // The attempts of a part the coordinator could not take whole (one of its jobs done
@@ -207,14 +207,14 @@ pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
     // once summed, so each of these jobs runs again first: the same spec on the same bars
     // gives the same sleeves, bit for bit.
     if !sent.is_empty() {
-        let resend = deliver(channel, &sent, parts).await;
-        pending.extend(
+        let resend = send_until_answered(channel, &sent, parts).await;
+        held_back.extend(
             resend
                 .into_iter()
                 .filter_map(|i| first.get(i as usize).copied()),
         );
     }
-    let reruns: Vec<_> = pending
+    let reruns: Vec<_> = held_back
         .into_iter()
         .filter_map(|i| Some((&outputs.get(i)?.0, *leases.get(i)?)))
         .map(|(upload, lease)| (upload, lease, rerun(lease.clone())))
@@ -233,7 +233,7 @@ pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
     let mut again: Vec<(Upload, &JobOutput)> = again.iter().map(|(u, o)| (u.clone(), o)).collect();
     while !again.is_empty() {
         // No parts now: nothing is asked for again.
-        let resend = deliver(channel, &again, Vec::new()).await;
+        let resend = send_until_answered(channel, &again, Vec::new()).await;
         let resend: std::collections::HashSet<usize> =
             resend.into_iter().map(|i| i as usize).collect();
         again = again
@@ -245,19 +245,19 @@ pub(super) async fn deliver_bundle(to: &Courier, bundle: &Bundle) {
     }
 }
 
-/// Delivers `results` as the worker does a bundle of them (each of a batch summed into its
+/// Sends `results` as the worker does the results of one upload (each of a batch summed into its
 /// part, the sleeves dropped once summed; any the coordinator asks for again run again
 /// with `rerun` and go on their own), in uploads of up to [`UPLOAD_ATTEMPTS`]: what a
-/// worker's deliverer does, for a caller that computed the results itself.
-pub async fn deliver_finished(
+/// worker's uploader does, for a caller that computed the results itself.
+pub async fn upload_finished(
     channel: &Channel,
     rerun: Rerun,
     results: Vec<(u64, JobLease, Result<JobOutput, String>)>,
 ) {
-    let mut outbox = Outbox::default();
+    let mut queued = Queued::default();
     for (worker, lease, result) in results {
         let bytes = result.as_ref().map_or(0, JobOutput::bytes);
-        outbox.file(
+        queued.push(
             Finished {
                 worker,
                 lease,
@@ -266,11 +266,11 @@ pub async fn deliver_finished(
             bytes,
         );
     }
-    let to = Courier {
+    let to = Uploader {
         channel: channel.clone(),
         rerun,
     };
-    for bundle in outbox.bundles {
-        deliver_bundle(&to, &bundle).await;
+    for pending in queued.uploads {
+        send_pending(&to, &pending).await;
     }
 }
