@@ -189,6 +189,12 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
             .1
             .contains("xt_coordinator_leader 0")
     );
+    let metrics = a.get("/metrics").await.1;
+    assert!(
+        metrics.contains("xt_coordinator_role{role=\"leader\"} 1")
+            && metrics.contains("xt_coordinator_role{role=\"standby\"} 0"),
+        "{metrics}"
+    );
 
     let channel = xt_wire::leader::follow(&etcd.urls, Some(secret))
         .await

@@ -91,6 +91,17 @@ async fn metrics(State(r): State<SharedRole>) -> Response {
         "xt_coordinator_leader {}\n",
         u8::from(matches!(role, Role::Leader(_)))
     ));
+    // The role by name, as /readyz and the log give it: one series at 1, the others at 0.
+    out.push_str(
+        "# HELP xt_coordinator_role This coordinator's role: leader, standby or deposed.\n",
+    );
+    out.push_str("# TYPE xt_coordinator_role gauge\n");
+    for name in ["leader", "standby", "deposed"] {
+        out.push_str(&format!(
+            "xt_coordinator_role{{role=\"{name}\"}} {}\n",
+            u8::from(role.name() == name)
+        ));
+    }
     if let Role::Leader(c) = role {
         let q = c.queue();
         for (name, help, v) in [

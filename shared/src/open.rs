@@ -25,6 +25,12 @@ pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
             years: *years,
             seed: *seed,
         })),
+        DataSpec::Object(url) => Err(SpecError::new(
+            "data",
+            format!(
+                "{url}: objects in a store are read by the cluster's object reader, which this program does not have"
+            ),
+        )),
         DataSpec::Dir(dir) => {
             let entries = std::fs::read_dir(dir)
                 .map_err(|e| SpecError::new("data", format!("{}: {e}", dir.display())))?;
@@ -65,6 +71,16 @@ pub fn resolve_universe(
             }
             Universe::from_symbols(s).map_err(field("universe.symbols"))
         }
+        (Some(UniverseSpec::File(name)), DataSpec::Object(url)) => {
+            let field = "universe.file";
+            let bytes = source
+                .side_file(name)
+                .map_err(|e| SpecError::new(field, e.to_string()))?
+                .ok_or_else(|| {
+                    SpecError::new(field, format!("no universe file {name} in {url}"))
+                })?;
+            Universe::read_csv(bytes.as_slice()).map_err(|e| SpecError::new(field, e.to_string()))
+        }
         (Some(UniverseSpec::File(path)), _) => {
             Universe::load(Path::new(path)).map_err(field("universe.file"))
         }
@@ -84,6 +100,18 @@ pub fn resolve_universe(
         (None, DataSpec::Dir(dir)) if dir.join(DEFAULT_UNIVERSE).is_file() => {
             Universe::load(&dir.join(DEFAULT_UNIVERSE)).map_err(field("universe"))
         }
+        (None, DataSpec::Object(_)) => match source
+            .side_file(DEFAULT_UNIVERSE)
+            .map_err(|e| SpecError::new("universe", e.to_string()))?
+        {
+            Some(bytes) => Universe::read_csv(bytes.as_slice()).map_err(field("universe")),
+            None => {
+                let symbols = source
+                    .symbols()
+                    .map_err(|e| SpecError::new("data", e.to_string()))?;
+                Universe::from_symbols(&symbols).map_err(field("universe"))
+            }
+        },
         (None, DataSpec::Dir(_)) => {
             let symbols = source
                 .symbols()
@@ -93,17 +121,102 @@ pub fn resolve_universe(
     }
 }
 
+/// Where a service's batches may read data: directories (canonical paths) and object-store
+/// prefixes (`s3://bucket/prefix`, canonical as [`crate::spec::object_prefix`] makes them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataRoots {
+    pub dirs: Vec<std::path::PathBuf>,
+    pub prefixes: Vec<String>,
+}
+
+impl DataRoots {
+    /// Roots from `--data-root` values: `s3://bucket/prefix`, or a directory (a path or
+    /// `file://` URL), canonicalised so that a link cannot move it later.
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<DataRoots, String> {
+        let mut roots = DataRoots::default();
+        for value in values {
+            let value = value.as_ref();
+            if let Some(rest) = value.strip_prefix("s3://") {
+                roots.prefixes.push(crate::spec::object_prefix("s3", rest)?);
+            } else if value.contains("://") && !value.starts_with("file://") {
+                return Err(format!(
+                    "data root {value}: a directory or s3://bucket/prefix"
+                ));
+            } else {
+                let dir = Path::new(value.strip_prefix("file://").unwrap_or(value));
+                let real = dir
+                    .canonicalize()
+                    .map_err(|e| format!("data root {}: {e}", dir.display()))?;
+                roots.dirs.push(real);
+            }
+        }
+        Ok(roots)
+    }
+
+    /// Splits a list of roots as `XT_DATA_ROOTS` gives it: separated by `,`, or by `:` as
+    /// `PATH` is (a `:` that starts `://` separates nothing).
+    pub fn split(list: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for part in list.split(',') {
+            let mut current = String::new();
+            let mut rest = part;
+            while let Some(at) = rest.find(':') {
+                if rest[at..].starts_with("://") {
+                    current.push_str(&rest[..at + 3]);
+                    rest = &rest[at + 3..];
+                } else {
+                    current.push_str(&rest[..at]);
+                    out.push(std::mem::take(&mut current));
+                    rest = &rest[at + 1..];
+                }
+            }
+            current.push_str(rest);
+            out.push(current);
+        }
+        out.retain(|r| !r.is_empty());
+        out
+    }
+}
+
 /// Resolves a spec's data directory and universe file inside the data `roots` a service was
 /// started with, and returns the spec with both as canonical absolute paths. A relative
 /// data path is taken from the first root, a relative universe file from the data
 /// directory (or the first root, for synthetic data). Symbolic links are followed before
 /// the check, so neither `..` nor a link can reach outside. With no roots, only synthetic
 /// data is served.
-pub fn confine(spec: &BatchSpec, roots: &[std::path::PathBuf]) -> Result<BatchSpec, SpecError> {
+/// Object data (`s3://`) must lie under one of the roots' prefixes, segment by segment, and
+/// its universe file is a plain relative key under it.
+pub fn confine(spec: &BatchSpec, data_roots: &DataRoots) -> Result<BatchSpec, SpecError> {
+    let roots = &data_roots.dirs;
     let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     let mut out = spec.clone();
     let data = DataSpec::parse(&spec.data)?;
+    if let DataSpec::Object(url) = &data {
+        let under = |p: &String| url == p || url.starts_with(&format!("{p}/"));
+        if !data_roots.prefixes.iter().any(under) {
+            return Err(SpecError::new(
+                "data",
+                format!("{url} is not under the service's object data roots"),
+            ));
+        }
+        if let Some(UniverseSpec::File(file)) = &spec.universe {
+            let field = "universe.file";
+            if file.contains("://") || file.starts_with('/') {
+                return Err(SpecError::new(
+                    field,
+                    format!("{file}: with object data, a universe file is a key relative to {url}"),
+                ));
+            }
+            for segment in file.split('/') {
+                crate::spec::check_object_segment(segment).map_err(|why| {
+                    SpecError::new(field, format!("{file}: segment {segment:?} {why}"))
+                })?;
+            }
+        }
+        return Ok(out);
+    }
     let base = match &data {
+        DataSpec::Object(_) => unreachable!("object data returned above"),
         DataSpec::Synthetic { .. } => roots.first().cloned(),
         DataSpec::Dir(dir) => {
             let Some(first) = roots.first() else {
@@ -207,7 +320,7 @@ mod tests {
         std::fs::write(root.join("cn/members.csv"), "symbol\nAAA\n").unwrap();
         std::fs::write(base.join("secret/u.csv"), "symbol\nAAA\n").unwrap();
         std::os::unix::fs::symlink(base.join("secret"), root.join("link")).unwrap();
-        let roots = vec![root.canonicalize().unwrap()];
+        let roots = DataRoots::parse(&[root.display().to_string()]).unwrap();
         let spec = |data: &str, universe: Option<&str>| {
             let mut s = BatchSpec::new(data, "macd");
             s.universe = universe.map(|u| UniverseSpec::File(u.into()));
@@ -219,7 +332,10 @@ mod tests {
             ok,
             "as the universe listing names it"
         );
-        assert_eq!(ok.data, format!("file://{}", roots[0].join("cn").display()));
+        assert_eq!(
+            ok.data,
+            format!("file://{}", roots.dirs[0].join("cn").display())
+        );
         let abs = format!("file://{}", root.join("cn").display());
         assert!(confine(&spec(&abs, None), &roots).is_ok());
         for (data, universe, field) in [
@@ -235,11 +351,58 @@ mod tests {
             assert_eq!(e.field, field, "{data} {universe:?}: {e}");
         }
         assert_eq!(
-            confine(&spec("file://cn", None), &[]).unwrap_err().field,
+            confine(&spec("file://cn", None), &DataRoots::default())
+                .unwrap_err()
+                .field,
             "data"
         );
-        assert!(confine(&spec("synthetic://?symbols=3", None), &[]).is_ok());
-        assert_eq!(universe_files(&roots), vec!["cn/members.csv".to_string()]);
+        assert!(confine(&spec("synthetic://?symbols=3", None), &DataRoots::default()).is_ok());
+        assert_eq!(
+            universe_files(&roots.dirs),
+            vec!["cn/members.csv".to_string()]
+        );
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn object_data_stays_under_the_prefixes() {
+        let roots = DataRoots::parse(&["s3://bars/cn/", "s3://bars/us"]).unwrap();
+        assert_eq!(roots.prefixes, ["s3://bars/cn", "s3://bars/us"]);
+        let spec = |data: &str, universe: Option<&str>| {
+            let mut s = BatchSpec::new(data, "macd");
+            s.universe = universe.map(|u| UniverseSpec::File(u.into()));
+            s
+        };
+        for data in ["s3://bars/cn", "s3://bars/cn/daily", "s3://bars/us/sp500/"] {
+            assert!(
+                confine(&spec(data, Some("u/members.csv")), &roots).is_ok(),
+                "{data}"
+            );
+        }
+        for (data, universe, field) in [
+            ("s3://bars/cnx", None, "data"),
+            ("s3://bars", None, "data"),
+            ("s3://other/cn", None, "data"),
+            ("s3://bars/cn/../secret", None, "data"),
+            ("s3://bars/cn//x", None, "data"),
+            ("s3://bars/cn/%2e%2e", None, "data"),
+            ("s3://bars/cn", Some("../u.csv"), "universe.file"),
+            ("s3://bars/cn", Some("/u.csv"), "universe.file"),
+            ("s3://bars/cn", Some("s3://other/u.csv"), "universe.file"),
+        ] {
+            let e = confine(&spec(data, universe), &roots).unwrap_err();
+            assert_eq!(e.field, field, "{data} {universe:?}: {e}");
+        }
+        assert_eq!(
+            confine(&spec("s3://bars/cn", None), &DataRoots::default())
+                .unwrap_err()
+                .field,
+            "data"
+        );
+        assert_eq!(
+            DataRoots::split("/data/a:s3://bars/cn,/data/b"),
+            ["/data/a", "s3://bars/cn", "/data/b"]
+        );
+        assert!(DataRoots::parse(&["gs://x"]).is_err());
     }
 }

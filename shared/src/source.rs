@@ -87,6 +87,14 @@ pub trait BarSource: Send + Sync {
 
     /// Every symbol the source holds, sorted.
     fn symbols(&self) -> Result<Vec<String>, DataError>;
+
+    /// The bytes of a file kept beside the bars (a universe file), `name` relative to the
+    /// source's root; `None` when there is none. Only sources whose files are not local
+    /// paths (objects in a store) hold any: directories' files are read as paths.
+    fn side_file(&self, name: &str) -> Result<Option<Vec<u8>>, DataError> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// The columns every bar file has.
@@ -344,20 +352,34 @@ impl BarSource for ParquetDir {
             message: m,
         };
         let file = File::open(&path).map_err(|e| io(e.to_string()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| io(e.to_string()))?;
-        let mut bars = Bars::new(symbol);
-        for batch in reader {
-            let batch = batch.map_err(|e| io(e.to_string()))?;
-            append_batch(symbol, &batch, &mut bars)?;
-        }
-        Ok(bars)
+        read_parquet(symbol, &shown, file)
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
         self.0.symbols()
     }
+}
+
+/// Reads bars from a Parquet file's bytes (`shown`: where they came from, for errors); does
+/// not validate them.
+pub fn read_parquet(
+    symbol: &str,
+    shown: &str,
+    reader: impl parquet::file::reader::ChunkReader + 'static,
+) -> Result<Bars, DataError> {
+    let io = |m: String| DataError::Io {
+        path: shown.to_string(),
+        message: m,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .and_then(|b| b.build())
+        .map_err(|e| io(e.to_string()))?;
+    let mut bars = Bars::new(symbol);
+    for batch in reader {
+        let batch = batch.map_err(|e| io(e.to_string()))?;
+        append_batch(symbol, &batch, &mut bars)?;
+    }
+    Ok(bars)
 }
 
 fn append_batch(symbol: &str, batch: &RecordBatch, bars: &mut Bars) -> Result<(), DataError> {

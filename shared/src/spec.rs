@@ -127,6 +127,9 @@ impl Table {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataSpec {
     Dir(PathBuf),
+    /// A prefix in an object store (`s3://bucket/prefix`) holding one object per symbol, as
+    /// a directory holds files; read by the cluster's object reader (`xt-objects`).
+    Object(String),
     Synthetic {
         symbols: usize,
         years: usize,
@@ -163,6 +166,9 @@ impl DataSpec {
                 return Err(bad("file:// needs a directory path".into()));
             }
             return Ok(DataSpec::Dir(PathBuf::from(path)));
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            return object_prefix("s3", rest).map(DataSpec::Object).map_err(bad);
         }
         if let Some(query) = text.strip_prefix("synthetic://") {
             let query = query.trim_start_matches('?');
@@ -202,19 +208,55 @@ impl DataSpec {
             });
         }
         Err(bad(format!(
-            "{text:?} is not a data source (file:///dir or synthetic://?symbols=N&years=Y&seed=S)"
+            "{text:?} is not a data source (file:///dir, s3://bucket/prefix or synthetic://?symbols=N&years=Y&seed=S)"
         )))
     }
 
     pub fn to_url(&self) -> String {
         match self {
             DataSpec::Dir(p) => format!("file://{}", p.display()),
+            DataSpec::Object(url) => url.clone(),
             DataSpec::Synthetic {
                 symbols,
                 years,
                 seed,
             } => format!("synthetic://?symbols={symbols}&years={years}&seed={seed}"),
         }
+    }
+}
+
+/// `scheme://bucket/key/...` made canonical (no trailing `/`), or why it cannot name a
+/// prefix: every segment a plain name, so that no `.`, `..`, empty segment or escape can
+/// reach beside the prefixes an operator allows.
+pub fn object_prefix(scheme: &str, rest: &str) -> Result<String, String> {
+    let rest = rest.trim_end_matches('/');
+    let mut segments = rest.split('/');
+    let bucket = segments.next().unwrap_or_default();
+    if bucket.is_empty() {
+        return Err(format!(
+            "{scheme}:// needs a bucket: {scheme}://bucket/prefix"
+        ));
+    }
+    for segment in std::iter::once(bucket).chain(segments) {
+        check_object_segment(segment)
+            .map_err(|why| format!("{scheme}://{rest}: segment {segment:?} {why}"))?;
+    }
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// A path segment of an object key: a plain name.
+pub fn check_object_segment(segment: &str) -> Result<(), &'static str> {
+    if segment.is_empty() {
+        Err("is empty (a doubled '/')")
+    } else if segment == "." || segment == ".." {
+        Err("is a relative step")
+    } else if segment
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '%' | '?' | '#' | '\\' | '*'))
+    {
+        Err("holds a character a key may not use here (%, ?, #, \\, *, control)")
+    } else {
+        Ok(())
     }
 }
 

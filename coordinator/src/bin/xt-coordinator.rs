@@ -27,11 +27,18 @@ struct Args {
     /// A lease without a heartbeat for this long goes back to the queue (milliseconds).
     #[arg(long, env = "XT_LEASE_MS", default_value_t = 10_000)]
     lease_ms: u64,
-    /// A directory batches may read bars and universe files from (repeatable; `XT_DATA_ROOTS`
-    /// separates several with `:`). Paths in a batch resolve only inside these; with none,
-    /// only synthetic data is served.
-    #[arg(long = "data-root", env = "XT_DATA_ROOTS", value_delimiter = ':')]
-    data_roots: Vec<std::path::PathBuf>,
+    /// Where batches may read bars and universe files: a directory, or an object-store
+    /// prefix `s3://bucket/prefix` (repeatable; `XT_DATA_ROOTS` separates several with `,`,
+    /// or `:` as PATH does). A batch's data resolves only inside these; with none, only
+    /// synthetic data is served.
+    #[arg(long = "data-root", env = "XT_DATA_ROOTS")]
+    data_roots: Vec<String>,
+    /// Where bars read from an object store are cached on disk (one directory per process
+    /// under it), and at most how many bytes of them.
+    #[arg(long, env = "XT_DATA_CACHE", default_value_os_t = xt_objects::default_cache_dir())]
+    data_cache: std::path::PathBuf,
+    #[arg(long, env = "XT_DATA_CACHE_BYTES", default_value_t = xt_objects::DEFAULT_CACHE_BYTES)]
+    data_cache_bytes: u64,
     /// Per tenant: batches not yet finished.
     #[arg(long, env = "XT_MAX_RUNNING_BATCHES", default_value_t = 20)]
     max_running_batches: usize,
@@ -77,6 +84,15 @@ async fn http(args: &Args, role: SharedRole) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--data-root` values, each possibly a list (as `XT_DATA_ROOTS` gives them).
+fn data_roots(values: &[String]) -> anyhow::Result<xt_shared::open::DataRoots> {
+    let all: Vec<String> = values
+        .iter()
+        .flat_map(|v| xt_shared::open::DataRoots::split(v))
+        .collect();
+    xt_shared::open::DataRoots::parse(&all).map_err(anyhow::Error::msg)
+}
+
 fn set(role: &SharedRole, to: Role) {
     *role.lock().unwrap_or_else(|e| e.into_inner()) = to;
 }
@@ -87,7 +103,12 @@ async fn main() -> anyhow::Result<()> {
     let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     let config = Config {
         lease_ttl: Duration::from_millis(args.lease_ms),
-        data_roots: Some(args.data_roots.clone()),
+        data_roots: Some(data_roots(&args.data_roots)?),
+        data: xt_objects::DataAccess::new(
+            &args.data_cache,
+            args.data_cache_bytes,
+            std::env::vars(),
+        ),
         max_running_batches: args.max_running_batches,
         max_queued_jobs: args.max_queued_jobs,
         secret: secret.clone(),

@@ -22,7 +22,7 @@ impl Coordinator {
         };
         self.check_limits(tenant, 0)?;
         let data = DataSpec::parse(&spec.data).map_err(bad)?;
-        let source = open_source(&data).map_err(bad)?;
+        let source = self.config.data.open(&data).map_err(bad)?;
         let universe = resolve_universe(&spec, &data, source.as_ref()).map_err(bad)?;
         let planned = self
             .planner

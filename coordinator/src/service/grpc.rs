@@ -160,7 +160,7 @@ impl Batches for Coordinator {
         &self,
         _: Request<UniversesRequest>,
     ) -> Result<Response<UniversesReply>, Status> {
-        let roots = self.config.data_roots.clone().unwrap_or_default();
+        let roots = self.config.data_roots.clone().unwrap_or_default().dirs;
         let files = tokio::task::spawn_blocking(move || xt_shared::open::universe_files(&roots))
             .await
             .map_err(internal)?;

@@ -49,8 +49,9 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
+use xt_objects::DataAccess;
 use xt_shared::job::{JobSpec, plan};
-use xt_shared::open::{open_source, resolve_universe};
+use xt_shared::open::{DataRoots, resolve_universe};
 use xt_shared::portfolio::{FixedSum, PortfolioSum};
 use xt_shared::spec::{DataSpec, Table};
 use xt_shared::strategy::{ParamSet, strategy_combos};
@@ -196,9 +197,11 @@ impl Histogram {
 pub struct Config {
     /// A lease without a heartbeat for this long goes back to the queue.
     pub lease_ttl: Duration,
-    /// Data directories and universe files resolve only inside these (canonical paths).
+    /// Data directories, object prefixes and universe files resolve only inside these.
     /// `None` serves any path: `xt local`, where the user and the service are one.
-    pub data_roots: Option<Vec<PathBuf>>,
+    pub data_roots: Option<DataRoots>,
+    /// How planning reads bars: objects in a store through a cache on disk.
+    pub data: Arc<DataAccess>,
     /// Per tenant: batches not yet finished.
     pub max_running_batches: usize,
     /// Per tenant: jobs waiting in the queue.
@@ -212,6 +215,7 @@ impl Default for Config {
         Config {
             lease_ttl: Duration::from_secs(30),
             data_roots: None,
+            data: DataAccess::with_defaults(),
             max_running_batches: 1_000,
             max_queued_jobs: 10_000_000,
             secret: None,
@@ -271,14 +275,7 @@ impl Coordinator {
 
     /// A coordinator on `store`, resuming every batch found there: finished jobs stay
     /// finished, the others are queued again.
-    pub fn with_store(store: Arc<dyn StateStore>, mut config: Config) -> anyhow::Result<Self> {
-        if let Some(roots) = &mut config.data_roots {
-            for r in roots.iter_mut() {
-                *r = r
-                    .canonicalize()
-                    .map_err(|e| anyhow::anyhow!("data root {}: {e}", r.display()))?;
-            }
-        }
+    pub fn with_store(store: Arc<dyn StateStore>, config: Config) -> anyhow::Result<Self> {
         let lease_ttl = config.lease_ttl;
         // Worker ids from this start's clock: above any a predecessor (restarted, or another
         // coordinator before an election) handed out, unless it registered more than 4,096

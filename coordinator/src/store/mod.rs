@@ -21,7 +21,7 @@ pub use embedded::{EmbeddedStore, batch_dir};
 pub use group::{GroupTable, ResultGroup, Spans, batch_bytes};
 use log::*;
 use objects::ObjectSink;
-pub use objects::object_store_at;
+pub use xt_objects::object_store_at;
 
 use std::collections::HashMap;
 use std::fs::File;

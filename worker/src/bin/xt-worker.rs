@@ -36,6 +36,13 @@ struct Args {
     /// The cluster secret the coordinator checks on every call (a file holding it).
     #[arg(long, env = "XT_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// Where bars read from an object store are cached on disk (one directory per process
+    /// under it), and at most how many bytes of them. S3's usual `AWS_*` variables
+    /// configure the client.
+    #[arg(long, env = "XT_DATA_CACHE", default_value_os_t = xt_objects::default_cache_dir())]
+    data_cache: std::path::PathBuf,
+    #[arg(long, env = "XT_DATA_CACHE_BYTES", default_value_t = xt_objects::DEFAULT_CACHE_BYTES)]
+    data_cache_bytes: u64,
 }
 
 /// Seconds from a flag, or a message naming it.
@@ -61,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
     };
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
     config.etcd = args.etcd;
+    config.data =
+        xt_objects::DataAccess::new(&args.data_cache, args.data_cache_bytes, std::env::vars());
     config.secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     // A fault for the tests: jobs of this symbol never end by themselves.
     config.endless_symbol = std::env::var("XT_TEST_ENDLESS_SYMBOL").ok();

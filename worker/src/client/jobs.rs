@@ -89,6 +89,7 @@ impl Expanded {
 /// sets, expanded once a batch.
 #[derive(Default)]
 pub(super) struct JobRunner {
+    pub(super) data: Arc<xt_objects::DataAccess>,
     pub(super) sources: Mutex<HashMap<String, Arc<dyn BarSource>>>,
     pub(super) expanded: Mutex<Expanded>,
     pub(super) stops: Stops,
@@ -116,7 +117,7 @@ impl JobRunner {
                     Some(s) => s.clone(),
                     None => {
                         let data = DataSpec::parse(&spec.data).map_err(|e| e.to_string())?;
-                        let s = open_source(&data).map_err(|e| e.to_string())?;
+                        let s = self.data.open(&data).map_err(|e| e.to_string())?;
                         cache.insert(spec.data.clone(), s.clone());
                         s
                     }

@@ -34,7 +34,6 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::stream;
 use xt_shared::BarSource;
 use xt_shared::job::JobSpec;
-use xt_shared::open::open_source;
 use xt_shared::spec::DataSpec;
 use xt_wire::auth::{Channel, ClusterSecret};
 use xt_wire::upload::{
@@ -70,6 +69,8 @@ pub struct WorkerConfig {
     /// The distributed mode: etcd's client URLs, where the leading coordinator is found
     /// (and found again when another takes over); `coordinator` is then unused.
     pub etcd: Vec<String>,
+    /// How jobs read bars: objects in a store through a cache on disk.
+    pub data: Arc<xt_objects::DataAccess>,
 }
 
 impl WorkerConfig {
@@ -85,6 +86,7 @@ impl WorkerConfig {
             lease_limit: None,
             secret: None,
             etcd: Vec::new(),
+            data: xt_objects::DataAccess::with_defaults(),
         }
     }
 }
@@ -111,6 +113,7 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let id = Arc::new(std::sync::atomic::AtomicU64::new(reply.worker));
     let heartbeat = Duration::from_millis(reply.heartbeat_ms.max(10));
     let runner = Arc::new(JobRunner {
+        data: config.data.clone(),
         budget: config.budget,
         endless_symbol: config.endless_symbol.clone(),
         ..JobRunner::default()
