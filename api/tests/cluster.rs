@@ -330,6 +330,7 @@ async fn register(url: &str, slots: u32) -> u64 {
     let request = xt_wire::RegisterRequest {
         name: "test".into(),
         slots,
+        ..Default::default()
     };
     workers(url)
         .await

@@ -78,6 +78,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                 .register(RegisterRequest {
                     name: "bench".into(),
                     slots: round,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner()
@@ -142,6 +143,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         .register(RegisterRequest {
             name: "bench".into(),
             slots: 1,
+            ..Default::default()
         })
         .await?
         .into_inner()

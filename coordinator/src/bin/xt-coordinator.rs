@@ -219,6 +219,10 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         let stopped = Arc::new(Mutex::new(true));
         let by_signal = stopped.clone();
         let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+        let _members = AbortOnDrop(tokio::spawn(watch_members(
+            etcd.clone(),
+            coordinator.clone(),
+        )));
         serve(coordinator, listener, async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -236,6 +240,33 @@ async fn distributed(args: &Args, config: Config) -> anyhow::Result<()> {
         set(&role, Role::Deposed);
         // `serve` took the signal stream's borrow; make a fresh one for the next term.
         term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    }
+}
+
+/// Stops a task when dropped: the leader's member watch ends with its term.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the workers' member keys every half second (a watch stream can end silently when
+/// its etcd member goes away; a read cannot go stale): a worker whose key has gone has left,
+/// and its jobs are queued again. A read that fails changes nothing.
+async fn watch_members(mut etcd: etcd_client::Client, coordinator: Coordinator) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let read_at = tokio::time::Instant::now().into_std();
+        let Ok(present) = xt_wire::members::present(&mut etcd).await else {
+            continue;
+        };
+        for (member, requeued) in coordinator.members_left(&present, read_at) {
+            eprintln!(
+                "xt-coordinator: worker {member} left (its membership lapsed); {requeued} job(s) queued again"
+            );
+        }
     }
 }
 

@@ -9,8 +9,13 @@ impl Workers for Coordinator {
         &self,
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
-        let _ = r;
-        let worker = self.lock().scheduler.register(now());
+        let member = r.into_inner().member;
+        let mut s = self.lock();
+        let worker = s.scheduler.register(now());
+        if !member.is_empty() {
+            s.members.insert(member, (worker, now()));
+        }
+        drop(s);
         Ok(Response::new(RegisterReply {
             worker,
             heartbeat_ms: self.heartbeat.as_millis() as u64,

@@ -156,6 +156,9 @@ impl Phase {
 
 struct State {
     scheduler: Scheduler,
+    /// In the distributed mode, each registered worker's member key (see
+    /// `xt_wire::members`) and when it registered.
+    members: HashMap<String, (u64, Instant)>,
     next_batch: u64,
     batches: HashMap<u64, BatchRun>,
     durations: Histogram,
@@ -329,6 +332,7 @@ impl Coordinator {
         let coordinator = Coordinator {
             state: Arc::new(Mutex::new(State {
                 scheduler,
+                members: HashMap::new(),
                 next_batch,
                 batches,
                 durations: Histogram::new(),
@@ -372,6 +376,33 @@ impl Coordinator {
             }
         }
         q
+    }
+
+    /// Workers whose member key is not in `present` (read at `read_at`) have left: each is
+    /// forgotten and its jobs are queued again at once. A worker that registered after the
+    /// read is kept (its key may postdate it). Returns the members gone and the jobs queued
+    /// again.
+    pub fn members_left(
+        &self,
+        present: &std::collections::HashSet<String>,
+        read_at: Instant,
+    ) -> Vec<(String, usize)> {
+        let mut s = self.lock();
+        let gone: Vec<(String, u64)> = s
+            .members
+            .iter()
+            .filter(|(key, (_, at))| *at <= read_at && !present.contains(*key))
+            .map(|(key, (id, _))| (key.clone(), *id))
+            .collect();
+        let mut left = Vec::new();
+        for (key, id) in gone {
+            s.members.remove(&key);
+            left.push((key, s.scheduler.deregister(id).len()));
+        }
+        if left.iter().any(|(_, n)| *n > 0) {
+            self.work.notify_waiters();
+        }
+        left
     }
 
     pub fn reap(&self) {

@@ -29,6 +29,7 @@ async fn register(c: &Coordinator) -> u64 {
     c.register(Request::new(RegisterRequest {
         name: "w".into(),
         slots: 1,
+        ..Default::default()
     }))
     .await
     .unwrap()

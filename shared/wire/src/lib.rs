@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod leader;
+pub mod members;
 pub mod transport;
 pub mod upload;
 

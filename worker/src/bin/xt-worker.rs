@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::time::Duration;
 
-use xt_worker::client::{DRAIN_TIMEOUT, WorkerConfig, run_worker};
+use xt_worker::client::{DRAIN_TIMEOUT, MEMBER_TTL, WorkerConfig, run_worker};
 use xt_worker::stop::JobBudget;
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,10 @@ struct Args {
     data_cache: std::path::PathBuf,
     #[arg(long, env = "XT_DATA_CACHE_BYTES", default_value_t = xt_objects::DEFAULT_CACHE_BYTES)]
     data_cache_bytes: u64,
+    /// The distributed mode: the TTL of this worker's membership lease in etcd, in seconds;
+    /// should the worker die, its jobs are queued again within it.
+    #[arg(long, env = "XT_MEMBER_TTL_SECS", default_value_t = MEMBER_TTL.as_secs())]
+    member_ttl_secs: u64,
 }
 
 /// Seconds from a flag, or a message naming it.
@@ -68,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     };
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
     config.etcd = args.etcd;
+    config.member_ttl = Duration::from_secs(args.member_ttl_secs.max(1));
     config.data =
         xt_objects::DataAccess::new(&args.data_cache, args.data_cache_bytes, std::env::vars());
     config.secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;

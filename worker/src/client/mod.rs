@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     pub etcd: Vec<String>,
     /// How jobs read bars: objects in a store through a cache on disk.
     pub data: Arc<xt_objects::DataAccess>,
+    /// The distributed mode: the TTL of the worker's membership lease in etcd.
+    pub member_ttl: Duration,
 }
 
 impl WorkerConfig {
@@ -87,9 +89,14 @@ impl WorkerConfig {
             secret: None,
             etcd: Vec::new(),
             data: xt_objects::DataAccess::with_defaults(),
+            member_ttl: MEMBER_TTL,
         }
     }
 }
+
+/// The default TTL of a worker's membership: a dead worker's jobs are queued again within
+/// it.
+pub const MEMBER_TTL: Duration = Duration::from_secs(10);
 
 /// The default drain deadline: within Kubernetes' default 30 s grace period, with time left
 /// to report the stopped jobs.
@@ -104,9 +111,21 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
         xt_wire::leader::follow(&config.etcd, config.secret.clone()).await?
     };
     let mut jobs = WorkersClient::new(channel.clone());
+    // In the distributed mode a worker is a member while its etcd lease lives: should it
+    // die, the coordinator queues its jobs again within the lease's TTL.
+    let membership = if config.etcd.is_empty() {
+        None
+    } else {
+        let name = xt_wire::members::unique_name();
+        Some(xt_wire::members::join(&config.etcd, &name, config.member_ttl).await?)
+    };
     let register = RegisterRequest {
         name: config.name.clone(),
         slots: config.slots as u32,
+        member: membership
+            .as_ref()
+            .map(|m| m.key.clone())
+            .unwrap_or_default(),
     };
     let reply = register_with(&mut jobs, &register).await?;
     // The id changes when a restarted coordinator no longer knows us and we register again.
@@ -407,6 +426,9 @@ pub async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>
     let _ = uploader.await;
     deadline.abort();
     beat.abort();
+    if let Some(m) = membership {
+        m.leave().await;
+    }
     Ok(())
 }
 
