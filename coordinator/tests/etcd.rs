@@ -169,6 +169,11 @@ async fn fence_and_resume(name: &str, results: Results) {
         .save_summary(1, &serde_json::json!({"jobs": 3}))
         .unwrap();
     store_b.save_cancelled(1).unwrap();
+    for n in 0..3 {
+        store_b
+            .append_audit(&serde_json::json!({"action": "submit", "n": n}))
+            .unwrap();
+    }
     drop(store_b);
 
     let store_c = open(&etcd, b, &results, &format!("{name}-c"));
@@ -193,6 +198,14 @@ async fn fence_and_resume(name: &str, results: Results) {
         })
         .collect();
     assert_eq!(read, [1, 2, 3]);
+    // The audit log, in the order written, whoever reads it.
+    let audit: Vec<_> = store_c
+        .audit()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(audit, [0, 1, 2]);
 }
 
 /// A leader whose lease is gone (revoked here, as when it lapses) is deposed by its

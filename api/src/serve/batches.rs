@@ -236,6 +236,7 @@ pub async fn submit(
         }),
     )
         .into_response();
+    r.extensions_mut().insert(audit::AuditTarget(reply.batch));
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }

@@ -87,6 +87,10 @@ impl IntoResponse for ApiError {
         let body =
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
         let mut r = (self.status, Json(body)).into_response();
+        r.extensions_mut().insert(super::audit::AuditOutcome {
+            code: self.code,
+            message: self.message,
+        });
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -4,6 +4,7 @@
 //! any size passes in bounded memory. The same tables are served over Arrow Flight to
 //! programs (`--flight-listen`), behind the same tokens.
 
+mod audit;
 mod batches;
 mod catalog;
 mod downloads;
@@ -11,6 +12,7 @@ mod errors;
 mod events;
 mod health;
 
+pub use audit::{__path_audit, AuditLog, AuditQuery, audit};
 pub use batches::*;
 pub use catalog::*;
 pub use downloads::*;
@@ -43,8 +45,8 @@ use xt_shared::spec::Table;
 use xt_wire::auth::Channel;
 use xt_wire::batches_client::BatchesClient;
 use xt_wire::{
-    CancelRequest, ListRequest, StatsRequest, StatusReply, StatusRequest, SubmitRequest,
-    UniversesRequest,
+    AuditLogRequest, AuditRequest, CancelRequest, ListRequest, StatsRequest, StatusReply,
+    StatusRequest, SubmitRequest, UniversesRequest,
 };
 
 use crate::auth::{Caller, Role, Verifier};
@@ -99,8 +101,8 @@ impl utoipa::Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "xTrading backtest cluster", description = "Submit batch backtests, follow them, download their results."),
-    paths(submit, list, status, cancel, events, results, strategies, universes, healthz, readyz, metrics),
-    components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, Universes)),
+    paths(submit, list, status, cancel, events, results, strategies, universes, audit, healthz, readyz, metrics),
+    components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, Universes, AuditLog)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -153,6 +155,7 @@ pub fn router(app: App) -> Router {
             get(strategies).fallback(method_not_allowed),
         )
         .route("/v1/universes", get(universes).fallback(method_not_allowed))
+        .route("/v1/audit", get(audit).fallback(method_not_allowed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -160,6 +163,10 @@ pub fn router(app: App) -> Router {
         .fallback(fallback)
         // `submit` reads its body itself (see `read_limited`); the other routes take none.
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            audit::record,
+        ))
         .with_state(app)
 }
 

@@ -190,6 +190,42 @@ impl Batches for Coordinator {
         self.finish_if_done(&mut s, id);
         Ok(Response::new(CancelReply {}))
     }
+
+    async fn audit(&self, r: Request<AuditRequest>) -> Result<Response<AuditReply>, Status> {
+        let record: serde_json::Value = serde_json::from_str(&r.into_inner().record_json)
+            .map_err(|e| Status::invalid_argument(format!("record_json: {e}")))?;
+        if !record.is_object() {
+            return Err(Status::invalid_argument("record_json: not a JSON object"));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.append_audit(&record))
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::unavailable(format!("storing the audit record: {e}")))?;
+        Ok(Response::new(AuditReply {}))
+    }
+
+    async fn audit_log(
+        &self,
+        r: Request<AuditLogRequest>,
+    ) -> Result<Response<AuditLogReply>, Status> {
+        let r = r.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let store = self.store.clone();
+        let records = tokio::task::spawn_blocking(move || store.audit())
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::unavailable(format!("reading the audit log: {e}")))?;
+        // A tenant sees its own records only; refused tokens name no tenant.
+        let records_json = records
+            .iter()
+            .rev()
+            .filter(|rec| rec["tenant"].as_str() == Some(r.tenant.as_str()))
+            .take(limit)
+            .map(|rec| rec.to_string())
+            .collect();
+        Ok(Response::new(AuditLogReply { records_json }))
+    }
 }
 
 impl From<BatchView> for StatusReply {

@@ -3,8 +3,7 @@
 //!
 //! etcd (keys under `xt/`, each write fenced by the leader's election key, see
 //! [`crate::leader`]):
-//! - `batches/<id>`: an accepted batch (tenant, owner, jobs, and where its spec and jobs
-//!   are);
+//! - `batches/<id>`: an accepted batch (tenant, owner, where its spec and jobs are);
 //! - `results/<id>/<leader>-<seq>`: one accepted result group: its object and the jobs it
 //!   completes, with their records (a group holds many jobs: a 5,000-job batch costs a few
 //!   hundred transactions, not 5,000);
@@ -14,8 +13,8 @@
 //! writing leader's revision so that two leaders never write the same name):
 //! `batches/<id>/accepted-<leader>.json`, `batches/<id>/groups/<leader>-<seq>.xtr` (one
 //! record of the embedded store's log format), `batches/<id>/summary-<leader>.json` and
-//! `batches/<id>/tables-<leader>/<name>.parquet`. An object a deposed leader wrote is
-//! never named by etcd: an orphan, harmless.
+//! `batches/<id>/tables-<leader>/<name>.parquet`; the audit log's records (`audit.rs`). An
+//! object a deposed leader wrote is never named by etcd: an orphan, harmless.
 //!
 //! The trait is synchronous and called from blocking threads: the store runs its I/O on a
 //! small runtime of its own and waits for it.
@@ -74,11 +73,11 @@ struct Located {
 pub struct ClusterStore {
     rt: Option<tokio::runtime::Runtime>,
     etcd: Client,
-    objects: Arc<dyn ObjectStore>,
+    pub(super) objects: Arc<dyn ObjectStore>,
     /// The results URL's path: every object is under it.
     base: ObjectPath,
     fence: Fence,
-    seq: AtomicU64,
+    pub(super) seq: AtomicU64,
     writes: AtomicU64,
     index: Mutex<HashMap<u64, HashMap<u32, Located>>>,
     finished: Mutex<HashMap<u64, FinishedEntry>>,
@@ -168,7 +167,7 @@ impl ClusterStore {
     }
 
     /// Runs `f` on the store's runtime and waits for it.
-    fn run<T: Send + 'static>(
+    pub(super) fn run<T: Send + 'static>(
         &self,
         f: impl Future<Output = io::Result<T>> + Send + 'static,
     ) -> io::Result<T> {
@@ -179,7 +178,7 @@ impl ClusterStore {
         futures::executor::block_on(rt.spawn(f)).map_err(other)?
     }
 
-    fn object(&self, name: &str) -> ObjectPath {
+    pub(super) fn object(&self, name: &str) -> ObjectPath {
         let mut path = self.base.clone();
         for part in name.split('/') {
             path = path.clone().join(part);
@@ -188,7 +187,7 @@ impl ClusterStore {
     }
 
     /// Writes `bytes` as object `name`, failing if it exists.
-    fn put_new(&self, name: &str, bytes: impl Into<PutPayload>) -> io::Result<()> {
+    pub(super) fn put_new(&self, name: &str, bytes: impl Into<PutPayload>) -> io::Result<()> {
         let (objects, path, payload) = (self.objects.clone(), self.object(name), bytes.into());
         self.run(async move {
             let opts = PutOptions {
@@ -313,7 +312,7 @@ impl ClusterStore {
         })
     }
 
-    fn leader_tag(&self) -> String {
+    pub(super) fn leader_tag(&self) -> String {
         format!("{:020}", self.fence.revision)
     }
 }
@@ -476,6 +475,14 @@ impl StateStore for ClusterStore {
             vec![],
             vec![TxnOp::put(batch_key("cancelled", id), "", None)],
         )
+    }
+
+    fn append_audit(&self, record: &serde_json::Value) -> io::Result<()> {
+        self.put_audit(record)
+    }
+
+    fn audit(&self) -> io::Result<Vec<serde_json::Value>> {
+        self.read_audit()
     }
 
     fn load_all(&self) -> io::Result<Vec<RestoredBatch>> {

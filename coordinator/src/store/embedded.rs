@@ -45,6 +45,8 @@ pub fn batch_dir(root: &Path, id: u64) -> PathBuf {
 pub struct EmbeddedStore {
     root: PathBuf,
     logs: Mutex<HashMap<u64, ResultLog>>,
+    /// Appends to `audit.jsonl`, one record a line, one writer at a time.
+    audit: Mutex<()>,
 }
 
 impl EmbeddedStore {
@@ -54,6 +56,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             root,
             logs: Mutex::default(),
+            audit: Mutex::default(),
         })
     }
 
@@ -110,6 +113,42 @@ impl EmbeddedStore {
 }
 
 impl StateStore for EmbeddedStore {
+    fn append_audit(&self, record: &serde_json::Value) -> io::Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(record).map_err(other)?;
+        line.push(b'\n');
+        let _one = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(self.root.join("audit.jsonl"))?;
+        // A line torn by a crash is ended first, so that it does not swallow this one.
+        let len = file.metadata()?.len();
+        let mut last = [b'\n'];
+        if len > 0 {
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, len - 1)?;
+        }
+        if last[0] != b'\n' {
+            line.insert(0, b'\n');
+        }
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
+    fn audit(&self) -> io::Result<Vec<serde_json::Value>> {
+        let text = match std::fs::read_to_string(self.root.join("audit.jsonl")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        // A record torn by a crash mid-append is the last line: skipped.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
     fn save_batch(&self, id: u64, record: &AcceptedBatch) -> io::Result<()> {
         std::fs::create_dir_all(self.batch_dir(id))?;
         let json = serde_json::to_vec(record).map_err(other)?;

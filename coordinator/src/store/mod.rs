@@ -8,6 +8,7 @@
 //! `ClusterStore`, the distributed mode's, keeps it in etcd and an object store. Nothing
 //! else in the coordinator changes with the store.
 
+mod audit;
 mod cluster;
 mod embedded;
 mod group;
@@ -103,6 +104,10 @@ pub trait StateStore: Send + Sync {
     /// Records that the batch was cancelled: a restart leaves its unfinished jobs cancelled.
     fn save_cancelled(&self, id: u64) -> io::Result<()>;
     fn load_all(&self) -> io::Result<Vec<RestoredBatch>>;
+    /// Appends one audit record (a JSON object), durable when it returns.
+    fn append_audit(&self, record: &serde_json::Value) -> io::Result<()>;
+    /// Every audit record, oldest first.
+    fn audit(&self) -> io::Result<Vec<serde_json::Value>>;
     /// Starts writing a finished batch's table `name`: readers see none of it until it is
     /// committed, then all of it.
     fn create_table(

@@ -374,3 +374,27 @@ fn results_stored_together_are_kept_or_cut_together() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn the_audit_log_survives_a_torn_last_record() {
+    let dir = scratch("audit-log", 1);
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.append_audit(&serde_json::json!({"n": 1})).unwrap();
+    // A crash in the middle of the next append.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("audit.jsonl"))
+        .unwrap();
+    f.write_all(b"{\"n\": 2, \"tor").unwrap();
+    drop(f);
+    let store = EmbeddedStore::open(&dir).unwrap();
+    store.append_audit(&serde_json::json!({"n": 3})).unwrap();
+    let read: Vec<_> = store
+        .audit()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(read, [1, 3]);
+}
