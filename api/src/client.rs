@@ -287,9 +287,24 @@ pub struct ServeArgs {
     /// coordinator is found; `--coordinator` is then unused.
     #[arg(long, env = "XT_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// Mutual TLS to the coordinator: the cluster CA's certificate, and this process's
+    /// certificate and key (PEM). All three or none.
+    #[arg(long, env = "XT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(long, env = "XT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "XT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 pub async fn serve(args: &ServeArgs) -> Result<()> {
+    if let Some(tls) = xt_wire::tls::from_flags(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )? {
+        xt_wire::tls::install(tls)?;
+    }
     let verifier = match &args.jwt_public_key {
         Some(pem) => Verifier::rs256(
             &std::fs::read(pem).with_context(|| format!("--jwt-public-key {}", pem.display()))?,

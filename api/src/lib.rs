@@ -2,6 +2,7 @@
 //! programs (`flight`), tokens (`auth`), and the `xt` command line (`local`, `client`).
 
 pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod flight;

@@ -82,6 +82,19 @@ enum Command {
     Token(TokenArgs),
     /// Run the HTTP API in front of a coordinator.
     Serve(ServeArgs),
+    /// Make a development CA and the certificates of the cluster's mutual TLS (the
+    /// coordinator's, and one for workers and the API) in --out.
+    DevCa {
+        #[arg(long)]
+        out: PathBuf,
+        /// Names the coordinator is reached by (comma-separated), besides localhost and
+        /// 127.0.0.1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -132,6 +145,13 @@ fn main() -> ExitCode {
         )),
         Command::Token(args) => client::token(&args).map(|t| println!("{t}")),
         Command::Serve(args) => runtime().block_on(client::serve(&args)),
+        Command::DevCa { out, hosts, days } => {
+            xt_api::certs::dev_ca(&out, &hosts, days).map(|files| {
+                for f in files {
+                    println!("{f}");
+                }
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,14 @@ struct Args {
     /// /metrics (Prometheus) and /v1/queue (queued plus leased jobs, for autoscaling).
     #[arg(long, env = "XT_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Mutual TLS on the cluster's port: the cluster CA's certificate, and this process's
+    /// certificate and key (PEM; `xt dev-ca` makes a set for trying it). All three or none.
+    #[arg(long, env = "XT_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    #[arg(long, env = "XT_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "XT_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Serves the cluster's HTTP port when asked for one, printing where.
@@ -100,6 +108,13 @@ fn set(role: &SharedRole, to: Role) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(tls) = xt_wire::tls::from_flags(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )? {
+        xt_wire::tls::install(tls)?;
+    }
     let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     let config = Config {
         lease_ttl: Duration::from_millis(args.lease_ms),

@@ -434,7 +434,7 @@ pub async fn serve(
         }
     })));
     let finishing = coordinator.clone();
-    let served = xt_wire::transport::server(coordinator.config.secret.clone())
+    let served = xt_wire::transport::server(coordinator.config.secret.clone())?
         .add_service(
             xt_wire::workers_server::WorkersServer::new(coordinator.clone())
                 .max_decoding_message_size(xt_wire::transport::MAX_JOBS_MESSAGE),

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod leader;
 pub mod members;
+pub mod tls;
 pub mod transport;
 pub mod upload;
 

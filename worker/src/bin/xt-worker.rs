@@ -47,6 +47,14 @@ struct Args {
     /// should the worker die, its jobs are queued again within it.
     #[arg(long, env = "XT_MEMBER_TTL_SECS", default_value_t = MEMBER_TTL.as_secs())]
     member_ttl_secs: u64,
+    /// Mutual TLS on the cluster's port: the cluster CA's certificate, and this process's
+    /// certificate and key (PEM; `xt dev-ca` makes a set for trying it). All three or none.
+    #[arg(long, env = "XT_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    #[arg(long, env = "XT_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "XT_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Seconds from a flag, or a message naming it.
@@ -58,6 +66,13 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(tls) = xt_wire::tls::from_flags(
+        args.tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+    )? {
+        xt_wire::tls::install(tls)?;
+    }
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
