@@ -10,7 +10,7 @@ use rcgen::{
 };
 
 /// Writes `ca.pem` (the CA's certificate), `coordinator.pem`/`coordinator.key` (a server
-/// certificate for `hosts`, plus `localhost` and `127.0.0.1`) and `client.pem`/`client.key`
+/// certificate for [`xt_wire::tls::SERVER_NAME`], `hosts`, `localhost` and `127.0.0.1`) and `client.pem`/`client.key`
 /// (for workers and the API) into `dir`. The CA's key is not kept: nothing else can be
 /// signed with it later. Returns the files written.
 pub fn dev_ca(dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<Vec<String>> {
@@ -33,7 +33,7 @@ pub fn dev_ca(dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<Vec<Str
     let issuer = Issuer::new(ca, ca_key);
 
     let mut names: Vec<String> = hosts.to_vec();
-    for default in ["localhost", "127.0.0.1"] {
+    for default in [xt_wire::tls::SERVER_NAME, "localhost", "127.0.0.1"] {
         if !names.iter().any(|n| n == default) {
             names.push(default.to_string());
         }

@@ -68,6 +68,7 @@ async fn only_holders_of_the_cluster_cas_certificates_reach_the_coordinator() {
     // A certificate of another CA: the handshake is refused.
     let read = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
     let foreign = ClientTlsConfig::new()
+        .domain_name(xt_wire::tls::SERVER_NAME)
         .ca_certificate(Certificate::from_pem(read(&certs, "ca.pem")))
         .identity(Identity::from_pem(
             read(&other, "client.pem"),

@@ -16,6 +16,11 @@ pub struct Tls {
 
 static TLS: OnceLock<Tls> = OnceLock::new();
 
+/// The name every coordinator's certificate carries, and the one clients check, whatever
+/// address they reach it at: a leader announces its pod's address, which no certificate
+/// made in advance could name.
+pub const SERVER_NAME: &str = "xt-coordinator";
+
 impl Tls {
     /// Reads PEM files: the CA's certificate, and this process's certificate and key.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Tls> {
@@ -81,5 +86,6 @@ pub(crate) fn client_config() -> Option<ClientTlsConfig> {
         ClientTlsConfig::new()
             .ca_certificate(t.ca.clone())
             .identity(t.identity.clone())
+            .domain_name(SERVER_NAME)
     })
 }
