@@ -1,13 +1,14 @@
 //! The distributed mode as separate processes on one machine: 3 etcd members, 2
-//! coordinators campaigning for leadership, workers that find the leader through etcd,
-//! results in an object store (a directory here). The leader is killed with SIGKILL
+//! coordinators campaigning for leadership, 3 workers that find the leader through etcd,
+//! the API in front, market data and results in an S3-compatible server (moto's). A
+//! 300-symbol grid batch is submitted through the API; the leader is killed with SIGKILL
 //! mid-batch, an etcd member is restarted, then etcd as a whole while a worker holding a
 //! running job is killed: the batch completes, every (symbol, parameter set) exactly once,
-//! with the tables of the in-process runner.
+//! and the tables the API serves are the in-process runner's on the same bars.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,11 +16,19 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
-use xt_shared::{BatchSpec, SyntheticMarket};
-use xt_testkit::{Etcd, Proc, read_parquet, scratch};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use xt_api::auth::{Role, mint};
+use xt_shared::source::{CsvDir, write_csv};
+use xt_shared::{BarSource, BatchSpec, SyntheticMarket};
+use xt_testkit::{Etcd, Moto, Proc, scratch};
 use xt_wire::auth::ClusterSecret;
 use xt_wire::batches_client::BatchesClient;
-use xt_wire::{StatusReply, StatusRequest, SubmitRequest};
+use xt_wire::{StatusReply, StatusRequest};
+
+const SYMBOLS: u32 = 300;
+const BUCKET: &str = "xt-dist";
+const JWT: &str = "dist-test-jwt-secret-0123456789";
 
 /// A coordinator process and the lines it prints, as they come.
 struct Coordinator {
@@ -30,7 +39,7 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(etcd: &Etcd, state: &Path, results: &Path, secret: &Path) -> Coordinator {
+    fn start(etcd: &Etcd, state: &Path, aws: &[(String, String)], secret: &Path) -> Coordinator {
         let mut child = Command::new(xt_testkit::bin("xt-coordinator"))
             .args(["--listen", "127.0.0.1:0", "--lease-ms", "1000"])
             .args(["--leader-ttl-secs", "2", "--http-listen", "127.0.0.1:0"])
@@ -38,10 +47,13 @@ impl Coordinator {
             .arg(etcd.endpoints())
             .arg("--state")
             .arg(state)
-            .arg("--results")
-            .arg(results)
+            .args(["--results", &format!("s3://{BUCKET}/results")])
+            .args(["--data-root", &format!("s3://{BUCKET}/data")])
+            .arg("--data-cache")
+            .arg(state.with_extension("cache"))
             .arg("--cluster-secret-file")
             .arg(secret)
+            .envs(aws.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(state.with_extension("log")).unwrap())
             .spawn()
@@ -87,12 +99,21 @@ impl Coordinator {
 }
 
 /// A one-slot worker, its log beside the secret as `<name>.log`.
-fn worker(etcd: &Etcd, secret: &Path, name: &str, envs: &[(&str, String)]) -> Proc {
+fn worker(
+    etcd: &Etcd,
+    secret: &Path,
+    aws: &[(String, String)],
+    name: &str,
+    envs: &[(&str, String)],
+) -> Proc {
     let log = secret.with_file_name(format!("{name}.log"));
     Proc(
         Command::new(xt_testkit::bin("xt-worker"))
             .args(["--slots", "1", "--etcd", &etcd.endpoints()])
+            .arg("--data-cache")
+            .arg(secret.with_file_name(format!("{name}.cache")))
             .env("XT_CLUSTER_SECRET_FILE", secret)
+            .envs(aws.iter().cloned())
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -148,36 +169,74 @@ fn final_equity(metrics: &RecordBatch) -> BTreeMap<(String, String), Option<f64>
     out
 }
 
-/// The directory of batch `batch`'s finished tables in the results store.
-fn tables_dir(results: &Path, batch: u64) -> PathBuf {
-    let dir = results.join("batches").join(batch.to_string());
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("tables-"))
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "one leader finished the batch: {found:?}");
-    found.into_iter().next().unwrap()
+/// Table `table` of batch `id` as the API serves it (Parquet), in one record batch.
+async fn download(api: &str, token: &str, id: u64, table: &str) -> RecordBatch {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{api}/v1/batches/{id}/results/{table}?format=parquet"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{table}");
+    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        r.bytes().await.unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// 300 symbols' bars as CSV objects under `data/cn`, and as files in `local` for the
+/// in-process run to compare with.
+async fn market_data(aws: &[(String, String)], local: &Path) -> SyntheticMarket {
+    let (store, _) = xt_objects::object_store_at(&format!("s3://{BUCKET}"), aws.to_vec()).unwrap();
+    std::fs::create_dir_all(local).unwrap();
+    let synth = SyntheticMarket::new(SYMBOLS as usize, 2, 11);
+    let mut puts = Vec::new();
+    for symbol in synth.symbols().unwrap() {
+        let mut csv = Vec::new();
+        write_csv(&synth.load(&symbol).unwrap(), &mut csv).unwrap();
+        std::fs::write(local.join(format!("{symbol}.csv")), &csv).unwrap();
+        let store = store.clone();
+        puts.push(async move {
+            let path = ObjectPath::from(format!("data/cn/{symbol}.csv"));
+            store.put(&path, PutPayload::from(csv)).await
+        });
+    }
+    for put in futures::future::join_all(puts).await {
+        put.unwrap();
+    }
+    synth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once() {
+    let Some(moto) = Moto::start(BUCKET) else {
+        return;
+    };
     let Some(mut etcd) = Etcd::start("dist-etcd", 3) else {
         return;
     };
     let dir = scratch("dist");
-    let results = dir.join("results");
+    let aws: Vec<(String, String)> = moto
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let local = dir.join("cn");
+    market_data(&aws, &local).await;
     let secret_file = dir.join("cluster-secret");
     std::fs::write(&secret_file, "dist-test-secret-0123456789abcdef\n").unwrap();
     let secret = ClusterSecret::read(&secret_file).unwrap();
 
-    let mut a = Coordinator::start(&etcd, &dir.join("a"), &results, &secret_file);
+    let mut a = Coordinator::start(&etcd, &dir.join("a"), &aws, &secret_file);
     a.wait_line("role: leader");
-    let b = Coordinator::start(&etcd, &dir.join("b"), &results, &secret_file);
+    let b = Coordinator::start(&etcd, &dir.join("b"), &aws, &secret_file);
     b.wait_line("role: standby");
     // Ready only while leading: a Service in front of both reaches the leader alone.
     assert_eq!(a.get("/readyz").await, (200, "leader\n".into()));
@@ -200,25 +259,42 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
         .await
         .unwrap();
     let mut client = BatchesClient::new(channel);
-    let synth = SyntheticMarket::new(24, 2, 11);
-    let mut spec = BatchSpec::new("synthetic://?symbols=24&years=2&seed=11", "sma_cross");
-    spec.grid =
-        Some(serde_json::from_value(serde_json::json!({"fast": [5, 10], "slow": [30]})).unwrap());
-    let batch = client
-        .submit(SubmitRequest {
-            spec_json: serde_json::to_string(&spec).unwrap(),
-            ..Default::default()
-        })
+    // The API in front, following the leader too.
+    let (_api, addrs) = xt_testkit::start(
+        Path::new(env!("CARGO_BIN_EXE_xt")),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd",
+            &etcd.endpoints(),
+            "--cluster-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+        &[("XT_JWT_SECRET", JWT)],
+        &["listening on "],
+    );
+    let api = format!("http://{}", addrs[0]);
+    let token = mint(JWT.as_bytes(), "ann", "desk-a", &[Role::Researcher], 3600).unwrap();
+    let grid = serde_json::json!({"fast": [5, 10], "slow": [30]});
+    let submitted = reqwest::Client::new()
+        .post(format!("{api}/v1/batches"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"data": format!("s3://{BUCKET}/data/cn"), "strategy": "sma_cross", "grid": grid}))
+        .send()
         .await
-        .unwrap()
-        .into_inner()
-        .batch;
+        .unwrap();
+    assert_eq!(submitted.status().as_u16(), 202);
+    let batch = submitted.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
 
     // A worker runs 6 jobs and stops leasing: the batch is a quarter done when its
     // leader dies.
     let _first = worker(
         &etcd,
         &secret_file,
+        &aws,
         "first",
         &[("XT_TEST_LEASE_LIMIT", "6".into())],
     );
@@ -235,6 +311,7 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
     let mut second = worker(
         &etcd,
         &secret_file,
+        &aws,
         "second",
         &[
             ("XT_TEST_ENDLESS_SYMBOL", "SYN00006".into()),
@@ -242,23 +319,27 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
         ],
     );
     let s = wait_for(&mut client, batch, |s| s.running == 1).await;
-    assert_eq!((s.done, s.queued), (6, 17), "{s:?}");
+    assert_eq!((s.done, s.queued), (6, SYMBOLS - 7), "{s:?}");
     // What the autoscaler reads: queued plus leased.
     assert_eq!(b.get("/readyz").await.0, 200);
     let (status, queue) = b.get("/v1/queue").await;
     let queue: serde_json::Value = serde_json::from_str(&queue).unwrap();
     assert_eq!(
         (status, &queue["pending"]),
-        (200, &serde_json::json!(18)),
+        (200, &serde_json::json!(SYMBOLS - 6)),
         "{queue}"
     );
-    assert!(b.get("/metrics").await.1.contains("xt_jobs_queued 17"));
+    let metrics = b.get("/metrics").await.1;
+    assert!(
+        metrics.contains(&format!("xt_jobs_queued {}", SYMBOLS - 7)),
+        "{metrics}"
+    );
     // An etcd member goes down and comes back while the batch goes on.
     etcd.kill(2);
-    let _third = worker(&etcd, &secret_file, "third", &[]);
+    let _third = worker(&etcd, &secret_file, &aws, "third", &[]);
     etcd.restart(2);
     etcd.wait_ready(2);
-    let s = wait_for(&mut client, batch, |s| s.done == 23).await;
+    let s = wait_for(&mut client, batch, |s| s.done == SYMBOLS - 1).await;
     assert_eq!((s.running, s.finished), (1, false), "{s:?}");
 
     // etcd goes down whole: the leader cannot renew its lease and steps down; the worker
@@ -277,16 +358,24 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
     }
     b.wait_line("role: leader");
     let s = wait_for(&mut client, batch, |s| s.finished).await;
-    assert_eq!((s.done, s.failed, s.cancelled), (24, 0, 0), "{s:?}");
+    assert_eq!((s.done, s.failed, s.cancelled), (SYMBOLS, 0, 0), "{s:?}");
 
-    let tables = tables_dir(&results, batch);
-    let local = xt_worker::runner::run_batch(&spec, &synth, &synth.universe()).unwrap();
-    let got = final_equity(&read_parquet(&tables.join("metrics.parquet")));
-    assert_eq!(got.len(), 24 * 2, "every (symbol, parameter set) once");
-    assert_eq!(got, final_equity(&local.metrics));
+    // The tables the API serves (from the object store) are the in-process run's.
+    let mut spec = BatchSpec::new(format!("file://{}", local.display()), "sma_cross");
+    spec.grid = Some(serde_json::from_value(grid).unwrap());
+    let dir = CsvDir::open(&local).unwrap();
+    let universe = xt_shared::Universe::from_symbols(&dir.symbols().unwrap()).unwrap();
+    let expected = xt_worker::runner::run_batch(&spec, &dir, &universe).unwrap();
+    let got = final_equity(&download(&api, &token, batch, "metrics").await);
     assert_eq!(
-        read_parquet(&tables.join("portfolio.parquet")),
-        local.outcome.portfolio,
+        got.len(),
+        SYMBOLS as usize * 2,
+        "every (symbol, parameter set) once"
+    );
+    assert_eq!(got, final_equity(&expected.metrics));
+    assert_eq!(
+        download(&api, &token, batch, "portfolio").await,
+        expected.outcome.portfolio,
         "portfolio differs from the in-process run"
     );
 }
