@@ -4,5 +4,6 @@
 pub use xt_engine as engine;
 
 pub mod client;
+pub mod podcost;
 pub mod runner;
 pub mod stop;
