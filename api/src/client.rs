@@ -298,13 +298,11 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: &ServeArgs) -> Result<()> {
-    if let Some(tls) = xt_wire::tls::from_flags(
+    xt_wire::tls::install_from_flags(
         args.tls_ca.as_deref(),
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
-    )? {
-        xt_wire::tls::install(tls)?;
-    }
+    )?;
     let verifier = match &args.jwt_public_key {
         Some(pem) => Verifier::rs256(
             &std::fs::read(pem).with_context(|| format!("--jwt-public-key {}", pem.display()))?,

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutPayload};
 use xt_api::auth::{Role, mint};
-use xt_shared::source::{CsvDir, write_csv};
+use xt_shared::source::CsvDir;
 use xt_shared::{BarSource, BatchSpec, SyntheticMarket};
 use xt_testkit::{Etcd, Moto, Proc, scratch};
+
+mod support;
 use xt_wire::auth::ClusterSecret;
 use xt_wire::batches_client::BatchesClient;
 use xt_wire::{StatusReply, StatusRequest};
@@ -191,29 +191,6 @@ async fn download(api: &str, token: &str, id: u64, table: &str) -> RecordBatch {
     arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
-/// 300 symbols' bars as CSV objects under `data/cn`, and as files in `local` for the
-/// in-process run to compare with.
-async fn market_data(aws: &[(String, String)], local: &Path) -> SyntheticMarket {
-    let (store, _) = xt_objects::object_store_at(&format!("s3://{BUCKET}"), aws.to_vec()).unwrap();
-    std::fs::create_dir_all(local).unwrap();
-    let synth = SyntheticMarket::new(SYMBOLS as usize, 2, 11);
-    let mut puts = Vec::new();
-    for symbol in synth.symbols().unwrap() {
-        let mut csv = Vec::new();
-        write_csv(&synth.load(&symbol).unwrap(), &mut csv).unwrap();
-        std::fs::write(local.join(format!("{symbol}.csv")), &csv).unwrap();
-        let store = store.clone();
-        puts.push(async move {
-            let path = ObjectPath::from(format!("data/cn/{symbol}.csv"));
-            store.put(&path, PutPayload::from(csv)).await
-        });
-    }
-    for put in futures::future::join_all(puts).await {
-        put.unwrap();
-    }
-    synth
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once() {
     let Some(moto) = Moto::start(BUCKET) else {
@@ -223,13 +200,10 @@ async fn the_leader_a_worker_and_an_etcd_member_die_and_the_batch_completes_once
         return;
     };
     let dir = scratch("dist");
-    let aws: Vec<(String, String)> = moto
-        .options()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let aws = support::aws(&moto);
     let local = dir.join("cn");
-    market_data(&aws, &local).await;
+    let market = SyntheticMarket::new(SYMBOLS as usize, 2, 11);
+    support::put_market(&aws, &format!("s3://{BUCKET}/data/cn"), &market, &local).await;
     let secret_file = dir.join("cluster-secret");
     std::fs::write(&secret_file, "dist-test-secret-0123456789abcdef\n").unwrap();
     let secret = ClusterSecret::read(&secret_file).unwrap();

@@ -7,17 +7,17 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 use xt_api::auth::{Role, mint};
-use xt_shared::source::{CsvDir, write_csv};
+use xt_shared::source::CsvDir;
 use xt_shared::universe::Universe;
 use xt_shared::{BarSource, BatchSpec, SyntheticMarket};
 use xt_testkit::{Etcd, Moto, Proc, scratch};
+
+mod support;
 
 const JWT: &str = "objects-test-jwt-secret-0123456789";
 const SYMBOLS: usize = 300;
@@ -62,51 +62,27 @@ async fn a_grid_over_objects_in_s3_runs_distributed_behind_the_api() {
         return;
     };
     let dir = scratch("objects-e2e");
-    let aws: Vec<(String, String)> = moto
-        .options()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let aws = support::aws(&moto);
 
     // 300 symbols' bars as CSV objects, and as files for the in-process run to compare.
-    let (store, _) = xt_objects::object_store_at("s3://xt-data", aws.clone()).unwrap();
-    let store: Arc<dyn ObjectStore> = store;
     let local = dir.join("cn");
-    std::fs::create_dir_all(&local).unwrap();
     let synth = SyntheticMarket::new(SYMBOLS, 2, 5);
-    let mut puts = Vec::new();
-    for symbol in synth.symbols().unwrap() {
-        let mut csv = Vec::new();
-        write_csv(&synth.load(&symbol).unwrap(), &mut csv).unwrap();
-        std::fs::write(local.join(format!("{symbol}.csv")), &csv).unwrap();
-        let store = store.clone();
-        puts.push(async move {
-            let path = ObjectPath::from(format!("data/cn/{symbol}.csv"));
-            store.put(&path, PutPayload::from(csv)).await
-        });
-    }
-    for put in futures::future::join_all(puts).await {
-        put.unwrap();
-    }
+    support::put_market(&aws, "s3://xt-data/data/cn", &synth, &local).await;
     let members: String = std::iter::once("symbol".to_string())
         .chain(synth.symbols().unwrap())
         .collect::<Vec<_>>()
         .join("\n");
-    store
-        .put(
-            &ObjectPath::from("data/cn/members.csv"),
-            PutPayload::from(members.clone().into_bytes()),
-        )
-        .await
-        .unwrap();
+    let bucket = "s3://xt-data";
+    support::put(
+        &aws,
+        bucket,
+        "data/cn/members.csv",
+        members.clone().into_bytes(),
+    )
+    .await;
     // Bars the coordinator may not serve: beside its data root, not under it.
-    store
-        .put(
-            &ObjectPath::from("private/cn/SYN00000.csv"),
-            PutPayload::from(std::fs::read(local.join("SYN00000.csv")).unwrap()),
-        )
-        .await
-        .unwrap();
+    let bars = std::fs::read(local.join("SYN00000.csv")).unwrap();
+    support::put(&aws, bucket, "private/cn/SYN00000.csv", bars).await;
 
     let secret = dir.join("cluster-secret");
     std::fs::write(&secret, "objects-test-cluster-secret-0123456789\n").unwrap();
@@ -259,6 +235,7 @@ async fn a_grid_over_objects_in_s3_runs_distributed_behind_the_api() {
         }
     }
     // The finished tables are objects in the results store.
+    let (store, _) = xt_objects::object_store_at(bucket, aws.clone()).unwrap();
     let listed = store
         .list_with_delimiter(Some(&ObjectPath::from(format!("results/batches/{id}"))))
         .await

@@ -108,13 +108,11 @@ fn set(role: &SharedRole, to: Role) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(tls) = xt_wire::tls::from_flags(
+    xt_wire::tls::install_from_flags(
         args.tls_ca.as_deref(),
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
-    )? {
-        xt_wire::tls::install(tls)?;
-    }
+    )?;
     let secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
     let config = Config {
         lease_ttl: Duration::from_millis(args.lease_ms),

@@ -62,6 +62,19 @@ pub fn from_flags(
     }
 }
 
+/// The three flags of every program that joins the cluster: with all of them, their
+/// identity is installed for the process; with none, it speaks plain HTTP/2.
+pub fn install_from_flags(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<()> {
+    match from_flags(ca, cert, key)? {
+        Some(tls) => install(tls),
+        None => Ok(()),
+    }
+}
+
 /// Makes `tls` this process's identity on the cluster's connections (once).
 pub fn install(tls: Tls) -> anyhow::Result<()> {
     TLS.set(tls)

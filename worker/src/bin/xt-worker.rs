@@ -66,13 +66,11 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(tls) = xt_wire::tls::from_flags(
+    xt_wire::tls::install_from_flags(
         args.tls_ca.as_deref(),
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
-    )? {
-        xt_wire::tls::install(tls)?;
-    }
+    )?;
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
