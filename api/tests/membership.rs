@@ -141,3 +141,32 @@ async fn a_dead_workers_jobs_are_queued_again_when_its_membership_lapses() {
         "{logged}"
     );
 }
+
+/// A worker that starts while etcd is down joins once it is back, rather than exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_waits_for_etcd() {
+    let Some(mut etcd) = Etcd::start("members-join-etcd", 1) else {
+        return;
+    };
+    etcd.kill(0);
+    let urls = etcd.urls.clone();
+    let joining = tokio::spawn(async move {
+        xt_wire::members::join(&urls, "late-worker", Duration::from_secs(5)).await
+    });
+    // Still trying (not failed) while etcd is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!joining.is_finished(), "join gave up while etcd was down");
+    etcd.restart(0);
+    etcd.wait_ready(0);
+    let member = tokio::time::timeout(Duration::from_secs(30), joining)
+        .await
+        .expect("joined once etcd was back")
+        .unwrap()
+        .unwrap();
+    let mut client = xt_wire::leader::etcd(&etcd.urls).await.unwrap();
+    let present = xt_wire::members::present(&mut client).await.unwrap();
+    assert!(present.contains(&member.key), "{present:?}");
+    member.leave().await;
+    let present = xt_wire::members::present(&mut client).await.unwrap();
+    assert!(!present.contains("xt/workers/late-worker"), "{present:?}");
+}

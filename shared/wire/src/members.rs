@@ -42,7 +42,19 @@ pub async fn join(endpoints: &[String], name: &str, ttl: Duration) -> anyhow::Re
     let mut client = crate::leader::etcd(endpoints).await?;
     let key = format!("{MEMBERS}{name}");
     let ttl_secs = ttl.as_secs().max(1) as i64;
-    let lease = put(&mut client, &key, ttl_secs).await?;
+    // An etcd member down (a restart, a rollout) fails the calls sent to it: asked again,
+    // for up to a minute, as the other members answer.
+    let asked = tokio::time::Instant::now();
+    let lease = loop {
+        match put(&mut client, &key, ttl_secs).await {
+            Ok(lease) => break lease,
+            Err(e) if asked.elapsed() < Duration::from_secs(60) => {
+                eprintln!("xt-worker: joining the cluster's members: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.context("joining the cluster's members")),
+        }
+    };
     let lease = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(lease));
     let renewal = {
         let (mut client, key, lease) = (client.clone(), key.clone(), lease.clone());
