@@ -96,8 +96,10 @@ fn now_ms() -> u64 {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// At most this many records, newest first (default 100, at most 10,000).
+    /// At most this many records, newest first (1 to 10,000; default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
 }
 
@@ -110,15 +112,30 @@ pub struct AuditLog {
 
 /// The caller's tenant's audit records (admins only).
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
-    responses((status = 200, body = AuditLog), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses(
+        (status = 200, body = AuditLog),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ),
     security(("bearer" = [])))]
 pub async fn audit(
     State(app): State<App>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditLog>, ApiError> {
     require(&caller, Role::Admin)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be 1..=10000, got {limit}"),
+        )
+        .field("limit"));
+    }
     let reply = app
         .jobs
         .clone()
