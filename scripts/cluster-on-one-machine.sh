@@ -65,7 +65,7 @@ PY
 
 echo "== 2 coordinators, 3 workers, the API"
 head -c 32 /dev/urandom | base64 | tr -d '=+/' >"$work/cluster.secret"
-export XT_CLUSTER_SECRET_FILE=$work/cluster.secret XT_ETCD=$ETCD XT_JWT_SECRET=by-hand-secret-0123456789
+export XT_CLUSTER_SECRET_FILE=$work/cluster.secret XT_ETCD=$ETCD XT_JWT_SECRET=by-hand-secret-0123456789-0123456789
 coordinator() {
   "$bin/xt-coordinator" --listen 127.0.0.1:0 --leader-ttl-secs 2 --lease-ms 3000 \
     --state "$work/coord-$1" --results s3://xt-data/results --data-root s3://xt-data/cn \

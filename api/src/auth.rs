@@ -33,6 +33,9 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// Who is calling, once their token checked out.
@@ -57,33 +60,61 @@ pub struct Verifier {
     validation: Validation,
 }
 
+/// The shortest HS256 secret accepted: as many bytes as the hash (RFC 7518, 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// How far clocks may disagree on `exp` and `nbf` unless told.
+pub const DEFAULT_LEEWAY_SECS: u64 = 5;
+
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = DEFAULT_LEEWAY_SECS;
+    validation
+}
+
 impl Verifier {
-    pub fn hs256(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Verifier {
-            key: DecodingKey::from_secret(secret),
-            validation,
+    /// Checks HS256 tokens signed with `secret`, which must be at least
+    /// [`MIN_SECRET_BYTES`] long.
+    pub fn hs256(secret: &[u8]) -> anyhow::Result<Self> {
+        if secret.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "the JWT secret is {} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
+                secret.len()
+            );
         }
+        Ok(Verifier {
+            key: DecodingKey::from_secret(secret),
+            validation: validation(Algorithm::HS256),
+        })
     }
 
     pub fn rs256(public_key_pem: &[u8]) -> anyhow::Result<Self> {
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(Verifier {
             key: DecodingKey::from_rsa_pem(public_key_pem)?,
-            validation,
+            validation: validation(Algorithm::RS256),
         })
+    }
+
+    /// How far clocks may disagree on `exp` and `nbf` (default [`DEFAULT_LEEWAY_SECS`]).
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.validation.leeway = seconds;
+        self
     }
 
     /// The caller of an `Authorization` header value, or why not (for a 401).
     pub fn caller(&self, header: Option<&str>) -> Result<Caller, String> {
         let header = header.ok_or("missing bearer token (Authorization: Bearer <token>)")?;
+        // The scheme is case-insensitive (RFC 7235, 2.1).
         let token = header
-            .strip_prefix("Bearer ")
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or("the Authorization header must be \"Bearer <token>\"")?;
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation)
-            .map_err(|e| format!("invalid token: {e}"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| format!("invalid token: {}", why(e.kind())))?;
         let c = data.claims;
         if c.tenant.is_empty() {
             return Err("invalid token: the tenant claim is empty".into());
@@ -99,6 +130,22 @@ impl Verifier {
             tenant: c.tenant,
             role,
         })
+    }
+}
+
+/// Why a token was refused, in our words rather than the library's.
+fn why(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "it has expired".into(),
+        K::ImmatureSignature => "it is not valid yet (nbf)".into(),
+        K::InvalidSignature => "its signature does not verify".into(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            "it is not signed with the algorithm this service expects".into()
+        }
+        K::MissingRequiredClaim(claim) => format!("it has no {claim:?} claim"),
+        K::InvalidClaimFormat(claim) => format!("its {claim:?} claim has the wrong type"),
+        _ => "it is not a well-formed JWT with sub, tenant, roles and exp".into(),
     }
 }
 
@@ -124,6 +171,7 @@ pub fn mint(
             })
             .collect(),
         exp: now + ttl_seconds,
+        nbf: None,
     };
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -134,21 +182,26 @@ pub fn mint(
 
 /// The HS256 secret: `XT_JWT_SECRET`, else the contents of `file`.
 pub fn secret(file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
-    if let Ok(s) = std::env::var("XT_JWT_SECRET")
-        && !s.is_empty()
-    {
-        return Ok(s.into_bytes());
+    let secret = match std::env::var("XT_JWT_SECRET") {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => read_secret(file)?,
+    };
+    if secret.len() < MIN_SECRET_BYTES {
+        anyhow::bail!(
+            "the JWT secret is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} (head -c 32 /dev/urandom | base64)",
+            secret.len()
+        );
     }
+    Ok(secret)
+}
+
+fn read_secret(file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
     let file = file.ok_or_else(|| {
         anyhow::anyhow!("no JWT secret: set XT_JWT_SECRET or pass --jwt-secret-file")
     })?;
     let bytes = std::fs::read(file)
         .map_err(|e| anyhow::anyhow!("--jwt-secret-file {}: {e}", file.display()))?;
-    let trimmed = bytes.trim_ascii().to_vec();
-    if trimmed.len() < 16 {
-        anyhow::bail!("the JWT secret must be at least 16 bytes");
-    }
-    Ok(trimmed)
+    Ok(bytes.trim_ascii().to_vec())
 }
 
 #[cfg(test)]
@@ -165,6 +218,7 @@ mod tests {
             tenant: "desk1".into(),
             roles: vec!["viewer".into()],
             exp: u64::MAX / 4,
+            nbf: None,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::RS256),
@@ -180,17 +234,28 @@ mod tests {
         assert!(v.caller(Some(&format!("Bearer {hs}"))).is_err());
     }
 
-    #[test]
-    fn tokens_round_trip_and_bad_ones_are_refused() {
-        let v = Verifier::hs256(b"0123456789abcdef-secret");
-        let t = mint(
-            b"0123456789abcdef-secret",
-            "ann",
-            "desk1",
-            &[Role::Researcher],
-            60,
+    const KEY: &[u8] = b"0123456789abcdef-0123456789abcdef";
+
+    fn signed(claims: &Claims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(KEY),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_refused_in_our_words() {
+        let v = Verifier::hs256(KEY).unwrap();
+        let t = mint(KEY, "ann", "desk1", &[Role::Researcher], 60).unwrap();
         let c = v.caller(Some(&format!("Bearer {t}"))).unwrap();
         assert_eq!(
             c,
@@ -201,40 +266,82 @@ mod tests {
             }
         );
         assert!(c.sees("desk1") && !c.sees("desk2"));
-        let other = mint(b"another-secret-of-16+", "ann", "desk1", &[Role::Admin], 60).unwrap();
-        assert!(
-            v.caller(Some(&format!("Bearer {other}"))).is_err(),
-            "wrong key"
+        // The scheme is case-insensitive.
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            assert!(v.caller(Some(&format!("{scheme} {t}"))).is_ok(), "{scheme}");
+        }
+        let other = mint(
+            b"another-secret-of-32-bytes-or-more!",
+            "ann",
+            "desk1",
+            &[Role::Admin],
+            60,
+        )
+        .unwrap();
+        let refused = |token: &str| v.caller(Some(&format!("Bearer {token}"))).unwrap_err();
+        assert_eq!(
+            refused(&other),
+            "invalid token: its signature does not verify"
         );
-        assert!(v.caller(Some("Bearer not.a.jwt")).is_err());
-        assert!(v.caller(Some(&t)).is_err(), "no Bearer prefix");
+        assert_eq!(
+            refused("not.a.jwt"),
+            "invalid token: it is not a well-formed JWT with sub, tenant, roles and exp"
+        );
+        assert!(v.caller(Some(&t)).is_err(), "no Bearer scheme");
+        assert!(
+            v.caller(Some(&format!("Basic {t}"))).is_err(),
+            "another scheme"
+        );
         assert!(v.caller(None).is_err());
-        // Expired long ago (beyond the default leeway).
-        let mut claims = Claims {
+        let claims = |exp: u64, nbf: Option<u64>, roles: &[&str]| Claims {
             sub: "ann".into(),
             tenant: "desk1".into(),
-            roles: vec!["admin".into()],
-            exp: 1_000,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            exp,
+            nbf,
         };
-        let old = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"0123456789abcdef-secret"),
-        )
-        .unwrap();
-        assert!(
-            v.caller(Some(&format!("Bearer {old}")))
-                .unwrap_err()
-                .contains("Expired")
+        // Expiry and not-before, within the leeway (5 s by default) and beyond it.
+        let (now, admin) = (now(), &["admin"][..]);
+        assert_eq!(
+            refused(&signed(&claims(now - 30, None, admin))),
+            "invalid token: it has expired"
         );
-        claims.exp = u64::MAX / 2;
-        claims.roles = vec!["root".into()];
-        let unknown_role = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"0123456789abcdef-secret"),
-        )
-        .unwrap();
-        assert!(v.caller(Some(&format!("Bearer {unknown_role}"))).is_err());
+        assert!(
+            v.caller(Some(&format!(
+                "Bearer {}",
+                signed(&claims(now - 2, None, admin))
+            )))
+            .is_ok()
+        );
+        assert_eq!(
+            refused(&signed(&claims(now + 600, Some(now + 60), admin))),
+            "invalid token: it is not valid yet (nbf)"
+        );
+        assert!(
+            v.caller(Some(&format!(
+                "Bearer {}",
+                signed(&claims(now + 600, Some(now + 2), admin))
+            )))
+            .is_ok()
+        );
+        // A wider leeway, as an operator may set it.
+        let lenient = Verifier::hs256(KEY).unwrap().with_leeway(120);
+        assert!(
+            lenient
+                .caller(Some(&format!(
+                    "Bearer {}",
+                    signed(&claims(now - 30, None, admin))
+                )))
+                .is_ok()
+        );
+        let unknown_role = signed(&claims(now + 600, None, &["root"]));
+        assert!(refused(&unknown_role).contains("no known role"));
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_refused_at_start() {
+        let e = Verifier::hs256(b"0123456789abcdef").err().unwrap();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        assert!(Verifier::hs256(KEY).is_ok());
     }
 }

@@ -295,6 +295,9 @@ pub struct ServeArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long, env = "XT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// How far the clocks of token issuers and this service may disagree on `exp` and `nbf`.
+    #[arg(long, env = "XT_JWT_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY_SECS)]
+    pub jwt_leeway_secs: u64,
 }
 
 pub async fn serve(args: &ServeArgs) -> Result<()> {
@@ -307,8 +310,9 @@ pub async fn serve(args: &ServeArgs) -> Result<()> {
         Some(pem) => Verifier::rs256(
             &std::fs::read(pem).with_context(|| format!("--jwt-public-key {}", pem.display()))?,
         )?,
-        None => Verifier::hs256(&secret(args.jwt_secret_file.as_deref())?),
-    };
+        None => Verifier::hs256(&secret(args.jwt_secret_file.as_deref())?)?,
+    }
+    .with_leeway(args.jwt_leeway_secs);
     let channel = xt_wire::transport::endpoint(&args.coordinator)
         .with_context(|| format!("--coordinator {}", args.coordinator))?
         .connect_timeout(Duration::from_secs(5))

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use xt_api::auth::{Role, mint};
 use xt_testkit::{Proc, scratch};
 
-const SECRET: &str = "audit-test-secret-0123456789";
+const SECRET: &str = "audit-test-secret-0123456789-abcdef";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_and_refused_tokens_are_audited_per_tenant() {

@@ -28,7 +28,7 @@ use xt_wire::{StatusReply, StatusRequest};
 
 const SYMBOLS: u32 = 300;
 const BUCKET: &str = "xt-dist";
-const JWT: &str = "dist-test-jwt-secret-0123456789";
+const JWT: &str = "dist-test-jwt-secret-0123456789-abcdef";
 
 /// A coordinator process and the lines it prints, as they come.
 struct Coordinator {

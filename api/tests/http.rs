@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use xt_api::auth::{Role, mint};
 use xt_shared::SyntheticMarket;
 
-const SECRET: &str = "test-secret-0123456789";
+const SECRET: &str = "test-secret-0123456789-0123456789";
 
 use xt_testkit::Proc;
 
@@ -570,6 +570,7 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
             tenant: "desk1".into(),
             roles: vec!["admin".into()],
             exp: 1000,
+            nbf: None,
         };
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
@@ -598,6 +599,26 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         assert_eq!(code, 401, "{why} token: {body}");
         assert!(body["error"]["message"].as_str().unwrap().len() > 5);
     }
+    // The scheme in any case (RFC 7235); the library's own words never reach the client.
+    let (code, _) = client
+        .call(reqwest::Method::GET, "/v1/batches", None, None)
+        .await;
+    assert_eq!(code, 401);
+    let lower = client
+        .http
+        .get(format!("{}/v1/batches", client.api))
+        .header("authorization", format!("bearer {ann}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+    let (_, body) = client
+        .call(reqwest::Method::GET, "/v1/batches", Some("a.b.c"), None)
+        .await;
+    assert_eq!(
+        body["error"]["message"],
+        "invalid token: it is not a well-formed JWT with sub, tenant, roles and exp"
+    );
 
     // Bad input: each a 4xx naming the field where there is one.
     let huge_grid = json!({"data": "synthetic://", "strategy": "sma_cross",
@@ -744,4 +765,26 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         );
         assert!(out.contains("passed"), "{out}");
     }
+}
+
+/// A service given an HS256 secret shorter than the hash refuses to start, saying why.
+#[test]
+fn a_short_token_secret_stops_the_service_at_start() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_xt"))
+        .args([
+            "serve",
+            "--coordinator",
+            "http://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("XT_JWT_SECRET", "sixteen-bytes!!!")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("16 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
 }

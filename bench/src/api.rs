@@ -68,9 +68,9 @@ pub async fn run(clients: usize, seconds: f64) -> anyhow::Result<(Table, Vec<Tar
     let _ = std::fs::remove_dir_all(&state);
     let cluster =
         xt_api::cluster::LocalCluster::start(state.clone(), 1, cores, Default::default()).await?;
-    let secret = b"bench-secret-0123456789";
+    let secret = b"bench-secret-0123456789-0123456789";
     let channel = xt_wire::transport::connect(&cluster.url, None).await?;
-    let app = App::new(channel, Verifier::hs256(secret));
+    let app = App::new(channel, Verifier::hs256(secret)?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router(app)).await });
