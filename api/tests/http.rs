@@ -694,6 +694,21 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         vec![202, 202, 202, 429],
         "the fourth running batch passes desk2's limit"
     );
+    let refused = client
+        .http
+        .post(format!("{}/v1/batches", client.api))
+        .bearer_auth(&eve)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused.headers()["retry-after"],
+        "5",
+        "a 429 says when to try again"
+    );
 
     // The catalog and the service's own endpoints.
     let (code, s) = client.get("/v1/strategies", &viewer).await;

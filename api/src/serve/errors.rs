@@ -101,6 +101,12 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // A tenant at its limits: room comes back as its batches finish, so the same request
+        // may succeed later (RFC 6585 4).
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         r
     }
 }
