@@ -6,5 +6,6 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod flight;
+pub mod json;
 pub mod local;
 pub mod serve;

@@ -191,14 +191,25 @@ pub async fn submit(
             format!("the body is not JSON: {e}"),
         )
     })?;
+    // A key given twice would otherwise be read as its last value, silently.
+    if let Some(path) = crate::json::duplicate_key(&body) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{path} is given more than once"),
+        )
+        .field(path));
+    }
     let spec: BatchSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // An unknown field is named by serde itself; point at it.
+        // An unknown field is named by serde; the path may name it already.
         let field = match inner.split('`').nth(1) {
             Some(name) if inner.starts_with("unknown field") => {
                 if path == "." {
                     name.to_string()
+                } else if path == name || path.ends_with(&format!(".{name}")) {
+                    path
                 } else {
                     format!("{path}.{name}")
                 }
