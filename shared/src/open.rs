@@ -178,6 +178,30 @@ impl DataRoots {
     }
 }
 
+/// `spec` with object data at `url`: under one of `prefixes`, segment by segment, with a
+/// universe file that is a plain key relative to it.
+fn confine_object(spec: BatchSpec, url: &str, prefixes: &[String]) -> Result<BatchSpec, SpecError> {
+    let under = |p: &String| url == p || url.starts_with(&format!("{p}/"));
+    if !prefixes.iter().any(under) {
+        return Err(SpecError::new(
+            "data",
+            format!("{url} is not under the service's object data roots"),
+        ));
+    }
+    if let Some(UniverseSpec::File(file)) = &spec.universe {
+        let field = "universe.file";
+        if file.contains("://") || file.starts_with('/') {
+            return Err(SpecError::new(
+                field,
+                format!("{file}: with object data, a universe file is a key relative to {url}"),
+            ));
+        }
+        crate::spec::check_object_key(file)
+            .map_err(|why| SpecError::new(field, format!("{file}: {why}")))?;
+    }
+    Ok(spec)
+}
+
 /// Resolves a spec's data directory and universe file inside the data `roots` a service was
 /// started with, and returns the spec with both as canonical absolute paths. A relative
 /// data path is taken from the first root, a relative universe file from the data
@@ -191,32 +215,8 @@ pub fn confine(spec: &BatchSpec, data_roots: &DataRoots) -> Result<BatchSpec, Sp
     let inside = |p: &Path| roots.iter().any(|r| p.starts_with(r));
     let mut out = spec.clone();
     let data = DataSpec::parse(&spec.data)?;
-    if let DataSpec::Object(url) = &data {
-        let under = |p: &String| url == p || url.starts_with(&format!("{p}/"));
-        if !data_roots.prefixes.iter().any(under) {
-            return Err(SpecError::new(
-                "data",
-                format!("{url} is not under the service's object data roots"),
-            ));
-        }
-        if let Some(UniverseSpec::File(file)) = &spec.universe {
-            let field = "universe.file";
-            if file.contains("://") || file.starts_with('/') {
-                return Err(SpecError::new(
-                    field,
-                    format!("{file}: with object data, a universe file is a key relative to {url}"),
-                ));
-            }
-            for segment in file.split('/') {
-                crate::spec::check_object_segment(segment).map_err(|why| {
-                    SpecError::new(field, format!("{file}: segment {segment:?} {why}"))
-                })?;
-            }
-        }
-        return Ok(out);
-    }
     let base = match &data {
-        DataSpec::Object(_) => unreachable!("object data returned above"),
+        DataSpec::Object(url) => return confine_object(out, url, &data_roots.prefixes),
         DataSpec::Synthetic { .. } => roots.first().cloned(),
         DataSpec::Dir(dir) => {
             let Some(first) = roots.first() else {

@@ -230,22 +230,27 @@ impl DataSpec {
 /// reach beside the prefixes an operator allows.
 pub fn object_prefix(scheme: &str, rest: &str) -> Result<String, String> {
     let rest = rest.trim_end_matches('/');
-    let mut segments = rest.split('/');
-    let bucket = segments.next().unwrap_or_default();
+    let bucket = rest.split('/').next().unwrap_or_default();
     if bucket.is_empty() {
         return Err(format!(
             "{scheme}:// needs a bucket: {scheme}://bucket/prefix"
         ));
     }
-    for segment in std::iter::once(bucket).chain(segments) {
-        check_object_segment(segment)
-            .map_err(|why| format!("{scheme}://{rest}: segment {segment:?} {why}"))?;
-    }
+    check_object_key(rest).map_err(|why| format!("{scheme}://{rest}: {why}"))?;
     Ok(format!("{scheme}://{rest}"))
 }
 
+/// An object key (or a part of one) of plain names separated by `/`, or why not: the
+/// segment that is not and its rule.
+pub fn check_object_key(key: &str) -> Result<(), String> {
+    for segment in key.split('/') {
+        check_object_segment(segment).map_err(|why| format!("segment {segment:?} {why}"))?;
+    }
+    Ok(())
+}
+
 /// A path segment of an object key: a plain name.
-pub fn check_object_segment(segment: &str) -> Result<(), &'static str> {
+fn check_object_segment(segment: &str) -> Result<(), &'static str> {
     if segment.is_empty() {
         Err("is empty (a doubled '/')")
     } else if segment == "." || segment == ".." {

@@ -23,17 +23,18 @@ pub(super) struct AuditOutcome {
 pub(super) async fn record(State(app): State<App>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let caller = app.verifier.caller(header).ok();
+    let changes = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    // Kept, not checked: only a request that is recorded has its token read here.
+    let header = request.headers().get(header::AUTHORIZATION).cloned();
     let response = next.run(request).await;
     let status = response.status();
-    let changes = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
     if !changes && status != StatusCode::UNAUTHORIZED {
         return response;
     }
+    let caller = app
+        .verifier
+        .caller(header.as_ref().and_then(|h| h.to_str().ok()))
+        .ok();
     let action = if status == StatusCode::UNAUTHORIZED {
         "token_refused"
     } else {

@@ -10,10 +10,10 @@ impl Workers for Coordinator {
         r: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
         let member = r.into_inner().member;
-        let mut s = self.lock();
-        let worker = s.scheduler.register(now());
+        let (mut s, at) = (self.lock(), now());
+        let worker = s.scheduler.register(at);
         if !member.is_empty() {
-            s.members.insert(member, (worker, now()));
+            s.members.insert(member, (worker, at));
         }
         drop(s);
         Ok(Response::new(RegisterReply {

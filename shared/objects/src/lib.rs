@@ -66,12 +66,7 @@ impl std::fmt::Debug for DataAccess {
 
 impl Default for DataAccess {
     fn default() -> Self {
-        Arc::into_inner(DataAccess::new(
-            &default_cache_dir(),
-            DEFAULT_CACHE_BYTES,
-            std::env::vars(),
-        ))
-        .expect("just made")
+        DataAccess::build(&default_cache_dir(), DEFAULT_CACHE_BYTES, std::env::vars())
     }
 }
 
@@ -83,15 +78,24 @@ impl DataAccess {
         capacity: u64,
         options: impl IntoIterator<Item = (String, String)>,
     ) -> Arc<DataAccess> {
-        Arc::new(DataAccess {
+        Arc::new(DataAccess::build(cache_dir, capacity, options))
+    }
+
+    fn build(
+        cache_dir: &Path,
+        capacity: u64,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> DataAccess {
+        DataAccess {
             cache_dir: cache_dir.to_path_buf(),
             capacity,
+            // Only what the object store client reads is kept, not the whole environment.
             options: options
                 .into_iter()
                 .filter(|(k, _)| k.to_ascii_uppercase().starts_with("AWS_"))
                 .collect(),
             objects: Mutex::new(None),
-        })
+        }
     }
 
     /// The default cache ([`default_cache_dir`], [`DEFAULT_CACHE_BYTES`]) and the

@@ -236,10 +236,7 @@ impl BarSource for ObjectDir {
     }
 
     fn side_file(&self, name: &str) -> Result<Option<Vec<u8>>, DataError> {
-        for segment in name.split('/') {
-            xt_shared::spec::check_object_segment(segment)
-                .map_err(|why| io(name, format!("segment {segment:?} {why}")))?;
-        }
+        xt_shared::spec::check_object_key(name).map_err(|why| io(name, why))?;
         Ok(self.fetch(name)?.map(|b| b.to_vec()))
     }
 }
