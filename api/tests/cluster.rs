@@ -112,6 +112,39 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     drop(workers);
 }
 
+/// A universe with membership dates, through a coordinator and two worker processes: the
+/// coordinator rebalances the sleeves at each change of members (SEMANTICS section 5) and
+/// the tables are the in-process runner's, the portfolio bit for bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_in_time_batch_is_funded_as_in_process() {
+    let state = scratch("cluster-pit");
+    let data = scratch("cluster-pit-data");
+    xt_testkit::pit_market(&data);
+    let (_coordinator, url) = coordinator(&state);
+    let _workers: Vec<Proc> = (0..2).map(|_| worker(&url)).collect();
+    let mut spec = BatchSpec::new(format!("file://{}", data.display()), "macd");
+    spec.grid = Some(serde_json::from_value(serde_json::json!({"fast": [8, 12]})).unwrap());
+    let mut client = BatchesClient::connect(url.clone()).await.unwrap();
+    let reply = submit(&mut client, &spec).await;
+    assert_eq!(reply.jobs, 5);
+    let status = wait_finished(&mut client, reply.batch).await;
+    assert_eq!((status.done, status.failed), (5, 0));
+
+    let dir = state.join("batches").join(reply.batch.to_string());
+    let source = xt_shared::CsvDir::open(&data).unwrap();
+    let universe = xt_shared::Universe::load(&data.join("universe.csv")).unwrap();
+    let local = xt_worker::runner::run_batch(&spec, &source, &universe).unwrap();
+    assert_eq!(
+        final_equity(&read(&dir.join("metrics.parquet"))),
+        final_equity(&local.metrics)
+    );
+    assert_eq!(
+        read(&dir.join("portfolio.parquet")),
+        local.outcome.portfolio,
+        "portfolio differs from the in-process run"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_are_refused_with_the_field_named() {
     let state = scratch("cluster-bad");

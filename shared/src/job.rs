@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::date::Date;
+use crate::funding::{Funding, Holding};
 use crate::market::{Costs, Market};
 use crate::portfolio::union_dates;
 use crate::source::BarSource;
@@ -30,8 +31,18 @@ pub struct JobSpec {
     pub strategy: String,
     pub params: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     pub grid: Option<std::collections::BTreeMap<String, Vec<serde_json::Value>>>,
-    /// This sleeve's capital: the batch capital times the symbol's normalised weight.
+    /// This sleeve's capital (SEMANTICS section 5): the batch capital times the symbol's
+    /// weight among the members on its first member date.
     pub capital: f64,
+    /// The symbol's weight, normalised over the batch's jobs (absent from batches planned
+    /// before it was kept: `capital` over the batch's capital then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The batch's universe has membership dates: its portfolio is rebalanced to the
+    /// members at each change, so its sleeves are summed where the whole calendar is known
+    /// (the coordinator), never into a worker's part.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub point_in_time: bool,
     pub price_limit: Option<f64>,
     /// Point-in-time membership; empty means always a member.
     pub intervals: Vec<(Date, Date)>,
@@ -42,6 +53,18 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// How the sleeves of a batch's `jobs` add up to its portfolio over `dates`.
+    pub fn funding(jobs: &[JobSpec], dates: &[Date], initial: f64) -> Funding {
+        let holdings: Vec<Holding> = jobs
+            .iter()
+            .map(|j| Holding {
+                weight: j.weight.unwrap_or(j.capital / initial),
+                intervals: &j.intervals,
+            })
+            .collect();
+        Funding::new(dates, &holdings)
+    }
+
     pub fn member(&self) -> Member {
         Member {
             symbol: self.symbol.clone(),
@@ -66,6 +89,7 @@ pub struct BatchPlan {
     pub jobs: Vec<PlannedJob>,
     /// The union of every job's dates: the portfolio's calendar.
     pub dates: Vec<Date>,
+    pub funding: Funding,
 }
 
 /// Splits a batch into jobs, reading the members' dates in parallel on the current rayon pool.
@@ -110,8 +134,16 @@ pub fn plan(
     }
     let costs = spec.resolved_costs();
     let dates = union_dates(chosen.iter().filter_map(|(_, d)| d.as_deref().ok()));
+    let holdings: Vec<Holding> = chosen
+        .iter()
+        .map(|(m, _)| Holding {
+            weight: m.weight.unwrap_or(1.0) / total,
+            intervals: &m.intervals,
+        })
+        .collect();
+    let funding = Funding::new(&dates, &holdings);
     let jobs: Vec<PlannedJob> = chosen
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, (m, dates))| PlannedJob {
             spec: JobSpec {
@@ -123,7 +155,11 @@ pub fn plan(
                 strategy: spec.strategy.clone(),
                 params: spec.params.clone(),
                 grid: spec.grid.clone(),
-                capital: spec.capital * m.weight.unwrap_or(1.0) / total,
+                capital: funding
+                    .sleeve_capital(i, spec.capital)
+                    .unwrap_or(spec.capital * m.weight.unwrap_or(1.0) / total),
+                weight: Some(m.weight.unwrap_or(1.0) / total),
+                point_in_time: funding.point_in_time(),
                 price_limit: m.price_limit,
                 intervals: m.intervals.clone(),
                 market: spec.market,
@@ -131,8 +167,12 @@ pub fn plan(
                 trades: spec.wants(Table::Trades),
                 equity: spec.wants(Table::Equity),
             },
-            bars: dates.map_or(0, |d| d.len()),
+            bars: dates.as_ref().map_or(0, |d| d.len()),
         })
         .collect();
-    Ok(BatchPlan { jobs, dates })
+    Ok(BatchPlan {
+        jobs,
+        dates,
+        funding,
+    })
 }

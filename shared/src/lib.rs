@@ -7,6 +7,7 @@
 
 pub mod bars;
 pub mod date;
+pub mod funding;
 pub mod job;
 pub mod market;
 pub mod metrics;

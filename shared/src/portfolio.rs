@@ -110,6 +110,14 @@ impl PortfolioSum {
         }
     }
 
+    /// Adds a value on every date of the calendar to curve `curve`.
+    pub fn add_row(&mut self, curve: usize, row: &[f64]) {
+        debug_assert_eq!(row.len(), self.dates.len(), "a value a date");
+        for (sum, &v) in self.curves[curve].iter_mut().zip(row) {
+            sum.add(v);
+        }
+    }
+
     /// Adds a sleeve that stays in cash throughout (a failed job) to every curve.
     pub fn add_cash(&mut self, capital: f64) {
         for row in &mut self.curves {

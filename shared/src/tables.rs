@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::Date;
+use crate::funding::Funding;
 use crate::metrics::{Metrics, PortfolioMetrics, portfolio_metrics};
 use crate::portfolio::PortfolioSum;
 use crate::schema;
@@ -239,14 +240,18 @@ pub fn portfolio_table(
 }
 
 /// The portfolio table and metrics from summed sleeves (curve `i` per combination, the
-/// last one the benchmark): the in-process runner and the coordinator finish a batch alike.
+/// last one the benchmark), funded as `funding` says: the in-process runner and the
+/// coordinator finish a batch alike.
 pub fn finish_portfolio(
     combos: &[ParamSet],
     capital: f64,
     sums: &PortfolioSum,
+    funding: &Funding,
 ) -> Result<(RecordBatch, Vec<(String, PortfolioMetrics)>), ArrowError> {
-    let curves: Vec<Vec<f64>> = (0..combos.len()).map(|i| sums.curve(i)).collect();
-    let bench = sums.curve(combos.len());
+    let curves: Vec<Vec<f64>> = (0..combos.len())
+        .map(|i| funding.curve(sums, i, capital))
+        .collect();
+    let bench = funding.curve(sums, combos.len(), capital);
     let names: Vec<String> = combos.iter().map(|p| p.json().to_string()).collect();
     let table = portfolio_table(&names, &sums.dates, &curves, &bench)?;
     let metrics = names

@@ -121,7 +121,8 @@ fn run_plan(
                 .map_err(|e| e.to_string());
             if bars.is_err() {
                 failed.fetch_add(1, Ordering::Relaxed);
-                lock(&portfolio).add_cash(job.spec.capital);
+                plan.funding
+                    .add_cash(&mut lock(&portfolio), i, job.spec.capital);
             }
             let tables = execute(
                 &job.spec,
@@ -130,7 +131,9 @@ fn run_plan(
                 &bars,
                 &Never,
                 &mut |c, dates, equity| {
-                    lock(&portfolio).add_sleeve(c, job.spec.capital, dates, equity)
+                    let sums = &mut lock(&portfolio);
+                    plan.funding
+                        .add_sleeve(sums, i, c, job.spec.capital, dates, equity)
                 },
             )
             .map_err(|e| match e {
@@ -143,7 +146,8 @@ fn run_plan(
             Ok::<_, ArrowError>(())
         })?;
     let sums = portfolio.into_inner().unwrap_or_else(|e| e.into_inner());
-    let (portfolio, portfolio_metrics) = finish_portfolio(combos, spec.capital, &sums)?;
+    let (portfolio, portfolio_metrics) =
+        finish_portfolio(combos, spec.capital, &sums, &plan.funding)?;
     Ok(BatchOutcome {
         portfolio,
         portfolio_metrics,

@@ -440,3 +440,136 @@ fn metrics_equal_empyrical() {
         }
     }
 }
+
+/// Runs `strategy` over `universe` (with membership dates) in-process and checks its
+/// portfolio, and each sleeve's capital, against `peers/pit_portfolio.py`, a second
+/// implementation of SEMANTICS section 5's funding. Returns the portfolio's equity and
+/// benchmark curves.
+fn check_pit_portfolio(
+    python: &Path,
+    scratch: &Path,
+    data: &Path,
+    universe: &Path,
+    (start, end): (&str, &str),
+    strategy: &str,
+) -> (Vec<f64>, Vec<f64>) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Date32Type, Float64Type};
+    use std::fmt::Write;
+    let mut spec = xt_shared::BatchSpec::new(format!("file://{}", data.display()), strategy);
+    spec.start = Some(start.into());
+    spec.end = Some(end.into());
+    spec.tables = Some(vec![
+        xt_shared::spec::Table::Metrics,
+        xt_shared::spec::Table::Equity,
+        xt_shared::spec::Table::Portfolio,
+    ]);
+    let source = xt_shared::CsvDir::open(data).unwrap();
+    let u = xt_shared::Universe::load(universe).unwrap();
+    let r = xt_worker::runner::run_batch(&spec, &source, &u).unwrap();
+    assert_eq!(r.outcome.failed, 0);
+
+    let eq = r.equity.unwrap();
+    let col = |name: &str| eq.column_by_name(name).unwrap().clone();
+    let (symbol, params, date) = (col("symbol"), col("params"), col("date"));
+    let (symbol, params) = (symbol.as_string::<i32>(), params.as_string::<i32>());
+    let date = date.as_primitive::<Date32Type>();
+    let (cash, equity) = (col("cash"), col("equity"));
+    let (cash, equity) = (
+        cash.as_primitive::<Float64Type>(),
+        equity.as_primitive::<Float64Type>(),
+    );
+    let mut csv = String::from("symbol,params,date,cash,equity\n");
+    let mut first_cash = std::collections::BTreeMap::new();
+    for i in 0..eq.num_rows() {
+        first_cash
+            .entry(symbol.value(i).to_string())
+            .or_insert(cash.value(i));
+        writeln!(
+            csv,
+            "{},\"{}\",{},{:?},{:?}",
+            symbol.value(i),
+            params.value(i).replace('"', "\"\""),
+            format_date(date.value(i)),
+            cash.value(i),
+            equity.value(i)
+        )
+        .unwrap();
+    }
+    let csv_path = scratch.join(format!("{strategy}-equity.csv"));
+    std::fs::write(&csv_path, csv).unwrap();
+    let request = scratch.join(format!("{strategy}-request.json"));
+    std::fs::write(
+        &request,
+        json!({"universe": universe, "initial": spec.capital, "equity": csv_path}).to_string(),
+    )
+    .unwrap();
+    let theirs = run_peer(python, "pit_portfolio.py", &[&request]);
+
+    // Each sleeve's capital: its cash on its first bar, before any fill.
+    let capital = theirs["capital"].as_object().unwrap();
+    assert_eq!(capital.len(), first_cash.len(), "the jobs");
+    for (s, ours) in &first_cash {
+        let want = capital[s].as_f64().unwrap();
+        assert!(
+            rel_diff(*ours, want) <= 1e-12,
+            "{s}: capital {ours}, reference {want}"
+        );
+    }
+
+    let p = &r.outcome.portfolio;
+    let pcol = |name: &str| p.column_by_name(name).unwrap().clone();
+    let (pparams, pdate, pequity, pbench) = (
+        pcol("params"),
+        pcol("date"),
+        pcol("equity"),
+        pcol("benchmark_equity"),
+    );
+    let pparams = pparams.as_string::<i32>();
+    let pdate = pdate.as_primitive::<Date32Type>();
+    let pequity = pequity.as_primitive::<Float64Type>();
+    let pbench = pbench.as_primitive::<Float64Type>();
+    let reference = &theirs["portfolio"][pparams.value(0)];
+    let dates = reference["dates"].as_array().unwrap();
+    let want = reference["equity"].as_array().unwrap();
+    assert_eq!(p.num_rows(), dates.len(), "{strategy}: the calendar");
+    for i in 0..p.num_rows() {
+        assert_eq!(format_date(pdate.value(i)), dates[i].as_str().unwrap());
+        let (ours, want) = (pequity.value(i), want[i].as_f64().unwrap());
+        assert!(
+            rel_diff(ours, want) <= 1e-9,
+            "{strategy} on {}: portfolio {ours}, reference {want}",
+            dates[i]
+        );
+    }
+    (pequity.values().to_vec(), pbench.values().to_vec())
+}
+
+#[test]
+fn a_point_in_time_portfolio_equals_a_second_implementation() {
+    let Some(python) = peer_python("point-in-time funding against pit_portfolio.py") else {
+        return;
+    };
+    let scratch = xt_testkit::scratch("pit-portfolio");
+    // Synthetic: weights, a symbol joining late, one leaving and coming back, one always in.
+    let data = scratch.join("data");
+    let (first, last) = xt_testkit::pit_market(&data);
+    let universe = data.join("universe.csv");
+    let mut cases = vec![(data.clone(), universe.clone(), (first, last))];
+    if let Some(root) = shared_data("point-in-time funding on the CSI 300") {
+        let cn = root.join("cn-csi300");
+        cases.push((
+            cn.clone(),
+            cn.join("universe_pit.csv"),
+            ("2019-01-01".into(), "2021-12-31".into()),
+        ));
+    }
+    for (data, universe, (start, end)) in &cases {
+        let range = (start.as_str(), end.as_str());
+        let (_, bench) = check_pit_portfolio(&python, &scratch, data, universe, range, "macd");
+        // The benchmark is the same funding of buy-and-hold sleeves.
+        let (held, _) =
+            check_pit_portfolio(&python, &scratch, data, universe, range, "buy_and_hold");
+        assert_eq!(bench, held, "the benchmark is buy_and_hold funded alike");
+    }
+}

@@ -53,11 +53,7 @@ impl Coordinator {
         s.batches.insert(
             id,
             BatchRun {
-                fold: Arc::new(Mutex::new(Fold::new(
-                    &record.dates,
-                    combos.len(),
-                    n as usize,
-                ))),
+                fold: Arc::new(Mutex::new(Fold::new(&record, combos.len()))),
                 batch: Arc::new(record),
                 combos: combos.into(),
                 bar_evaluations: 0,

@@ -120,6 +120,7 @@ pub(super) fn aggregate(
         .take()
         .unwrap_or_else(|| PortfolioSum::new(run.batch.dates.to_vec(), run.combos.len() + 1));
     let ends = &run.ends;
+    let funding = JobSpec::funding(&run.batch.jobs, &run.batch.dates, run.batch.spec.capital);
     // With the sleeves summed already, only the tables to write are decoded.
     let wanted: &[&str] = if folded {
         &JOB_TABLES
@@ -154,19 +155,26 @@ pub(super) fn aggregate(
                     w.push_error(p.json(), &error.to_string());
                 }
                 files.write("metrics", &[w.finish()?.metrics])?;
-                sums.add_cash(capital);
+                funding.add_cash(&mut sums, j, capital);
                 continue;
             }
         };
         if !folded {
-            add_result(&mut sums, capital, &result, record.summed_into.is_some());
+            add_result(
+                &mut sums,
+                &funding,
+                j,
+                capital,
+                &result,
+                record.summed_into.is_some(),
+            );
         }
         for (name, batches) in &result {
             files.write(name, batches)?;
         }
     }
     let (portfolio, portfolio_metrics) =
-        finish_portfolio(&run.combos, run.batch.spec.capital, &sums)?;
+        finish_portfolio(&run.combos, run.batch.spec.capital, &sums, &funding)?;
     files.finish(&portfolio)?;
     let summary = json!({
         "jobs": run.batch.jobs.len(),

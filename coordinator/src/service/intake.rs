@@ -167,7 +167,7 @@ impl Coordinator {
         for (i, fold, capital) in &folds {
             let (upload, tables) = &uploads[*i];
             let mut fold = fold.lock().unwrap_or_else(|e| e.into_inner());
-            fold.add(*capital, tables, upload.part.is_some());
+            fold.add(upload.job as usize, *capital, tables, upload.part.is_some());
         }
         for (fold, group) in kept {
             fold.lock().unwrap_or_else(|e| e.into_inner()).keep(&group);
@@ -250,6 +250,12 @@ pub(super) fn check_upload(run: &BatchRun, upload: &Upload, tables: &Tables) -> 
         .find(|v| !v.is_finite() || v.abs() > xt_shared::spec::MAX_EQUITY)
     {
         return Err(format!("table sleeves: equity {v} is not a finite amount"));
+    }
+    if upload.part.is_some() && run.batch.jobs[upload.job as usize].point_in_time {
+        return Err(format!(
+            "batch {} has membership dates: its sleeves are rebalanced at each change, so each job sends its own calendar and sleeves, never a part",
+            upload.batch
+        ));
     }
     if upload.part.is_some() && (tables.contains_key("calendar") || tables.contains_key("sleeves"))
     {

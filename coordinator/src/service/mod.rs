@@ -50,6 +50,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
 use xt_objects::DataAccess;
+use xt_shared::funding::Funding;
 use xt_shared::job::{JobSpec, plan};
 use xt_shared::open::{DataRoots, resolve_universe};
 use xt_shared::portfolio::{FixedSum, PortfolioSum};

@@ -15,6 +15,8 @@ pub(super) struct Fold {
     /// [`KEPT_BYTES`], or accepted before a restart) is read from the store at the end.
     pub(super) kept: Vec<Option<(Arc<ResultGroup>, usize)>>,
     pub(super) kept_bytes: usize,
+    /// How the sleeves add up to the portfolio.
+    pub(super) funding: Arc<Funding>,
 }
 
 /// Bytes of a batch's job tables held in memory until it ends; the rest are read back from
@@ -33,13 +35,15 @@ pub(super) const JOB_TABLES: [&str; 3] = [
 ];
 
 impl Fold {
-    pub(super) fn new(dates: &[Date], combos: usize, jobs: usize) -> Self {
+    pub(super) fn new(batch: &AcceptedBatch, combos: usize) -> Self {
         let curves = combos + 1;
+        let dates = &batch.dates;
         Fold {
             sums: (dates.len().saturating_mul(curves) <= FOLD_CELLS)
                 .then(|| PortfolioSum::new(dates.to_vec(), curves)),
-            kept: vec![None; jobs],
+            kept: vec![None; batch.jobs.len()],
             kept_bytes: 0,
+            funding: Arc::new(JobSpec::funding(&batch.jobs, dates, batch.spec.capital)),
         }
     }
 
@@ -49,13 +53,14 @@ impl Fold {
             sums: None,
             kept: vec![None; jobs],
             kept_bytes: 0,
+            funding: Default::default(),
         }
     }
 
-    /// Adds an accepted job's result to the sums (`summed`: its sleeves are in a part).
-    pub(super) fn add(&mut self, capital: f64, tables: &Tables, summed: bool) {
+    /// Adds job `job`'s accepted result to the sums (`summed`: its sleeves are in a part).
+    pub(super) fn add(&mut self, job: usize, capital: f64, tables: &Tables, summed: bool) {
         if let Some(sums) = &mut self.sums {
-            add_result(sums, capital, tables, summed);
+            add_result(sums, &self.funding, job, capital, tables, summed);
         }
     }
 
@@ -87,27 +92,41 @@ impl Fold {
 /// running batch never holds more than this in sums (16 bytes a cell).
 pub const FOLD_CELLS: usize = 1 << 23;
 
-/// Adds one job's sleeves (its `calendar` and `sleeves` tables, see
-/// [`xt_wire::upload::calendar_schema`]) to the portfolio; a job with none (no bar in
-/// range) stays in cash.
-pub(super) fn add_sleeves(sums: &mut PortfolioSum, capital: f64, tables: &Tables) {
+/// Adds job `job`'s sleeves (its `calendar` and `sleeves` tables, see
+/// [`xt_wire::upload::calendar_schema`]) to the portfolio as `funding` says; a job with
+/// none (no bar in range) stays in cash.
+pub(super) fn add_sleeves(
+    sums: &mut PortfolioSum,
+    funding: &Funding,
+    job: usize,
+    capital: f64,
+    tables: &Tables,
+) {
     let dates = column::<Date32Type>(tables, "calendar");
     let equity = column::<Float64Type>(tables, "sleeves");
     if dates.is_empty() {
-        sums.add_cash(capital);
+        funding.add_cash(sums, job, capital);
         return;
     }
     // Checked on upload: curves x dates values.
     for (curve, values) in equity.chunks_exact(dates.len()).enumerate() {
-        sums.add_sleeve(curve, capital, &dates, values);
+        funding.add_sleeve(sums, job, curve, capital, &dates, values);
     }
 }
 
-/// Adds one job's result to the portfolio: its own sleeves or, when they were `summed` into
-/// a part, the part if it carries it (the part's other attempts add nothing of their own).
-pub(super) fn add_result(sums: &mut PortfolioSum, capital: f64, tables: &Tables, summed: bool) {
+/// Adds job `job`'s result to the portfolio: its own sleeves or, when they were `summed`
+/// into a part, the part if it carries it (the part's other attempts add nothing of their
+/// own; parts come only from batches without membership dates, checked on upload).
+pub(super) fn add_result(
+    sums: &mut PortfolioSum,
+    funding: &Funding,
+    job: usize,
+    capital: f64,
+    tables: &Tables,
+    summed: bool,
+) {
     if !summed {
-        add_sleeves(sums, capital, tables);
+        add_sleeves(sums, funding, job, capital, tables);
         return;
     }
     if !tables.contains_key("part_sums") {

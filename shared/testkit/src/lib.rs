@@ -329,3 +329,46 @@ impl Moto {
         ]
     }
 }
+
+/// Writes a point-in-time market to `dir`: five synthetic symbols over four years as CSV
+/// files, and a `universe.csv` with weights in which one symbol is always a member, one
+/// joins late, one leaves, one leaves and comes back and one is a member for a while only.
+/// Returns the first and last dates, ISO.
+pub fn pit_market(dir: &Path) -> (String, String) {
+    use xt_shared::date::format_date;
+    use xt_shared::{BarSource, SyntheticMarket, source::write_csv};
+    let synth = SyntheticMarket {
+        symbols: 5,
+        years: 4,
+        seed: 21,
+    };
+    std::fs::create_dir_all(dir).expect("the market's directory");
+    for s in synth.symbols().expect("synthetic symbols") {
+        let bars = synth.load(&s).expect("synthetic bars");
+        let file = std::fs::File::create(dir.join(format!("{s}.csv"))).expect("a CSV file");
+        write_csv(&bars, file).expect("written");
+    }
+    let dates = synth.load("SYN00000").expect("synthetic bars").dates;
+    let at = |k: usize| format_date(dates[k]);
+    std::fs::write(
+        dir.join("universe.csv"),
+        format!(
+            "symbol,weight,start_date,end_date\n\
+             SYN00000,3,,\n\
+             SYN00001,1,{},{}\n\
+             SYN00001,1,{},\n\
+             SYN00002,2,{},\n\
+             SYN00003,1,,{}\n\
+             SYN00004,0.5,{},{}\n",
+            at(0),
+            at(200),
+            at(400),
+            at(150),
+            at(600),
+            at(300),
+            at(700),
+        ),
+    )
+    .expect("universe.csv");
+    (at(0), at(dates.len() - 1))
+}

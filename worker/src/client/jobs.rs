@@ -10,6 +10,9 @@ pub struct JobOutput {
     /// Its sleeve's capital, and its curves (parameter sets and the benchmark).
     pub capital: f64,
     pub curves: usize,
+    /// Its batch has membership dates: its sleeves go on their own, never summed into a
+    /// part (the coordinator rebalances them at each change of members).
+    pub point_in_time: bool,
     pub bar_evaluations: u64,
     /// Why the job's data failed, when its tables are error rows.
     pub error: Option<String>,
@@ -219,6 +222,7 @@ pub(super) fn run_expanded(
         tables: out,
         capital: spec.capital,
         curves,
+        point_in_time: spec.point_in_time,
         bar_evaluations: (n * combos.len()) as u64,
         error,
         seconds: started.elapsed().as_secs_f64(),

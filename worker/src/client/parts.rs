@@ -154,10 +154,10 @@ pub(super) struct Parts(pub(super) Vec<(u64, PartSum, Vec<usize>)>);
 
 impl Parts {
     /// Adds result `index` of `batch` to its batch's part; a result whose data failed has
-    /// no sleeves and joins none. False if its sleeves do not sum with the part's (it
+    /// no sleeves and joins none, nor does one of a batch with membership dates. False if its sleeves do not sum with the part's (it
     /// cannot happen with a worker's own results): it joins none either.
     pub(super) fn add(&mut self, index: usize, batch: u64, output: &JobOutput) -> bool {
-        if output.error.is_some() {
+        if output.error.is_some() || output.point_in_time {
             return true;
         }
         let at = match self.0.iter().position(|(b, _, _)| *b == batch) {

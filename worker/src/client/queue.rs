@@ -40,9 +40,11 @@ impl Queued {
         if let Ok(output) = &mut finished.result
             && bytes < UPLOAD_BYTES
             && output.error.is_none()
+            && !output.point_in_time
         {
             // Summed, its sleeves are dropped here, on the thread that made them; a result
-            // that does not sum goes with its own.
+            // that does not sum (or may not: its batch has membership dates) goes with its
+            // own.
             if pending
                 .parts
                 .add(pending.finished.len(), finished.lease.batch, output)

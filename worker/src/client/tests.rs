@@ -24,6 +24,7 @@ fn output(capital: f64, dates: &[i32], curves: usize) -> JobOutput {
         .flat_map(|c| (0..dates.len()).map(move |k| capital + (10 * c + k) as f64 + 0.125))
         .collect();
     JobOutput {
+        point_in_time: false,
         tables: vec![
             (
                 "calendar",
