@@ -60,7 +60,14 @@ async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     }
 }
 
-pub async fn submit(remote: &Remote, spec: &std::path::Path, wait: bool) -> Result<()> {
+/// Submits a batch; with `wait`, follows it and fails when more than `max_failed` of its
+/// jobs failed.
+pub async fn submit(
+    remote: &Remote,
+    spec: &std::path::Path,
+    wait: bool,
+    max_failed: f64,
+) -> Result<()> {
     let body = std::fs::read(spec).with_context(|| format!("reading {}", spec.display()))?;
     let r = remote
         .auth(reqwest::Client::new().post(remote.url("/v1/batches")))
@@ -74,7 +81,8 @@ pub async fn submit(remote: &Remote, spec: &std::path::Path, wait: bool) -> Resu
         .context("the API answered without a batch id")?;
     println!("batch {id}: {} jobs", reply["jobs"]);
     if wait {
-        watch(remote, id).await?;
+        let summary = watch(remote, id).await?;
+        crate::summary::check_failures(&summary, max_failed)?;
     }
     Ok(())
 }
@@ -109,10 +117,41 @@ pub async fn list(remote: &Remote, offset: u32, limit: u32) -> Result<()> {
     Ok(())
 }
 
-pub async fn status(remote: &Remote, id: u64) -> Result<()> {
+/// Prints a batch's status for people (its summary once done), or as the API's JSON.
+pub async fn status(remote: &Remote, id: u64, as_json: bool) -> Result<()> {
     let r = remote.get(&format!("/v1/batches/{id}")).send().await?;
     let reply: Value = check(r).await?.json().await?;
-    println!("{}", serde_json::to_string_pretty(&reply)?);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(());
+    }
+    let c = &reply["counts"];
+    let name = reply["name"].as_str().map_or(String::new(), |n| {
+        format!(" {:?}", crate::summary::plain(n))
+    });
+    println!(
+        "batch {id}{name}: {}, {} jobs: {} done, {} failed, {} cancelled, {} running, {} queued",
+        reply["state"].as_str().unwrap_or(""),
+        reply["jobs"],
+        c["done"],
+        c["failed"],
+        c["cancelled"],
+        c["running"],
+        c["queued"]
+    );
+    println!(
+        "submitted {} by {}",
+        reply["submitted"].as_str().unwrap_or(""),
+        crate::summary::plain(reply["owner"].as_str().unwrap_or(""))
+    );
+    match &reply["summary"] {
+        Value::Object(_) => print!("{}", crate::summary::render(&reply["summary"])),
+        _ => println!(
+            "elapsed {:.1}s, eta {:.1}s",
+            reply["elapsed_seconds"].as_f64().unwrap_or(0.0),
+            reply["eta_seconds"].as_f64().unwrap_or(0.0)
+        ),
+    }
     Ok(())
 }
 
@@ -129,8 +168,9 @@ pub async fn cancel(remote: &Remote, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// Follows a batch's event stream with a progress bar, then prints its summary.
-pub async fn watch(remote: &Remote, id: u64) -> Result<()> {
+/// Follows a batch's event stream with a progress bar, then prints its summary and
+/// returns it.
+pub async fn watch(remote: &Remote, id: u64) -> Result<Value> {
     let r = remote
         .get(&format!("/v1/batches/{id}/events"))
         .send()
@@ -186,8 +226,8 @@ pub async fn watch(remote: &Remote, id: u64) -> Result<()> {
             if kind == "done" {
                 bar.finish();
                 println!("batch {id} {}", v["state"].as_str().unwrap_or("done"));
-                println!("{}", serde_json::to_string_pretty(&v["summary"])?);
-                return Ok(());
+                print!("{}", crate::summary::render(&v["summary"]));
+                return Ok(v["summary"].clone());
             }
         }
     }

@@ -9,3 +9,4 @@ pub mod flight;
 pub mod json;
 pub mod local;
 pub mod serve;
+pub mod summary;

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Float64Type;
 use clap::Args;
 use serde_json::{Value, json};
 use xt_shared::spec::{CostsSpec, Table, UniverseSpec};
@@ -65,6 +63,20 @@ pub struct LocalArgs {
     /// No progress bar.
     #[arg(long, env = "XT_QUIET")]
     pub quiet: bool,
+    /// Exit with an error when more than this share of the jobs fail (0 to 1; the tables
+    /// and summary are written all the same).
+    #[arg(long, env = "XT_MAX_FAILED", default_value_t = crate::summary::MAX_FAILED, value_parser = share)]
+    pub max_failed: f64,
+}
+
+/// A share between 0 and 1.
+pub fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "{text:?} is not a share between 0 and 1 (0.1 is 10%)"
+        )),
+    }
 }
 
 fn json_arg<T: serde::de::DeserializeOwned>(
@@ -225,23 +237,9 @@ async fn on_loopback(
     Ok((dir, status.bar_evaluations))
 }
 
-fn read_parquet(path: &std::path::Path) -> Result<Option<arrow::record_batch::RecordBatch>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(path)?,
-    )?
-    .build()?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(arrow::compute::concat_batches(
-        &xt_shared::schema::METRICS,
-        &batches,
-    )?))
-}
-
-/// Copies the batch's tables to `out` and writes the summary: the portfolio per parameter
-/// set, the best parameter sets by portfolio Sharpe, and the best and worst symbols.
+/// Copies the batch's tables to `out` and writes the summary: the batch's own (the
+/// portfolio per parameter set, the best parameter sets, the best and worst symbols, the
+/// benchmark, the failures) with the spec and how the run went on this machine.
 fn summarise(
     spec: &BatchSpec,
     dir: &std::path::Path,
@@ -257,130 +255,19 @@ fn summarise(
                 .with_context(|| format!("writing {}", out.join(&name).display()))?;
         }
     }
-    let batch: Value = serde_json::from_slice(
+    let mut summary: Value = serde_json::from_slice(
         &std::fs::read(dir.join("summary.json")).context("reading the batch summary")?,
     )?;
-    let portfolio = batch["portfolio"].as_object().cloned().unwrap_or_default();
-    let sharpe = |m: &Value| m["sharpe"].as_f64().unwrap_or(f64::NEG_INFINITY);
-    let mut ranked: Vec<(&String, &Value)> = portfolio.iter().collect();
-    ranked.sort_by(|a, b| sharpe(b.1).total_cmp(&sharpe(a.1)));
-    let best = ranked
-        .first()
-        .map(|(p, _)| (*p).clone())
-        .unwrap_or_default();
-    let mut by_symbol = Vec::new();
-    if let Some(metrics) = read_parquet(&dir.join("metrics.parquet"))? {
-        let s = metrics
-            .column_by_name("symbol")
-            .map(|c| c.as_string::<i32>().clone());
-        let p = metrics
-            .column_by_name("params")
-            .map(|c| c.as_string::<i32>().clone());
-        let r = metrics
-            .column_by_name("total_return")
-            .map(|c| c.as_primitive::<Float64Type>().clone());
-        if let (Some(s), Some(p), Some(r)) = (s, p, r) {
-            for i in 0..metrics.num_rows() {
-                if p.value(i) == best && r.is_valid(i) {
-                    by_symbol.push((s.value(i).to_string(), r.value(i)));
-                }
-            }
-        }
+    if let Value::Object(map) = &mut summary {
+        map.insert("spec".into(), json!(spec));
+        map.insert("bar_evaluations".into(), json!(bar_evaluations));
+        map.insert("elapsed_seconds".into(), json!(elapsed));
+        map.insert("threads".into(), json!(threads));
     }
-    by_symbol.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top = |v: &[(String, f64)]| {
-        v.iter()
-            .map(|(s, r)| json!({"symbol": s, "total_return": r}))
-            .collect::<Vec<_>>()
-    };
-    let worst: Vec<_> = by_symbol.iter().rev().take(5).cloned().collect();
-    let summary = json!({
-        "spec": spec,
-        "jobs": batch["jobs"],
-        "failed": batch["failed"],
-        "combinations": portfolio.len(),
-        "bar_evaluations": bar_evaluations,
-        "elapsed_seconds": elapsed,
-        "threads": threads,
-        "best_params": best,
-        "portfolio": portfolio,
-        "best_parameter_sets": ranked.iter().take(5).map(|(p, m)| json!({"params": p, "sharpe": m["sharpe"], "total_return": m["total_return"]})).collect::<Vec<_>>(),
-        "best_symbols": top(&by_symbol[..by_symbol.len().min(5)]),
-        "worst_symbols": top(&worst),
-    });
     std::fs::write(
         out.join("summary.json"),
         serde_json::to_vec_pretty(&summary)?,
     )
     .context("writing summary.json")?;
     Ok(summary)
-}
-
-/// The human summary printed after a run.
-pub fn render(summary: &Value) -> String {
-    let f = |v: &Value| v.as_f64().map_or("n/a".to_string(), |x| format!("{x:.4}"));
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map_or("n/a".to_string(), |x| format!("{:.2}%", x * 100.0))
-    };
-    let mut out = String::new();
-    let best = summary["best_params"].as_str().unwrap_or("");
-    let p = &summary["portfolio"][best];
-    out += &format!(
-        "{} jobs ({} failed) x {} parameter sets, {} bar evaluations in {:.2}s on {} threads\n",
-        summary["jobs"],
-        summary["failed"],
-        summary["combinations"],
-        summary["bar_evaluations"],
-        summary["elapsed_seconds"].as_f64().unwrap_or(0.0),
-        summary["threads"]
-    );
-    out += &format!(
-        "portfolio {best}: return {}, cagr {}, sharpe {}, max drawdown {}\n",
-        pct(&p["total_return"]),
-        pct(&p["cagr"]),
-        f(&p["sharpe"]),
-        pct(&p["max_drawdown"])
-    );
-    out += &format!(
-        "  against buy_and_hold: alpha {}, beta {}, tracking error {}, information ratio {}\n",
-        pct(&p["alpha"]),
-        f(&p["beta"]),
-        pct(&p["tracking_error"]),
-        f(&p["information_ratio"])
-    );
-    if summary["combinations"].as_u64().unwrap_or(1) > 1 {
-        out += "best parameter sets (portfolio sharpe):\n";
-        for s in summary["best_parameter_sets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            out += &format!(
-                "  {} sharpe {} return {}\n",
-                s["params"].as_str().unwrap_or(""),
-                f(&s["sharpe"]),
-                pct(&s["total_return"])
-            );
-        }
-    }
-    for (title, key) in [
-        ("best symbols", "best_symbols"),
-        ("worst symbols", "worst_symbols"),
-    ] {
-        let list: Vec<String> = summary[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s["symbol"].as_str().unwrap_or(""),
-                    pct(&s["total_return"])
-                )
-            })
-            .collect();
-        out += &format!("{title}: {}\n", list.join(", "));
-    }
-    out
 }

@@ -184,12 +184,11 @@ impl Client {
 }
 
 fn batches(bytes: &[u8]) -> RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec()))
-        .unwrap()
-        .build()
-        .unwrap();
-    let all: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&all[0].schema(), &all).unwrap()
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.to_vec())).unwrap();
+    let schema = builder.schema().clone();
+    let all: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&schema, &all).unwrap()
 }
 
 fn spec(name: &str) -> Value {
@@ -326,22 +325,47 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         )
         .await;
     assert_eq!(batches(&one).num_rows(), 2);
-    let params = r#"{"fast":5,"slow":20}"#;
-    let (_, one) = client
-        .bytes(
-            &format!(
-                "/v1/batches/{id}/results/metrics?format=parquet&symbol=SYN00001&params={}",
-                params
-                    .replace('{', "%7B")
-                    .replace('}', "%7D")
-                    .replace('"', "%22")
-                    .replace(':', "%3A")
-                    .replace(',', "%2C")
-            ),
-            &ann,
-        )
-        .await;
-    assert_eq!(batches(&one).num_rows(), 1);
+    // A parameter set compares as values: key order and 20 against 20.0 do not matter.
+    let escape = |p: &str| {
+        p.replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace(':', "%3A")
+            .replace(',', "%2C")
+            .replace('[', "%5B")
+            .replace(']', "%5D")
+    };
+    for (params, rows) in [
+        (r#"{"fast":5,"slow":20}"#, 1),
+        (r#"{"slow":20.0,"fast":5}"#, 1),
+        (r#"{"fast":5,"slow":21}"#, 0),
+    ] {
+        let (status, one) = client
+            .bytes(
+                &format!(
+                    "/v1/batches/{id}/results/metrics?format=parquet&symbol=SYN00001&params={}",
+                    escape(params)
+                ),
+                &ann,
+            )
+            .await;
+        assert_eq!(status, 200, "{params}");
+        assert_eq!(batches(&one).num_rows(), rows, "{params}");
+    }
+    for params in [r#"{"fast":5,"#, "[5,20]"] {
+        let (status, body) = client
+            .bytes(
+                &format!("/v1/batches/{id}/results/metrics?params={}", escape(params)),
+                &ann,
+            )
+            .await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("params")),
+            "{body}"
+        );
+    }
 
     // The `xt` client: submit and follow to the end, then download.
     let spec_file = local.with_extension("json");
@@ -370,6 +394,38 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         .nth(1)
         .and_then(|w| w.trim_end_matches(':').parse().ok())
         .unwrap();
+    // The summary for people, and `xt status` prints the same once the batch is done.
+    let summary = &stdout[stdout
+        .find(" jobs (")
+        .map(|i| stdout[..i].rfind('\n').map_or(0, |n| n + 1))
+        .unwrap()..];
+    for part in [
+        "benchmark (buy_and_hold): return",
+        "best symbols: ",
+        "worst symbols: ",
+    ] {
+        assert!(summary.contains(part), "{stdout}");
+    }
+    let o = xt(&["status", &cli_id.to_string()]);
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        status.contains(": done, 5 jobs: 5 done, 0 failed"),
+        "{status}"
+    );
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains(" bar evaluations in "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        strip(&status).ends_with(&strip(summary)),
+        "{status}\n---\n{summary}"
+    );
+    let o = xt(&["status", &cli_id.to_string(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["summary"]["failures"]["jobs"], 0, "{json}");
     let downloaded = local.with_extension("trades.parquet");
     let o = xt(&[
         "download",

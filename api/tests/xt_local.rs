@@ -211,3 +211,73 @@ fn runs_the_real_csi300_with_point_in_time_membership() {
     assert!((300..=590).contains(&jobs), "{jobs} jobs");
     assert_eq!(summary["failed"], 0);
 }
+
+#[test]
+fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
+    // A universe of which most symbols have no data: 3 of 5 jobs fail.
+    let dir = out_dir("xt-local-failures");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let synth = xt_shared::SyntheticMarket {
+        symbols: 2,
+        years: 2,
+        seed: 4,
+    };
+    for s in ["SYN00000", "SYN00001"] {
+        let bars = xt_shared::BarSource::load(&synth, s).unwrap();
+        let file = std::fs::File::create(data.join(format!("{s}.csv"))).unwrap();
+        xt_shared::source::write_csv(&bars, file).unwrap();
+    }
+    std::fs::write(
+        data.join("universe.csv"),
+        "symbol\nSYN00000\nGONE1\nSYN00001\nGONE2\nGONE3\n",
+    )
+    .unwrap();
+    let run = |max_failed: &str| {
+        xt(&[
+            "local",
+            "--data",
+            data.to_str().unwrap(),
+            "--strategy",
+            "sma_cross",
+            "--quiet",
+            "--max-failed",
+            max_failed,
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ])
+    };
+    let o = run("0.5");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success(), "{stdout}");
+    assert!(stdout.contains("5 jobs (3 failed)"), "{stdout}");
+    assert!(
+        stdout.contains("  3 x <symbol>: no data for this symbol"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("e.g. GONE1: no data"), "{stdout}");
+    assert!(
+        stderr.contains("3 of 5 jobs failed (60.0%), more than --max-failed allows (50.0%)"),
+        "{stderr}"
+    );
+    // The tables and summary are written all the same, and a higher bar passes.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &summary["failed"],
+            &summary["failures"]["by_reason"][0]["jobs"]
+        ),
+        (&serde_json::json!(3), &serde_json::json!(3))
+    );
+    assert!(run("0.6").status.success());
+    let o = run("1.5");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a share between 0 and 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

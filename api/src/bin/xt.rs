@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xt_api::client::{self, Remote, ServeArgs, TokenArgs};
-use xt_api::local::{LocalArgs, render, run};
+use xt_api::local::{LocalArgs, run};
+use xt_api::summary::{check_failures, render};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +29,9 @@ enum Command {
         /// Follow it to the end with a progress bar, then print its summary.
         #[arg(long)]
         wait: bool,
+        /// With --wait: exit with an error when more than this share of the jobs fail.
+        #[arg(long, env = "XT_MAX_FAILED", default_value_t = xt_api::summary::MAX_FAILED, value_parser = xt_api::local::share)]
+        max_failed: f64,
         #[command(flatten)]
         remote: Remote,
     },
@@ -43,6 +47,9 @@ enum Command {
     /// One batch's state, counts and, when done, summary.
     Status {
         id: u64,
+        /// The API's JSON instead of the summary for people.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -111,20 +118,25 @@ fn main() -> ExitCode {
             Ok(summary) => {
                 print!("{}", render(&summary));
                 println!("tables and summary.json written to {}", args.out.display());
-                Ok(())
+                check_failures(&summary, args.max_failed)
             }
             Err(e) => Err(e.context("xt local")),
         },
-        Command::Submit { spec, wait, remote } => {
-            runtime().block_on(client::submit(&remote, &spec, wait))
-        }
+        Command::Submit {
+            spec,
+            wait,
+            max_failed,
+            remote,
+        } => runtime().block_on(client::submit(&remote, &spec, wait, max_failed)),
         Command::List {
             offset,
             limit,
             remote,
         } => runtime().block_on(client::list(&remote, offset, limit)),
-        Command::Status { id, remote } => runtime().block_on(client::status(&remote, id)),
-        Command::Watch { id, remote } => runtime().block_on(client::watch(&remote, id)),
+        Command::Status { id, json, remote } => {
+            runtime().block_on(client::status(&remote, id, json))
+        }
+        Command::Watch { id, remote } => runtime().block_on(client::watch(&remote, id)).map(drop),
         Command::Cancel { id, remote } => runtime().block_on(client::cancel(&remote, id)),
         Command::Download {
             id,

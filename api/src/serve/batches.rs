@@ -21,8 +21,11 @@ pub struct BatchStatus {
     pub(super) bar_evaluations: u64,
     elapsed_seconds: f64,
     eta_seconds: f64,
-    /// Once done: jobs, failures, and per parameter set the portfolio's metrics against
-    /// the benchmark.
+    /// Once done: `jobs`, `failed` (jobs without a result: given up, or their data
+    /// unreadable), `cancelled`; `portfolio`, per parameter set the portfolio's metrics
+    /// against the benchmark; `best_params` and `best_parameter_sets` (by portfolio Sharpe,
+    /// ties in grid order); `best_symbols` and `worst_symbols` of the best set;
+    /// `benchmark`, its own metrics; `failures`, the failed jobs by reason with examples.
     #[schema(value_type = Option<Object>, nullable)]
     summary: Option<Value>,
 }

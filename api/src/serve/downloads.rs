@@ -2,6 +2,10 @@
 //! symbol and parameter set, through a Parquet, Arrow IPC, CSV or JSON encoder batch by
 //! batch.
 
+use std::collections::HashMap;
+
+use serde_json::Map;
+
 use super::*;
 
 #[derive(Deserialize, IntoParams)]
@@ -9,9 +13,11 @@ use super::*;
 pub struct Download {
     /// `parquet` (default), `arrow` (IPC stream), `csv` or `json` (an array of rows).
     format: Option<String>,
-    /// Only this symbol's rows (metrics, trades, equity).
+    /// Only this symbol's rows (metrics, trades, equity): the symbol exactly as the universe
+    /// names it, case and suffix included (`600519.SH`).
     symbol: Option<String>,
-    /// Only this parameter set's rows, as its canonical JSON (`{"fast":12,"signal":9,"slow":26}`).
+    /// Only this parameter set's rows: a JSON object of every parameter of the set, compared
+    /// as values (`{"slow":26,"fast":12.0,"signal":9}` is `{"fast":12,"signal":9,"slow":26}`).
     params: Option<String>,
 }
 
@@ -67,6 +73,7 @@ pub async fn results(
             .field("format"));
         }
     };
+    let params = q.params.as_deref().map(parse_params).transpose()?;
     if q.symbol.is_some() && table == Table::Portfolio {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -94,11 +101,17 @@ pub async fn results(
     let batches = FlightRecordBatchStream::new_from_flight_data(
         data.map_err(arrow_flight::error::FlightError::from),
     );
-    let filters = (q.symbol, q.params);
+    let mut rows = Rows {
+        symbol: q.symbol,
+        params,
+        seen: HashMap::new(),
+    };
     let filtered = batches
         .map_err(|e| std::io::Error::other(e.to_string()))
         .and_then(move |b| {
-            let r = filter(&b, &filters).map_err(|e| std::io::Error::other(e.to_string()));
+            let r = rows
+                .filter(&b)
+                .map_err(|e| std::io::Error::other(e.to_string()));
             async move { r }
         });
     let (content_type, ext) = match format {
@@ -119,29 +132,115 @@ pub async fn results(
         .into_response())
 }
 
-/// Keeps the rows matching the `symbol=` and `params=` filters.
-pub(super) fn filter(
-    b: &RecordBatch,
-    (symbol, params): &(Option<String>, Option<String>),
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut keep: Option<BooleanArray> = None;
-    for (column, value) in [("symbol", symbol), ("params", params)] {
-        let Some(value) = value else { continue };
-        let Some(col) = b.column_by_name(column) else {
-            continue;
-        };
-        let col = col.as_string::<i32>();
-        let mask: BooleanArray = (0..col.len())
-            .map(|i| Some(col.is_valid(i) && col.value(i) == value))
-            .collect();
-        keep = Some(match keep {
-            None => mask,
-            Some(k) => arrow::compute::and(&k, &mask)?,
-        });
+/// The `params=` filter: a JSON object, else a 400 naming the field.
+fn parse_params(text: &str) -> Result<Map<String, Value>, ApiError> {
+    let bad =
+        |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", m).field("params");
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(bad(format!(
+            "params must be a JSON object of the parameter set, such as {{\"fast\":12,\"signal\":9,\"slow\":26}}, not {other}"
+        ))),
+        Err(e) => Err(bad(format!("params is not valid JSON: {e}"))),
     }
-    match keep {
-        None => Ok(b.clone()),
-        Some(k) => arrow::compute::filter_record_batch(b, &k),
+}
+
+/// Whether two parameter sets are the same: the same names, numbers equal as numbers (`30`
+/// is `30.0`), other values equal.
+fn same_params(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(k, x)| {
+            b.get(k).is_some_and(|y| match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y,
+                _ => x == y,
+            })
+        })
+}
+
+/// The rows a download keeps: `symbol=` matched exactly, `params=` as values. A table's
+/// `params` column holds a batch's few parameter sets over and over, so each distinct one is
+/// parsed once.
+struct Rows {
+    symbol: Option<String>,
+    params: Option<Map<String, Value>>,
+    seen: HashMap<String, bool>,
+}
+
+impl Rows {
+    fn filter(&mut self, b: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut keep: Option<BooleanArray> = None;
+        let mut and = |mask: BooleanArray| -> Result<(), arrow::error::ArrowError> {
+            keep = Some(match keep.take() {
+                None => mask,
+                Some(k) => arrow::compute::and(&k, &mask)?,
+            });
+            Ok(())
+        };
+        if let (Some(symbol), Some(col)) = (&self.symbol, b.column_by_name("symbol")) {
+            let col = col.as_string::<i32>();
+            and((0..col.len())
+                .map(|i| Some(col.is_valid(i) && col.value(i) == symbol))
+                .collect())?;
+        }
+        if let (Some(want), Some(col)) = (&self.params, b.column_by_name("params")) {
+            let col = col.as_string::<i32>();
+            let seen = &mut self.seen;
+            let mut matches = |text: &str| -> bool {
+                if let Some(&m) = seen.get(text) {
+                    return m;
+                }
+                let m = serde_json::from_str::<Map<String, Value>>(text)
+                    .is_ok_and(|have| same_params(&have, want));
+                seen.insert(text.to_string(), m);
+                m
+            };
+            and((0..col.len())
+                .map(|i| Some(col.is_valid(i) && matches(col.value(i))))
+                .collect())?;
+        }
+        match keep {
+            None => Ok(b.clone()),
+            Some(k) => arrow::compute::filter_record_batch(b, &k),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn parameter_sets_compare_as_values() {
+        let canonical = map(r#"{"fast":12,"signal":9,"slow":26}"#);
+        for same in [
+            r#"{"slow":26,"fast":12,"signal":9}"#,
+            r#"{"fast":12.0,"signal":9,"slow":2.6e1}"#,
+        ] {
+            assert!(same_params(&map(same), &canonical), "{same}");
+        }
+        for other in [
+            r#"{"fast":12,"signal":9}"#,
+            r#"{"fast":12,"signal":9,"slow":27}"#,
+            r#"{"fast":12,"signal":9,"slow":"26"}"#,
+            r#"{"fast":12,"signal":9,"slow":26,"k":1}"#,
+        ] {
+            assert!(!same_params(&map(other), &canonical), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_filter_is_a_400_naming_params() {
+        for text in ["{\"fast\":", "[12, 26]", "12"] {
+            let e = format!("{:?}", parse_params(text).unwrap_err());
+            assert!(
+                e.contains("status: 400") && e.contains(r#"field: Some("params")"#),
+                "{e}"
+            );
+        }
     }
 }
 

@@ -131,11 +131,17 @@ pub(super) fn aggregate(
     // holds what was kept and one row group of each table, not the batch's tables read
     // back (an equity table runs to millions of rows).
     let mut files = TableFiles::create(store, batch, &run.batch.spec)?;
+    let mut digest = Digest::default();
     for (j, (job, end)) in run.batch.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => match kept.get(j).and_then(Option::as_ref).filter(|_| folded) {
                 Some((group, k)) => {
+                    if let Some(t) = group.tables.iter().find(|t| t.name == "metrics")
+                        && let Some(Some((start, rows))) = t.spans.get(*k)
+                    {
+                        digest.metrics(&job.symbol, &t.slice(*start, *rows));
+                    }
                     files.write_kept(group, *k)?;
                     continue;
                 }
@@ -150,6 +156,9 @@ pub(super) fn aggregate(
             Ok(r) => r,
             Err(error) => {
                 // No result: error rows, a sleeve in cash.
+                if let JobEnd::Failed(e) = end {
+                    digest.fail(&job.symbol, e);
+                }
                 let mut w = TableWriter::new(&job.symbol, false, false);
                 for p in run.combos.iter() {
                     w.push_error(p.json(), &error.to_string());
@@ -169,6 +178,9 @@ pub(super) fn aggregate(
                 record.summed_into.is_some(),
             );
         }
+        if let Some(metrics) = result.get("metrics") {
+            digest.metrics(&job.symbol, metrics);
+        }
         for (name, batches) in &result {
             files.write(name, batches)?;
         }
@@ -176,15 +188,42 @@ pub(super) fn aggregate(
     let (portfolio, portfolio_metrics) =
         finish_portfolio(&run.combos, run.batch.spec.capital, &sums, &funding)?;
     files.finish(&portfolio)?;
-    let summary = json!({
+    let benchmark = benchmark_metrics(&portfolio, run.batch.spec.capital);
+    let mut summary = json!({
         "jobs": run.batch.jobs.len(),
-        "failed": ends.iter().filter(|e| matches!(e, JobEnd::Failed(_))).count(),
+        // Jobs without a result: given up after their attempts, or their data unreadable.
+        "failed": digest.failed(),
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
         "bar_evaluations": run.bar_evaluations,
         "portfolio": portfolio_summary(&portfolio_metrics),
     });
+    if let Value::Object(map) = &mut summary {
+        map.extend(digest.fields(&portfolio_metrics, &benchmark));
+    }
     Ok(summary)
+}
+
+/// The benchmark's own metrics, from the portfolio table's `benchmark_equity` (the same
+/// curve beside every parameter set: the first set's rows).
+fn benchmark_metrics(
+    portfolio: &RecordBatch,
+    capital: f64,
+) -> xt_shared::metrics::PortfolioMetrics {
+    use arrow::array::AsArray;
+    let (Some(params), Some(bench)) = (
+        portfolio.column_by_name("params"),
+        portfolio.column_by_name("benchmark_equity"),
+    ) else {
+        return Default::default();
+    };
+    let params = params.as_string::<i32>();
+    let bench = bench.as_primitive::<Float64Type>();
+    let rows = (0..portfolio.num_rows())
+        .take_while(|&i| params.value(i) == params.value(0))
+        .count();
+    let curve = &bench.values()[..rows];
+    xt_shared::metrics::portfolio_metrics(capital, curve, curve)
 }
 
 /// A summary's `portfolio`: each parameter set's portfolio metrics against the benchmark.

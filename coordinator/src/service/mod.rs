@@ -9,6 +9,7 @@
 //! `grpc` and `flight` are the adapters from the wire to these.
 
 mod admission;
+mod digest;
 mod error;
 mod finish;
 mod flight;
@@ -19,6 +20,7 @@ mod result_files;
 mod totals;
 
 pub use admission::BatchView;
+use digest::Digest;
 pub use error::CoordinatorError;
 pub use finish::portfolio_summary;
 pub use flight::MAX_UPLOADS;
