@@ -172,7 +172,7 @@ class Harness(bt.Strategy):
         if order.status == order.Completed:
             side = "buy" if order.isbuy() else "sell"
             day = bt.num2date(order.executed.dt).date().isoformat()
-            self.fills.append([day, side, order.executed.price, abs(order.executed.size)])
+            self.fills.append([day, side, order.executed.price, abs(order.executed.size), order.executed.comm])
         elif order.status in (order.Margin, order.Rejected, order.Canceled):
             raise RuntimeError(f"order {order.getstatusname()} on bar {len(self.data) - 1}")
 

@@ -73,6 +73,29 @@ pub fn render(summary: &Value) -> String {
             pct(&b["max_drawdown"])
         );
     }
+    let t = &summary["trading"];
+    if t.is_object() {
+        let money = |v: &Value| v.as_f64().map_or("n/a".to_string(), |x| format!("{x:.2}"));
+        out += &format!(
+            "  trading: {} closed trades, win rate {}, average win {}, average loss {}, expectancy {}, held {} bars on average\n",
+            t["trades"],
+            pct(&t["win_rate"]),
+            money(&t["avg_win"]),
+            money(&t["avg_loss"]),
+            money(&t["expectancy"]),
+            t["avg_bars_held"]
+                .as_f64()
+                .map_or("n/a".to_string(), |x| format!("{x:.1}")),
+        );
+        out += &format!(
+            "  costs paid {}, turnover {} a year, mean exposure {}\n",
+            money(&t["costs"]),
+            t["turnover"]
+                .as_f64()
+                .map_or("n/a".to_string(), |x| format!("{x:.2}x")),
+            pct(&t["mean_exposure"]),
+        );
+    }
     if summary["combinations"].as_u64().unwrap_or(1) > 1 {
         out += "best parameter sets (portfolio sharpe):\n";
         for s in summary["best_parameter_sets"]

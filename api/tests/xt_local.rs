@@ -75,6 +75,30 @@ fn runs_a_grid_and_writes_every_table() {
     assert_eq!(summary["jobs"], 20);
     assert_eq!(summary["best_symbols"].as_array().unwrap().len(), 5);
     assert!(summary["portfolio"][&params]["beta"].is_number());
+    // The summary's trading adds up the best set's trades: their count and costs.
+    let best = summary["best_params"].as_str().unwrap();
+    let (_, _, trades) = rows(&out.join("trades.parquet"));
+    let (mut closed, mut costs) = (0u64, 0.0);
+    for b in &trades {
+        let p = b.column_by_name("params").unwrap().as_string::<i32>();
+        let exit = b.column_by_name("exit_date").unwrap();
+        let c = b
+            .column_by_name("costs")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        for i in (0..b.num_rows()).filter(|&i| p.value(i) == best) {
+            closed += exit.is_valid(i) as u64;
+            costs += c.value(i);
+        }
+    }
+    let trading = &summary["trading"];
+    assert_eq!(trading["trades"], closed, "{trading}");
+    let theirs = trading["costs"].as_f64().unwrap();
+    assert!(
+        costs > 0.0 && (theirs - costs).abs() <= 1e-9 * costs,
+        "{theirs} vs {costs}"
+    );
+    assert!(stdout.contains("costs paid"), "{stdout}");
 }
 
 #[test]

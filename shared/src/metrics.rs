@@ -22,6 +22,87 @@ pub struct Metrics {
     pub win_rate: Option<f64>,
     pub profit_factor: Option<f64>,
     pub exposure: Option<f64>,
+    /// The trading beyond SEMANTICS section 8, from [`trade_stats`].
+    pub trading: TradeStats,
+}
+
+/// What a sleeve's trades cost and how they went: the `metrics` table's columns after
+/// `error` (see the README's "Trading statistics").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TradeStats {
+    /// Commissions and stamp duty paid, entries and exits (slippage is in the fill prices).
+    pub costs: Option<f64>,
+    /// Value bought and sold: `price * qty` of every fill.
+    pub traded: Option<f64>,
+    /// `traded / mean(equity) * 252 / bars`: times the sleeve's value traded a year.
+    pub turnover: Option<f64>,
+    /// Mean pnl of the closed trades with `pnl > 0`.
+    pub avg_win: Option<f64>,
+    /// Mean pnl of the other closed trades (<= 0).
+    pub avg_loss: Option<f64>,
+    /// Mean pnl of the closed trades.
+    pub expectancy: Option<f64>,
+    /// Mean bars from entry fill to exit fill of the closed trades.
+    pub avg_bars_held: Option<f64>,
+}
+
+/// The names of [`TradeStats`]' columns, in order.
+pub const TRADE_STAT_COLUMNS: [&str; 7] = [
+    "costs",
+    "traded",
+    "turnover",
+    "avg_win",
+    "avg_loss",
+    "expectancy",
+    "avg_bars_held",
+];
+
+impl TradeStats {
+    pub fn values(&self) -> [Option<f64>; 7] {
+        [
+            self.costs,
+            self.traded,
+            self.turnover,
+            self.avg_win,
+            self.avg_loss,
+            self.expectancy,
+            self.avg_bars_held,
+        ]
+    }
+}
+
+/// A sleeve's [`TradeStats`] from its trades and its equity curve.
+pub fn trade_stats(trades: &[crate::sleeve::Trade], equity: &[f64]) -> TradeStats {
+    let (mut costs, mut traded) = (0.0, 0.0);
+    let (mut closed, mut wins, mut won, mut lost, mut held) = (0usize, 0usize, 0.0, 0.0, 0usize);
+    for t in trades {
+        costs += t.entry_costs + t.exit_costs;
+        traded += t.entry_price * t.qty;
+        if let (Some(exit), Some(price)) = (t.exit, t.exit_price) {
+            traded += price * t.qty;
+            closed += 1;
+            held += exit - t.entry;
+            if t.pnl > 0.0 {
+                wins += 1;
+                won += t.pnl;
+            } else {
+                lost += t.pnl;
+            }
+        }
+    }
+    let mean_equity = mean(equity);
+    let per = |sum: f64, n: usize| (n > 0).then(|| sum / n as f64);
+    TradeStats {
+        costs: finite(costs),
+        traded: finite(traded),
+        turnover: (!equity.is_empty() && mean_equity > 0.0)
+            .then(|| traded / mean_equity * YEAR / equity.len() as f64)
+            .and_then(finite),
+        avg_win: per(won, wins),
+        avg_loss: per(lost, closed - wins),
+        expectancy: per(won + lost, closed),
+        avg_bars_held: per(held as f64, closed),
+    }
 }
 
 /// Portfolio-level metrics: the curve's own plus the comparison with its benchmark.
@@ -180,6 +261,7 @@ pub fn job_metrics(
         win_rate: (count > 0).then(|| wins as f64 / count as f64),
         profit_factor: (losses > 0.0).then(|| gains / losses),
         exposure,
+        trading: TradeStats::default(),
     }
 }
 
@@ -223,6 +305,47 @@ pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> Por
         }
     }
     out
+}
+
+#[cfg(test)]
+mod trade_stats_tests {
+    use super::*;
+    use crate::sleeve::Trade;
+
+    #[test]
+    fn trade_statistics_by_hand() {
+        let trade = |entry, exit: Option<usize>, price: f64, out: f64, pnl| Trade {
+            entry,
+            entry_price: price,
+            exit,
+            exit_price: exit.map(|_| out),
+            qty: 100.0,
+            entry_costs: 5.0,
+            exit_costs: if exit.is_some() { 6.0 } else { 0.0 },
+            pnl,
+        };
+        let trades = [
+            trade(1, Some(4), 10.0, 12.0, 189.0),
+            trade(5, Some(7), 12.0, 11.0, -111.0),
+            trade(8, Some(9), 11.0, 13.0, 189.0),
+            trade(9, None, 13.0, 0.0, 40.0),
+        ];
+        let equity = [1000.0, 1100.0, 1200.0, 1100.0];
+        let s = trade_stats(&trades, &equity);
+        assert_eq!(s.costs, Some(5.0 * 4.0 + 6.0 * 3.0));
+        let traded = 100.0 * (10.0 + 12.0 + 12.0 + 11.0 + 11.0 + 13.0 + 13.0);
+        assert_eq!(s.traded, Some(traded));
+        assert_eq!(s.turnover, Some(traded / 1100.0 * 252.0 / 4.0));
+        assert_eq!(s.avg_win, Some(189.0));
+        assert_eq!(s.avg_loss, Some(-111.0));
+        assert_eq!(s.expectancy, Some((189.0 * 2.0 - 111.0) / 3.0));
+        assert_eq!(s.avg_bars_held, Some((3.0 + 2.0 + 1.0) / 3.0));
+        let none = trade_stats(&[], &equity);
+        assert_eq!(
+            (none.costs, none.avg_win, none.expectancy),
+            (Some(0.0), None, None)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
     }
     fields.push(Field::new("bars", DataType::Int64, true));
     fields.push(Field::new("error", DataType::Utf8, true));
+    for name in crate::metrics::TRADE_STAT_COLUMNS {
+        fields.push(Field::new(name, DataType::Float64, true));
+    }
     Arc::new(Schema::new(fields))
 });
 
@@ -55,6 +58,8 @@ pub static TRADES: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("exit_price", DataType::Float64, true),
         Field::new("qty", DataType::Int64, false),
         Field::new("pnl", DataType::Float64, false),
+        // Commission and stamp duty of the trade's entry and exit (so far).
+        Field::new("costs", DataType::Float64, false),
     ]);
     Arc::new(Schema::new(fields))
 });

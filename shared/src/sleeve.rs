@@ -12,6 +12,8 @@ pub struct Trade {
     pub qty: f64,
     /// Commission paid at entry.
     pub entry_costs: f64,
+    /// Commission and stamp duty paid at exit (0 while open).
+    pub exit_costs: f64,
     /// `(exit_price - entry_price) * qty - entry_costs - exit_costs`; for an open trade the
     /// last close stands in for the exit and no exit costs are charged.
     pub pnl: f64,

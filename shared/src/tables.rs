@@ -31,6 +31,7 @@ struct TradeColumns {
     exit_price: Float64Builder,
     qty: Int64Builder,
     pnl: Float64Builder,
+    costs: Float64Builder,
 }
 
 struct EquityColumns {
@@ -50,6 +51,8 @@ pub struct TableWriter {
     trade_count: Int64Builder,
     bars: Int64Builder,
     error: StringBuilder,
+    /// The trade statistics' columns, after `error`.
+    trading: Vec<Float64Builder>,
     trades: Option<TradeColumns>,
     equity: Option<EquityColumns>,
 }
@@ -69,6 +72,10 @@ impl TableWriter {
             trade_count: Int64Builder::with_capacity(0),
             bars: Int64Builder::with_capacity(0),
             error: StringBuilder::with_capacity(0, 0),
+            trading: crate::metrics::TRADE_STAT_COLUMNS
+                .iter()
+                .map(|_| Float64Builder::with_capacity(0))
+                .collect(),
             trades: want_trades.then(|| TradeColumns {
                 symbol: StringBuilder::with_capacity(0, 0),
                 params: StringBuilder::with_capacity(0, 0),
@@ -78,6 +85,7 @@ impl TableWriter {
                 exit_price: Float64Builder::with_capacity(0),
                 qty: Int64Builder::with_capacity(0),
                 pnl: Float64Builder::with_capacity(0),
+                costs: Float64Builder::with_capacity(0),
             }),
             equity: want_equity.then(|| EquityColumns {
                 symbol: StringBuilder::with_capacity(0, 0),
@@ -113,6 +121,9 @@ impl TableWriter {
         self.trade_count.append_option(m.trades);
         self.bars.append_value(dates.len() as i64);
         self.error.append_null();
+        for (b, v) in self.trading.iter_mut().zip(m.trading.values()) {
+            b.append_option(v);
+        }
         if let Some(t) = &mut self.trades {
             for trade in &run.trades {
                 t.symbol.append_value(&self.symbol);
@@ -123,6 +134,7 @@ impl TableWriter {
                 t.exit_price.append_option(trade.exit_price);
                 t.qty.append_value(trade.qty as i64);
                 t.pnl.append_value(trade.pnl);
+                t.costs.append_value(trade.entry_costs + trade.exit_costs);
             }
         }
         if let Some(e) = &mut self.equity {
@@ -149,6 +161,9 @@ impl TableWriter {
         self.trade_count.append_null();
         self.bars.append_null();
         self.error.append_value(error);
+        for b in &mut self.trading {
+            b.append_null();
+        }
     }
 
     pub fn finish(mut self) -> Result<JobTables, ArrowError> {
@@ -166,6 +181,11 @@ impl TableWriter {
         columns.extend(f);
         columns.push(Arc::new(self.bars.finish()));
         columns.push(Arc::new(self.error.finish()));
+        columns.extend(
+            self.trading
+                .into_iter()
+                .map(|mut b| Arc::new(b.finish()) as ArrayRef),
+        );
         let metrics = RecordBatch::try_new(schema::METRICS.clone(), columns)?;
         let trades = self
             .trades
@@ -181,6 +201,7 @@ impl TableWriter {
                         Arc::new(t.exit_price.finish()),
                         Arc::new(t.qty.finish()),
                         Arc::new(t.pnl.finish()),
+                        Arc::new(t.costs.finish()),
                     ],
                 )
             })

@@ -330,9 +330,16 @@ fn every_fill_equals_backtrader() {
                 "buy",
                 t.entry_price,
                 t.qty,
+                t.entry_costs,
             ));
             if let (Some(i), Some(p)) = (t.exit, t.exit_price) {
-                ours.push((format_date(case.bars.dates[i]), "sell", p, t.qty));
+                ours.push((
+                    format_date(case.bars.dates[i]),
+                    "sell",
+                    p,
+                    t.qty,
+                    t.exit_costs,
+                ));
             }
         }
         let theirs_fills = theirs["fills"].as_array().unwrap();
@@ -342,9 +349,15 @@ fn every_fill_equals_backtrader() {
                 t[1].as_str().unwrap(),
                 t[2].as_f64().unwrap(),
                 t[3].as_f64().unwrap(),
+                // Commission and stamp duty of the fill: the trades table's `costs`.
+                t[4].as_f64().unwrap(),
             );
             assert!(
-                o.0 == t.0 && o.1 == t.1 && rel_diff(o.2, t.2) <= 1e-12 && o.3 == t.3,
+                o.0 == t.0
+                    && o.1 == t.1
+                    && rel_diff(o.2, t.2) <= 1e-12
+                    && o.3 == t.3
+                    && rel_diff(o.4, t.4) <= 1e-9,
                 "{}: fill {k} differs: ours {o:?}, backtrader {t:?}",
                 case.name
             );

@@ -22,6 +22,31 @@ pub(super) struct Digest {
     returns: Vec<(String, u32, f64)>,
     /// (symbol, error) of each failed job.
     failed: Vec<(String, String)>,
+    /// Per parameter set, its sleeves' trading summed.
+    trading: Vec<Trading>,
+}
+
+/// The trading of a parameter set's sleeves, summed from their `metrics` rows.
+#[derive(Default, Clone)]
+struct Trading {
+    costs: f64,
+    traded: f64,
+    closed: f64,
+    wins: f64,
+    won: f64,
+    lost: f64,
+    held: f64,
+    exposure: f64,
+    sleeves: f64,
+}
+
+/// A float column of `b` by name, if it has it.
+fn floats<'a>(
+    b: &'a arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Option<&'a arrow::array::Float64Array> {
+    b.column_by_name(name)?
+        .as_primitive_opt::<arrow::datatypes::Float64Type>()
 }
 
 impl Digest {
@@ -57,6 +82,30 @@ impl Digest {
                         .entry(params.value(i).to_string())
                         .or_insert(next);
                     self.returns.push((symbol.to_string(), p, ret.value(i)));
+                    if self.trading.len() <= p as usize {
+                        self.trading.resize(p as usize + 1, Trading::default());
+                    }
+                    let at = |name: &str| {
+                        floats(b, name)
+                            .filter(|c| c.is_valid(i))
+                            .map_or(0.0, |c| c.value(i))
+                    };
+                    let closed = b
+                        .column_by_name("trades")
+                        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                        .filter(|c| c.is_valid(i))
+                        .map_or(0.0, |c| c.value(i) as f64);
+                    let wins = (at("win_rate") * closed).round();
+                    let t = &mut self.trading[p as usize];
+                    t.costs += at("costs");
+                    t.traded += at("traded");
+                    t.closed += closed;
+                    t.wins += wins;
+                    t.won += at("avg_win") * wins;
+                    t.lost += at("avg_loss") * (closed - wins);
+                    t.held += at("avg_bars_held") * closed;
+                    t.exposure += at("exposure");
+                    t.sleeves += 1.0;
                 }
             }
         }
@@ -76,6 +125,7 @@ impl Digest {
         &self,
         portfolio: &[(String, PortfolioMetrics)],
         benchmark: &PortfolioMetrics,
+        table: &arrow::record_batch::RecordBatch,
     ) -> Map<String, Value> {
         // Best first by Sharpe; a set without one last; ties by grid order (a stable sort).
         let mut ranked: Vec<&(String, PortfolioMetrics)> = portfolio.iter().collect();
@@ -128,8 +178,37 @@ impl Digest {
                 "max_drawdown": benchmark.max_drawdown,
             }),
         );
+        if let Some(&b) = self.params.get(&best) {
+            out.insert(
+                "trading".into(),
+                self.trading(b as usize, mean_equity(table, &best)),
+            );
+        }
         out.insert("failures".into(), self.failures());
         out
+    }
+
+    /// The trading of parameter set `p`'s sleeves: in all, and per closed trade; its
+    /// turnover against the portfolio's mean equity (and its dates).
+    fn trading(&self, p: usize, mean_equity: Option<(f64, f64)>) -> Value {
+        let Some(t) = self.trading.get(p) else {
+            return Value::Null;
+        };
+        let per = |sum: f64, n: f64| (n > 0.0).then(|| sum / n);
+        json!({
+            "trades": t.closed as u64,
+            "win_rate": per(t.wins, t.closed),
+            "avg_win": per(t.won, t.wins),
+            "avg_loss": per(t.lost, t.closed - t.wins),
+            "expectancy": per(t.won + t.lost, t.closed),
+            "avg_bars_held": per(t.held, t.closed),
+            "costs": t.costs,
+            "traded": t.traded,
+            "turnover": mean_equity
+                .filter(|(e, days)| *e > 0.0 && *days > 0.0)
+                .map(|(e, days)| t.traded / e * xt_shared::metrics::YEAR / days),
+            "mean_exposure": per(t.exposure, t.sleeves),
+        })
     }
 
     /// The failed jobs grouped by reason, most common first, a few messages each.
@@ -161,6 +240,18 @@ impl Digest {
                 .collect::<Vec<_>>(),
         })
     }
+}
+
+/// The mean of parameter set `params`' portfolio equity, and its dates.
+fn mean_equity(table: &arrow::record_batch::RecordBatch, params: &str) -> Option<(f64, f64)> {
+    let p = table.column_by_name("params")?.as_string_opt::<i32>()?;
+    let e = floats(table, "equity")?;
+    let (mut sum, mut n) = (0.0, 0.0);
+    for i in (0..table.num_rows()).filter(|&i| p.value(i) == params) {
+        sum += e.value(i);
+        n += 1.0;
+    }
+    (n > 0.0).then(|| (sum / n, n))
 }
 
 /// What a failure's message says with its particulars taken out (the symbol, numbers and

@@ -199,7 +199,7 @@ pub(super) fn aggregate(
         "portfolio": portfolio_summary(&portfolio_metrics),
     });
     if let Value::Object(map) = &mut summary {
-        map.extend(digest.fields(&portfolio_metrics, &benchmark));
+        map.extend(digest.fields(&portfolio_metrics, &benchmark, &portfolio));
     }
     Ok(summary)
 }

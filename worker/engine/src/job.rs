@@ -4,7 +4,7 @@
 //! than its signal and fill loops.
 
 use xt_shared::Bars;
-use xt_shared::metrics::{Metrics, job_metrics};
+use xt_shared::metrics::{Metrics, job_metrics, trade_stats};
 
 use super::exchange::Exchange;
 use super::indicators::Indicators;
@@ -52,7 +52,8 @@ pub fn run_job(
             .iter()
             .filter(|t| t.exit.is_some())
             .map(|t| t.pnl);
-        let metrics = job_metrics(job.capital, &run.equity, &run.qty, closed);
+        let mut metrics = job_metrics(job.capital, &run.equity, &run.qty, closed);
+        metrics.trading = trade_stats(&run.trades, &run.equity);
         sink(i, &run, &metrics);
     }
     Ok(())

@@ -72,6 +72,7 @@ pub fn simulate(
                             exit_price: None,
                             qty,
                             entry_costs: costs,
+                            exit_costs: 0.0,
                             pnl: 0.0,
                         });
                     }
@@ -89,6 +90,7 @@ pub fn simulate(
                     if let Some(trade) = out.trades.last_mut() {
                         trade.exit = Some(t);
                         trade.exit_price = Some(price);
+                        trade.exit_costs = costs;
                         trade.pnl =
                             (price - trade.entry_price) * trade.qty - trade.entry_costs - costs;
                     }
