@@ -93,22 +93,25 @@ pub async fn list(remote: &Remote, offset: u32, limit: u32) -> Result<()> {
         .send()
         .await?;
     let reply: Value = check(r).await?.json().await?;
-    println!(
-        "{:>6}  {:<10} {:>6} {:>6} {:>6}  {:<20} name",
-        "id", "state", "jobs", "done", "failed", "submitted"
-    );
+    let text = |v: &Value| match v {
+        Value::String(s) => crate::summary::plain(s),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut table =
+        vec![["id", "state", "jobs", "done", "failed", "submitted", "name"].map(String::from)];
     for b in reply["batches"].as_array().into_iter().flatten() {
-        println!(
-            "{:>6}  {:<10} {:>6} {:>6} {:>6}  {:<20} {}",
-            b["id"],
-            b["state"].as_str().unwrap_or(""),
-            b["jobs"],
-            b["counts"]["done"],
-            b["counts"]["failed"],
-            b["submitted"].as_str().unwrap_or(""),
-            b["name"].as_str().unwrap_or("")
-        );
+        table.push([
+            text(&b["id"]),
+            text(&b["state"]),
+            text(&b["jobs"]),
+            text(&b["counts"]["done"]),
+            text(&b["counts"]["failed"]),
+            text(&b["submitted"]),
+            text(&b["name"]),
+        ]);
     }
+    print!("{}", columns(&table));
     println!(
         "{} of {} batches",
         reply["batches"].as_array().map_or(0, |a| a.len()),
@@ -118,6 +121,36 @@ pub async fn list(remote: &Remote, offset: u32, limit: u32) -> Result<()> {
 }
 
 /// Prints a batch's status for people (its summary once done), or as the API's JSON.
+/// Rows as aligned columns (numbers to the right), each as wide as its widest cell; the
+/// last column is not padded.
+pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            let numeric = !cell.is_empty() && cell.chars().all(|ch| ch.is_ascii_digit());
+            if c > 0 {
+                line.push_str("  ");
+            }
+            if numeric {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else if c + 1 < N {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 pub async fn status(remote: &Remote, id: u64, as_json: bool) -> Result<()> {
     let r = remote.get(&format!("/v1/batches/{id}")).send().await?;
     let reply: Value = check(r).await?.json().await?;
@@ -387,4 +420,20 @@ pub async fn serve(args: &ServeArgs) -> Result<()> {
     }
     std::io::stdout().flush()?;
     crate::serve::serve_http(app, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn columns_align_and_escape_nothing_themselves() {
+        let rows = [
+            ["id", "state", "name"].map(String::from),
+            ["7", "done", "macd"].map(String::from),
+            ["12345", "running", "a much longer name"].map(String::from),
+        ];
+        assert_eq!(
+            super::columns(&rows),
+            "id     state    name\n    7  done     macd\n12345  running  a much longer name\n"
+        );
+    }
 }

@@ -73,7 +73,10 @@ impl FlightService for FlightProxy {
             .split_once('/')
             .and_then(|(b, _)| b.parse().ok())
             .ok_or_else(|| {
-                Status::invalid_argument(format!("ticket {text:?} is not batch_id/table"))
+                Status::invalid_argument(format!(
+                    "ticket {} is not batch_id/table",
+                    xt_wire::excerpt(text)
+                ))
             })?;
         let status = self
             .jobs

@@ -12,8 +12,7 @@ pub const MAX_FAILED: f64 = 0.10;
 pub fn plain(text: &str) -> String {
     text.chars()
         .map(|c| {
-            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
-            if c.is_control() || bidi {
+            if xt_shared::spec::misleading(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()

@@ -222,7 +222,7 @@ async fn a_poison_job_is_recorded_failed_and_the_rest_complete() {
     assert!(
         errors
             .value(poison)
-            .contains("POISON: bar 0 (2015-01-05): high must be >= max(open, close)"),
+            .contains("POISON: the bar of 2015-01-05: high must be >= max(open, close)"),
         "{}",
         errors.value(poison)
     );

@@ -325,6 +325,21 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         )
         .await;
     assert_eq!(batches(&one).num_rows(), 2);
+    // Ranges are not served, and the answer says so: a Range header gets the whole table.
+    let r = client
+        .http
+        .get(format!(
+            "{}/v1/batches/{id}/results/metrics?format=csv",
+            client.api
+        ))
+        .bearer_auth(&ann)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["accept-ranges"], "none");
+    assert!(r.bytes().await.unwrap().len() > 10);
     // A parameter set compares as values: key order and 20 against 20.0 do not matter.
     let escape = |p: &str| {
         p.replace('{', "%7B")
@@ -458,8 +473,13 @@ client = fl.connect(flight)
 opts = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
 names = sorted("/".join(p.decode() for p in i.descriptor.path) for i in client.list_flights(options=opts))
 flown = client.do_get(fl.Ticket(f"{batch}/metrics".encode()), options=opts).read_all()
+try:
+    client.do_get(fl.Ticket(b"x" * 100_000), options=opts).read_all()
+    refusal = ""
+except Exception as e:  # pyarrow raises ArrowInvalid for INVALID_ARGUMENT
+    refusal = str(e)
 print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "flights": names,
-                  "flight_rows": flown.num_rows, "same": flown.equals(table)}))
+                  "flight_rows": flown.num_rows, "same": flown.equals(table), "refusal": refusal}))
 "#;
         let o = Command::new(python)
             .args(["-c", script, &c.api, &c.flight, &ann, &id.to_string()])
@@ -473,6 +493,13 @@ print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "fli
         assert_eq!(v["polars_rows"], equity.num_rows());
         assert_eq!(v["flight_rows"], metrics.num_rows());
         assert_eq!(v["same"], true, "Flight and HTTP give the same table");
+        // A bad ticket is refused, quoting a little of it, not echoing 100 KB.
+        let refusal = v["refusal"].as_str().unwrap();
+        assert!(
+            refusal.contains("is not batch_id/table") && refusal.contains("(100000 bytes)"),
+            "{refusal}"
+        );
+        assert!(refusal.len() < 1000, "{} bytes", refusal.len());
         let mut flights: Vec<String> = [id, cli_id]
             .iter()
             .flat_map(|b| ["equity", "metrics", "portfolio", "trades"].map(|t| format!("{b}/{t}")))
@@ -682,6 +709,9 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
     let cases: Vec<(String, u16, Option<&str>)> = vec![
         ("{not json".into(), 400, None),
         (json!({"data": "synthetic://", "strategy": 5}).to_string(), 422, Some("strategy")),
+        ("[]".into(), 422, None),
+        ("\"macd\"".into(), 422, None),
+        (json!({"data": "synthetic://", "strategy": "macd", "name": "a\u{202E}b"}).to_string(), 422, Some("name")),
         (json!({"data": "synthetic://", "strategy": "macd", "colour": "red"}).to_string(), 422, Some("colour")),
         (json!({"data": "synthetic://", "strategy": "macd", "costs": {"stamp": 1}}).to_string(), 422, Some("costs.stamp")),
         (r#"{"data": "synthetic://", "strategy": "macd", "strategy": "rsi"}"#.into(), 422, Some("strategy")),
@@ -715,6 +745,10 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         );
         if let Some(f) = field {
             assert_eq!(e["field"], f, "{shown}: {reply}");
+        }
+        if body.starts_with('[') || body.starts_with('"') {
+            let m = e["message"].as_str().unwrap();
+            assert!(m.starts_with("the body must be a JSON object"), "{m}");
         }
     }
     let (code, _) = client

@@ -17,7 +17,7 @@ pub struct Bars {
 
 /// A bar that breaks a rule of SEMANTICS section 1: names the symbol, where, and the rule.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{symbol}: bar {row} ({date}): {rule}")]
+#[error("{symbol}: the bar of {date}: {rule}")]
 pub struct BarsError {
     pub symbol: String,
     /// 0-based row of the bar in the symbol's history.
@@ -300,7 +300,7 @@ mod tests {
         );
         assert!(
             e.to_string()
-                .starts_with("AAA: bar 2 (2024-01-03): duplicate date")
+                .starts_with("AAA: the bar of 2024-01-03: duplicate date")
         );
 
         let mut b = bars();

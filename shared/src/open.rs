@@ -204,10 +204,11 @@ fn confine_object(spec: BatchSpec, url: &str, prefixes: &[String]) -> Result<Bat
 
 /// Resolves a spec's data directory and universe file inside the data `roots` a service was
 /// started with, and returns the spec with both as canonical absolute paths. A relative
-/// data path is taken from the first root, a relative universe file from the data
-/// directory (or the first root, for synthetic data). Symbolic links are followed before
-/// the check, so neither `..` nor a link can reach outside. With no roots, only synthetic
-/// data is served.
+/// data path is looked up in every root, in order; a relative universe file in the data
+/// directory, then in every root. Symbolic links are followed before the check, so neither
+/// `..` nor a link can reach outside; a path outside the roots and one that does not exist
+/// get the same answer, so a client cannot probe the host's paths. With no roots, only
+/// synthetic data is served.
 /// Object data (`s3://`) must lie under one of the roots' prefixes, segment by segment, and
 /// its universe file is a plain relative key under it.
 pub fn confine(spec: &BatchSpec, data_roots: &DataRoots) -> Result<BatchSpec, SpecError> {
@@ -219,24 +220,25 @@ pub fn confine(spec: &BatchSpec, data_roots: &DataRoots) -> Result<BatchSpec, Sp
         DataSpec::Object(url) => return confine_object(out, url, &data_roots.prefixes),
         DataSpec::Synthetic { .. } => roots.first().cloned(),
         DataSpec::Dir(dir) => {
-            let Some(first) = roots.first() else {
+            if roots.is_empty() {
                 return Err(SpecError::new(
                     "data",
                     "this service has no data roots; only synthetic:// data can be used",
                 ));
-            };
-            let real = first.join(dir).canonicalize().map_err(|_| {
-                SpecError::new("data", format!("no data directory {}", dir.display()))
-            })?;
-            if !inside(&real) || !real.is_dir() {
-                return Err(SpecError::new(
-                    "data",
-                    format!(
-                        "{} is not a directory inside the service's data roots",
-                        dir.display()
-                    ),
-                ));
             }
+            let real = roots
+                .iter()
+                .filter_map(|r| r.join(dir).canonicalize().ok())
+                .find(|p| inside(p) && p.is_dir())
+                .ok_or_else(|| {
+                    SpecError::new(
+                        "data",
+                        format!(
+                            "no data directory {} inside the service's data roots",
+                            dir.display()
+                        ),
+                    )
+                })?;
             out.data = DataSpec::Dir(real.clone()).to_url();
             Some(real)
         }
@@ -252,14 +254,14 @@ pub fn confine(spec: &BatchSpec, data_roots: &DataRoots) -> Result<BatchSpec, Sp
         // Relative to the data directory, else to a root (as `/v1/universes` lists them).
         let real = std::iter::once(&base)
             .chain(roots)
-            .find_map(|b| b.join(file).canonicalize().ok())
-            .ok_or_else(|| SpecError::new(field, format!("no universe file {file}")))?;
-        if !inside(&real) || !real.is_file() {
-            return Err(SpecError::new(
-                field,
-                format!("{file} is not a file inside the service's data roots"),
-            ));
-        }
+            .filter_map(|b| b.join(file).canonicalize().ok())
+            .find(|p| inside(p) && p.is_file())
+            .ok_or_else(|| {
+                SpecError::new(
+                    field,
+                    format!("no universe file {file} inside the service's data roots"),
+                )
+            })?;
         out.universe = Some(UniverseSpec::File(real.display().to_string()));
     }
     Ok(out)
@@ -350,6 +352,30 @@ mod tests {
             let e = confine(&spec(data, universe), &roots).unwrap_err();
             assert_eq!(e.field, field, "{data} {universe:?}: {e}");
         }
+        // Outside the roots and not there at all read the same: nothing to probe with.
+        let message = |data: &str, universe: Option<&str>| {
+            confine(&spec(data, universe), &roots)
+                .unwrap_err()
+                .message
+                .replace(data.trim_start_matches("file://"), "X")
+                .replace(universe.unwrap_or("-"), "X")
+        };
+        assert_eq!(message("file:///etc", None), message("file://nope", None));
+        assert_eq!(
+            message("file://cn", Some("/etc/passwd")),
+            message("file://cn", Some("nope.csv"))
+        );
+        // Every root is looked in, in order.
+        let second = base.join("second");
+        std::fs::create_dir_all(second.join("us")).unwrap();
+        std::fs::write(second.join("us.csv"), "symbol\nAAA\n").unwrap();
+        let both =
+            DataRoots::parse(&[root.display().to_string(), second.display().to_string()]).unwrap();
+        let found = confine(&spec("file://us", Some("us.csv")), &both).unwrap();
+        assert_eq!(
+            found.data,
+            format!("file://{}", both.dirs[1].join("us").display())
+        );
         assert_eq!(
             confine(&spec("file://cn", None), &DataRoots::default())
                 .unwrap_err()

@@ -24,12 +24,8 @@ pub enum DataError {
     InvalidSymbol { symbol: String },
     #[error("{symbol}: no data for this symbol (looked for {path})")]
     UnknownSymbol { symbol: String, path: String },
-    #[error("{symbol}: {path} resolves outside the data root {root}")]
-    OutsideRoot {
-        symbol: String,
-        path: String,
-        root: String,
-    },
+    #[error("{symbol}: {path} resolves outside the data directory")]
+    OutsideRoot { symbol: String, path: String },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
     #[error("{symbol}: missing column {column:?} (need date, open, high, low, close, volume)")]
@@ -37,10 +33,12 @@ pub enum DataError {
         symbol: String,
         column: &'static str,
     },
-    #[error("{symbol}: row {row}: column {column}: cannot read {value:?} as {expected}")]
+    /// `at`: `line 12` of a CSV file (the header's 1), `row 11` of a Parquet file's rows
+    /// (from 1).
+    #[error("{symbol}: {at}: column {column}: cannot read {value:?} as {expected}")]
     Parse {
         symbol: String,
-        row: usize,
+        at: String,
         column: &'static str,
         value: String,
         expected: &'static str,
@@ -143,19 +141,24 @@ impl SymbolDir {
     /// The file of `symbol`, proven to lie inside the root after links are resolved.
     fn path_of(&self, symbol: &str) -> Result<PathBuf, DataError> {
         check_symbol(symbol)?;
-        let path = self.root.join(format!("{symbol}.{}", self.ext));
+        let path = self.root.join(self.shown(symbol));
         let real = path.canonicalize().map_err(|_| DataError::UnknownSymbol {
             symbol: symbol.to_string(),
-            path: path.display().to_string(),
+            path: format!("{} in the data directory", self.shown(symbol)),
         })?;
         if !real.starts_with(&self.root) {
             return Err(DataError::OutsideRoot {
                 symbol: symbol.to_string(),
-                path: path.display().to_string(),
-                root: self.root.display().to_string(),
+                path: self.shown(symbol),
             });
         }
         Ok(real)
+    }
+
+    /// How errors name `symbol`'s file: relative to the data directory, which the batch
+    /// named, so that no path of the host's shows.
+    fn shown(&self, symbol: &str) -> String {
+        format!("{symbol}.{}", self.ext)
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
@@ -199,7 +202,7 @@ impl BarSource for CsvDir {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
         let path = self.0.path_of(symbol)?;
         let file = File::open(&path).map_err(|e| DataError::Io {
-            path: path.display().to_string(),
+            path: self.0.shown(symbol),
             message: e.to_string(),
         })?;
         read_csv(symbol, file)
@@ -213,7 +216,7 @@ impl BarSource for CsvDir {
     ) -> Result<Vec<Date>, DataError> {
         let path = self.0.path_of(symbol)?;
         let file = File::open(&path).map_err(|e| DataError::Io {
-            path: path.display().to_string(),
+            path: self.0.shown(symbol),
             message: e.to_string(),
         })?;
         let dates = read_csv_dates(symbol, file)?;
@@ -249,12 +252,12 @@ pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataEr
     }
     let mut bars = Bars::new(symbol);
     let mut record = csv::StringRecord::new();
-    let mut row = 0;
     while csv.read_record(&mut record).map_err(io)? {
+        let line = record.position().map_or(0, |p| p.line());
         let field = |i: usize| record.get(idx[i]).unwrap_or("").trim();
         let date = parse_date(field(0)).ok_or_else(|| DataError::Parse {
             symbol: symbol.to_string(),
-            row,
+            at: format!("line {line}"),
             column: "date",
             value: field(0).to_string(),
             expected: "a date YYYY-MM-DD",
@@ -263,14 +266,13 @@ pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataEr
         for k in 0..5 {
             v[k] = field(k + 1).parse::<f64>().map_err(|_| DataError::Parse {
                 symbol: symbol.to_string(),
-                row,
+                at: format!("line {line}"),
                 column: BAR_COLUMNS[k + 1],
                 value: field(k + 1).to_string(),
                 expected: "a number",
             })?;
         }
         bars.push(date, v[0], v[1], v[2], v[3], v[4]);
-        row += 1;
     }
     Ok(bars)
 }
@@ -301,7 +303,7 @@ pub fn read_csv_dates(symbol: &str, reader: impl std::io::Read) -> Result<Vec<Da
             .trim();
         let date = parse_date(field).ok_or_else(|| DataError::Parse {
             symbol: symbol.to_string(),
-            row: dates.len(),
+            at: format!("line {}", record.position().map_or(0, |p| p.line())),
             column: "date",
             value: field.to_string(),
             expected: "a date YYYY-MM-DD",
@@ -346,7 +348,7 @@ impl ParquetDir {
 impl BarSource for ParquetDir {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
         let path = self.0.path_of(symbol)?;
-        let shown = path.display().to_string();
+        let shown = self.0.shown(symbol);
         let io = |m: String| DataError::Io {
             path: shown.clone(),
             message: m,
@@ -474,7 +476,7 @@ fn parse_error(
 ) -> DataError {
     DataError::Parse {
         symbol: symbol.to_string(),
-        row,
+        at: format!("row {}", row + 1),
         column,
         value: value.to_string(),
         expected,
@@ -592,10 +594,11 @@ mod tests {
     }
 
     #[test]
-    fn bad_csv_names_row_column_and_value() {
+    fn bad_csv_names_line_column_and_value() {
+        // The file's line number, the header's 1 (as an editor shows it).
         let text = "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,x,1,1,1\n";
         let e = read_csv("AAA", text.as_bytes()).unwrap_err().to_string();
-        assert_eq!(e, "AAA: row 1: column high: cannot read \"x\" as a number");
+        assert_eq!(e, "AAA: line 3: column high: cannot read \"x\" as a number");
         let e = read_csv("AAA", "date,open,high,low,close\n".as_bytes())
             .unwrap_err()
             .to_string();
@@ -605,7 +608,7 @@ mod tests {
         let e = read_csv_dates("AAA", "date,open\n2024-01-02,1\n2024-13-01,1\n".as_bytes())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("row 1") && e.contains("2024-13-01"), "{e}");
+        assert!(e.contains("line 3") && e.contains("2024-13-01"), "{e}");
         let e = dates_in_range("AAA", &[5, 4], None, None)
             .unwrap_err()
             .to_string();

@@ -154,6 +154,34 @@ impl SpecError {
     }
 }
 
+/// Longest batch name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A name people read in lists and terminals: bounded, and without control or
+/// bidirectional-formatting characters (which could make a line say something else).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "must be at most {MAX_NAME_CHARS} characters, got {chars}"
+        ));
+    }
+    if let Some(c) = name.chars().find(|&c| misleading(c)) {
+        return Err(format!(
+            "must not contain control or bidirectional-formatting characters (found {})",
+            c.escape_unicode()
+        ));
+    }
+    Ok(())
+}
+
+/// A control or bidirectional-formatting character: one that can make printed text say
+/// something other than what it holds.
+pub fn misleading(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
 /// Largest synthetic market a spec may ask for.
 pub const MAX_SYNTHETIC_SYMBOLS: usize = 100_000;
 pub const MAX_SYNTHETIC_YEARS: usize = 100;
@@ -313,6 +341,9 @@ impl BatchSpec {
         if self.params.is_some() && self.grid.is_some() {
             return Err(SpecError::new("grid", "give params or grid, not both"));
         }
+        if let Some(name) = &self.name {
+            check_name(name).map_err(|why| SpecError::new("name", why))?;
+        }
         if let Some(c) = &self.costs {
             for (field, v, max) in [
                 ("costs.commission_rate", c.commission_rate, 0.1),
@@ -429,6 +460,18 @@ mod tests {
         }
         spec.capital = MAX_CAPITAL;
         spec.check().unwrap();
+        for name in [
+            "x".repeat(MAX_NAME_CHARS + 1),
+            "tab\there".into(),
+            "evil\u{202E}txt.exe".into(),
+            "bell\u{7}".into(),
+        ] {
+            spec.name = Some(name.clone());
+            assert_eq!(spec.check().unwrap_err().field, "name", "{name:?}");
+        }
+        spec.name = Some("沪深300 MACD (fast 8-16)".into());
+        spec.check().unwrap();
+        spec.name = None;
         spec.costs = Some(CostsSpec {
             min_commission: Some(1e7),
             ..Default::default()

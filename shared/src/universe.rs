@@ -43,9 +43,11 @@ impl Member {
 pub enum UniverseError {
     #[error("universe: {0}")]
     Io(String),
-    #[error("universe row {row}: column {column}: {message}")]
+    /// `at`: where, as the user sees it: `line 12` of a file (the header's 1), `entry 3`
+    /// of an inline list.
+    #[error("universe {at}: column {column}: {message}")]
     Field {
-        row: usize,
+        at: String,
         column: &'static str,
         message: String,
     },
@@ -66,6 +68,8 @@ pub struct Universe {
 /// One row of a universe file before rows of the same symbol are merged.
 #[derive(Debug, Clone)]
 struct Row {
+    /// Where it was given: `line 12` of a file, `entry 3` of a list.
+    at: String,
     symbol: String,
     weight: Option<f64>,
     price_limit: Option<f64>,
@@ -78,7 +82,9 @@ impl Universe {
     pub fn from_symbols<S: AsRef<str>>(symbols: &[S]) -> Result<Self, UniverseError> {
         let rows = symbols
             .iter()
-            .map(|s| Row {
+            .enumerate()
+            .map(|(i, s)| Row {
+                at: format!("entry {}", i + 1),
                 symbol: s.as_ref().trim().to_string(),
                 weight: None,
                 price_limit: None,
@@ -106,7 +112,7 @@ impl Universe {
             .clone();
         let find = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
         let symbol_col = find("symbol").ok_or(UniverseError::Field {
-            row: 0,
+            at: "line 1".into(),
             column: "symbol",
             message: "the header has no symbol column".into(),
         })?;
@@ -119,6 +125,7 @@ impl Universe {
         let mut rows = Vec::new();
         for (row, record) in csv.records().enumerate() {
             let record = record.map_err(|e| UniverseError::Io(e.to_string()))?;
+            let line = record.position().map_or(row as u64 + 2, |p| p.line());
             let get =
                 |col: Option<usize>| col.and_then(|c| record.get(c)).filter(|v| !v.is_empty());
             let number =
@@ -126,7 +133,7 @@ impl Universe {
                     get(col)
                         .map(|v| {
                             v.parse::<f64>().map_err(|_| UniverseError::Field {
-                                row,
+                                at: format!("line {line}"),
                                 column,
                                 message: format!("{v:?} is not a number"),
                             })
@@ -138,7 +145,7 @@ impl Universe {
                     get(col)
                         .map(|v| {
                             parse_date(v).ok_or_else(|| UniverseError::Field {
-                                row,
+                                at: format!("line {line}"),
                                 column,
                                 message: format!("{v:?} is not a date YYYY-MM-DD"),
                             })
@@ -146,6 +153,7 @@ impl Universe {
                         .transpose()
                 };
             rows.push(Row {
+                at: format!("line {line}"),
                 symbol: record.get(symbol_col).unwrap_or("").to_string(),
                 weight: number(weight_col, "weight")?,
                 price_limit: number(limit_col, "price_limit")?,
@@ -156,7 +164,7 @@ impl Universe {
                 && !(w.is_finite() && w > 0.0)
             {
                 return Err(UniverseError::Field {
-                    row,
+                    at: format!("line {line}"),
                     column: "weight",
                     message: format!("must be a finite number > 0, got {w}"),
                 });
@@ -165,7 +173,7 @@ impl Universe {
                 && !(l > 0.0 && l < 1.0)
             {
                 return Err(UniverseError::Field {
-                    row,
+                    at: format!("line {line}"),
                     column: "price_limit",
                     message: format!("must be in (0, 1), got {l}"),
                 });
@@ -174,7 +182,7 @@ impl Universe {
                 && s > e
             {
                 return Err(UniverseError::Field {
-                    row,
+                    at: format!("line {line}"),
                     column: "start_date",
                     message: format!(
                         "start_date {} is after end_date {}",
@@ -190,9 +198,9 @@ impl Universe {
     fn from_rows(rows: Vec<Row>) -> Result<Self, UniverseError> {
         let mut order: Vec<String> = Vec::new();
         let mut by_symbol: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-        for (i, row) in rows.into_iter().enumerate() {
+        for row in rows {
             check_symbol(&row.symbol).map_err(|e| UniverseError::Field {
-                row: i,
+                at: row.at.clone(),
                 column: "symbol",
                 message: e.to_string(),
             })?;
@@ -308,10 +316,22 @@ mod tests {
         assert!(e.to_string().contains("disagree on weight"), "{e}");
         let e = Universe::read_csv("symbol,weight\nA,1\nB,\n".as_bytes()).unwrap_err();
         assert!(matches!(e, UniverseError::MixedWeights { .. }));
-        let e = Universe::read_csv("symbol,weight\nA,-1\n".as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("column weight"), "{e}");
-        let e = Universe::read_csv("symbol\n../etc/passwd\n".as_bytes()).unwrap_err();
-        assert!(e.to_string().contains("column symbol"), "{e}");
+        // Where: the file's line, the header's 1; an inline list's entry.
+        let e = Universe::read_csv("symbol,weight\nA,1\nB,-1\n".as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("universe line 3: column weight"),
+            "{e}"
+        );
+        let e = Universe::read_csv("symbol\nA\n../etc/passwd\n".as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("universe line 3: column symbol"),
+            "{e}"
+        );
+        let e = Universe::from_symbols(&["A", "B", "x/y"]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("universe entry 3: column symbol"),
+            "{e}"
+        );
         assert_eq!(
             Universe::read_csv("symbol\n".as_bytes()).unwrap_err(),
             UniverseError::Empty

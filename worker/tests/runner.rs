@@ -148,7 +148,7 @@ fn a_broken_file_fails_only_its_own_job() {
             "BAD" => assert!(
                 errors
                     .value(i)
-                    .contains("BAD: bar 0 (2015-01-05): high must be >= max(open, close)"),
+                    .contains("BAD: the bar of 2015-01-05: high must be >= max(open, close)"),
                 "{}",
                 errors.value(i)
             ),

@@ -194,6 +194,22 @@ pub async fn submit(
             format!("the body is not JSON: {e}"),
         )
     })?;
+    if !value.is_object() {
+        let kind = match &value {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!(
+                "the body must be a JSON object, a batch spec such as {{\"data\": \"file://cn\", \"strategy\": \"macd\"}}, not {kind}"
+            ),
+        ));
+    }
     // A key given twice would otherwise be read as its last value, silently.
     if let Some(path) = crate::json::duplicate_key(&body) {
         return Err(ApiError::new(

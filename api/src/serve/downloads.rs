@@ -126,6 +126,9 @@ pub async fn results(
         [
             (header::CONTENT_TYPE, content_type.to_string()),
             (header::CONTENT_DISPOSITION, disposition),
+            // Encoded as it streams, so there are no byte offsets to serve a range from: a
+            // client that asks gets the whole table, and is told so (RFC 9110 section 14.3).
+            (header::ACCEPT_RANGES, "none".to_string()),
         ],
         body,
     )

@@ -132,7 +132,7 @@ fn a_poison_job_fails_after_three_attempts_and_the_batch_finishes() {
                 s.fail(
                     l.key,
                     w,
-                    "SYM: bar 3 (2020-01-06): high must be >= max(open, close)",
+                    "SYM: the bar of 2020-01-06: high must be >= max(open, close)",
                 );
             } else {
                 s.complete(l.key, l.attempt, w);

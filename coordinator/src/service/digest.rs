@@ -320,16 +320,16 @@ mod tests {
     fn the_same_failure_of_many_symbols_is_one_reason() {
         let a = reason(
             "600000.SH",
-            "600000.SH: row 12: column close: cannot read \"abc\" as a number",
+            "600000.SH: line 12: column close: cannot read \"abc\" as a number",
         );
         let b = reason(
             "000001.SZ",
-            "000001.SZ: row 7: column close: cannot read \"\" as a number",
+            "000001.SZ: line 7: column close: cannot read \"\" as a number",
         );
         assert_eq!(a, b);
         assert_eq!(
             a,
-            "<symbol>: row N: column close: cannot read \"…\" as a number"
+            "<symbol>: line N: column close: cannot read \"…\" as a number"
         );
         assert_eq!(
             reason("A", "A: no data for this symbol (looked for data/A.csv)"),

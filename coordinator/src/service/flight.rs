@@ -7,14 +7,18 @@ impl Coordinator {
     /// The finished table a ticket (`batch_id/table`) names.
     pub(super) fn finished_table(&self, ticket: &str) -> Result<(u64, Table), Status> {
         let (batch, table) = ticket.split_once('/').ok_or_else(|| {
-            Status::invalid_argument(format!("ticket {ticket:?} is not batch_id/table"))
+            Status::invalid_argument(format!(
+                "ticket {} is not batch_id/table",
+                xt_wire::excerpt(ticket)
+            ))
         })?;
-        let batch: u64 = batch
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("{batch:?} is not a batch id")))?;
+        let batch: u64 = batch.parse().map_err(|_| {
+            Status::invalid_argument(format!("{} is not a batch id", xt_wire::excerpt(batch)))
+        })?;
         let table = Table::parse(table).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "{table:?} is not a table (metrics, trades, equity, portfolio)"
+                "{} is not a table (metrics, trades, equity, portfolio)",
+                xt_wire::excerpt(table)
             ))
         })?;
         let s = self.lock();
