@@ -79,7 +79,9 @@ pub fn resolve_universe(
                 .ok_or_else(|| {
                     SpecError::new(field, format!("no universe file {name} in {url}"))
                 })?;
-            Universe::read_csv(bytes.as_slice()).map_err(|e| SpecError::new(field, e.to_string()))
+            crate::universe::check_size(bytes.len())
+                .and_then(|()| Universe::read_csv(bytes.as_slice()))
+                .map_err(|e| SpecError::new(field, e.to_string()))
         }
         (Some(UniverseSpec::File(path)), _) => {
             Universe::load(Path::new(path)).map_err(field("universe.file"))

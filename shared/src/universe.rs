@@ -65,6 +65,22 @@ pub struct Universe {
     pub members: Vec<Member>,
 }
 
+/// Largest universe file read, in bytes: checked before it is read.
+pub const MAX_UNIVERSE_BYTES: usize = 16 << 20;
+
+/// Most rows a universe file may have.
+pub const MAX_UNIVERSE_ROWS: usize = 200_000;
+
+/// A universe file of `bytes` bytes, or why it is refused unread.
+pub fn check_size(bytes: usize) -> Result<(), UniverseError> {
+    if bytes > MAX_UNIVERSE_BYTES {
+        return Err(UniverseError::Io(format!(
+            "the file has {bytes} bytes; a universe file has at most {MAX_UNIVERSE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// One row of a universe file before rows of the same symbol are merged.
 #[derive(Debug, Clone)]
 struct Row {
@@ -96,12 +112,22 @@ impl Universe {
     }
 
     pub fn load(path: &Path) -> Result<Self, UniverseError> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| UniverseError::Io(format!("{}: {e}", path.display())))?;
+        // Named by the file's name only: the rest is the service's, not the client's.
+        let name = path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let file =
+            std::fs::File::open(path).map_err(|e| UniverseError::Io(format!("{name}: {e}")))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| UniverseError::Io(format!("{name}: {e}")))?
+            .len();
+        check_size(bytes as usize)?;
         Self::read_csv(file)
     }
 
-    /// Reads a universe CSV: `symbol` and optional `weight`, `price_limit`, `start_date`, `end_date`.
+    /// Reads a universe CSV: `symbol` and optional `weight`, `price_limit`, `start_date`,
+    /// `end_date`; at most [`MAX_UNIVERSE_ROWS`] rows.
     pub fn read_csv(reader: impl std::io::Read) -> Result<Self, UniverseError> {
         let mut csv = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
@@ -124,6 +150,11 @@ impl Universe {
         );
         let mut rows = Vec::new();
         for (row, record) in csv.records().enumerate() {
+            if row >= MAX_UNIVERSE_ROWS {
+                return Err(UniverseError::Io(format!(
+                    "more than {MAX_UNIVERSE_ROWS} rows; a universe has at most that many"
+                )));
+            }
             let record = record.map_err(|e| UniverseError::Io(e.to_string()))?;
             let line = record.position().map_or(row as u64 + 2, |p| p.line());
             let get =
@@ -327,6 +358,15 @@ mod tests {
             e.to_string().starts_with("universe line 3: column symbol"),
             "{e}"
         );
+        // Too big to read: refused by size before reading, by rows while reading.
+        let many = format!("symbol\n{}", "A\n".repeat(MAX_UNIVERSE_ROWS + 1));
+        let e = Universe::read_csv(many.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("more than 200000 rows"), "{e}");
+        let big = std::env::temp_dir().join(format!("xt-big-universe-{}.csv", std::process::id()));
+        std::fs::write(&big, vec![b'\n'; MAX_UNIVERSE_BYTES + 1]).unwrap();
+        let e = Universe::load(&big).unwrap_err();
+        let _ = std::fs::remove_file(&big);
+        assert!(e.to_string().contains("a universe file has at most"), "{e}");
         let e = Universe::from_symbols(&["A", "B", "x/y"]).unwrap_err();
         assert!(
             e.to_string().starts_with("universe entry 3: column symbol"),

@@ -24,6 +24,18 @@ impl Coordinator {
         let data = DataSpec::parse(&spec.data).map_err(bad)?;
         let source = self.config.data.open(&data).map_err(bad)?;
         let universe = resolve_universe(&spec, &data, source.as_ref()).map_err(bad)?;
+        // A batch bigger than its tenant may ever queue is refused before it is planned
+        // (planning reads every symbol's dates): waiting would never let it in.
+        let most = self.config.max_queued_jobs;
+        if universe.members.len() > most {
+            return Err(bad(xt_shared::SpecError::new(
+                "universe",
+                format!(
+                    "{} symbols; a batch has at most {most} jobs here (the limit of jobs a tenant may queue)",
+                    universe.members.len()
+                ),
+            )));
+        }
         let planned = self
             .planner
             .install(|| plan(&spec, source.as_ref(), &universe))

@@ -118,3 +118,26 @@ async fn a_stopped_service_leaves_nothing_running() {
     // The reaper, the servers and their connections each held a handle; only ours is left.
     assert_eq!(Arc::strong_count(&c.state), 1);
 }
+
+/// A batch with more symbols than its tenant may ever queue is a 422 on `universe`, before
+/// planning; one that fits but must wait for room is a 429.
+#[test]
+fn a_batch_that_can_never_fit_is_refused_before_planning() {
+    let config = Config {
+        max_queued_jobs: 10,
+        ..Config::default()
+    };
+    let c = Coordinator::open(scratch("never-fits"), config).unwrap();
+    match c.submit(batch(11), "t", "u") {
+        Err(CoordinatorError::Spec(e)) => {
+            assert_eq!(e.field, "universe", "{e:?}");
+            assert!(e.message.contains("at most 10 jobs"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    c.submit(batch(6), "t", "u").unwrap();
+    assert!(matches!(
+        c.submit(batch(6), "t", "u"),
+        Err(CoordinatorError::Limit(_))
+    ));
+}
