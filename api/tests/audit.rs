@@ -123,12 +123,12 @@ async fn state_changes_and_refused_tokens_are_audited_per_tenant() {
         "{cancel}"
     );
     // Another tenant's admin sees none of them; a researcher reads no log.
-    let (status, body) = read(admin_b).await;
+    let (status, body) = read(admin_b.clone()).await;
     assert_eq!(
         (status, body["records"].as_array().unwrap().len()),
         (200, 0)
     );
-    assert_eq!(read(ann).await.0, 403);
+    assert_eq!(read(ann.clone()).await.0, 403);
     // The refused token names no tenant: it is in the log kept with the state, for the
     // operator.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,6 +149,76 @@ async fn state_changes_and_refused_tokens_are_audited_per_tenant() {
             break;
         }
         assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A finished batch's results: deleted by its tenant's admin only, and audited.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{api}/v1/batches/{id}"))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .unwrap();
+        if r.json::<Value>().await.unwrap()["state"] != "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delete = |t: String| {
+        let (http, api) = (http.clone(), api.clone());
+        async move {
+            http.delete(format!("{api}/v1/batches/{id}/results"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        delete(ann.clone()).await,
+        403,
+        "a researcher deletes nothing"
+    );
+    assert_eq!(
+        delete(token("carl", "desk-b", Role::Researcher)).await,
+        404,
+        "another tenant sees no batch"
+    );
+    assert_eq!(delete(admin_a.clone()).await, 204);
+    let r = http
+        .get(format!("{api}/v1/batches/{id}"))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "gone");
+    assert!(
+        !state.join(format!("batches/{id}")).exists(),
+        "nothing of it is left in the state"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = read(admin_a.clone()).await;
+        let deleted: Vec<&Value> = body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "delete" && r["status"] == 204)
+            .collect();
+        if let Some(r) = deleted.first() {
+            assert_eq!(
+                (&r["who"], &r["batch"]),
+                (&json!("root-a"), &json!(id)),
+                "{r}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

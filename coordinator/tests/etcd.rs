@@ -176,7 +176,7 @@ async fn fence_and_resume(name: &str, results: Results) {
     }
     drop(store_b);
 
-    let store_c = open(&etcd, b, &results, &format!("{name}-c"));
+    let store_c = open(&etcd, b.clone(), &results, &format!("{name}-c"));
     let restored = store_c.load_all().unwrap();
     let batch = &restored[0];
     assert!(batch.done[1].is_some() && batch.cancelled);
@@ -206,6 +206,36 @@ async fn fence_and_resume(name: &str, results: Results) {
         .map(|r| r["n"].clone())
         .collect();
     assert_eq!(audit, [0, 1, 2]);
+
+    // Compacted: the jobs' uploads go, their records stay (a restart shows the same
+    // batch), the tables stay.
+    let records = batch.done.clone();
+    store_c.compact(1, 3).unwrap();
+    let keys = client
+        .get(
+            "xt/results/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert!(keys.kvs().is_empty(), "no results keys are left");
+    drop(store_c);
+    let store_d = open(&etcd, b.clone(), &results, &format!("{name}-d"));
+    let restored = store_d.load_all().unwrap();
+    assert_eq!(
+        restored[0].done, records,
+        "the same records after compaction"
+    );
+    assert_eq!(restored[0].summary, Some(serde_json::json!({"jobs": 3})));
+    assert_eq!(stored_values(&store_d, 1, 1), None, "the uploads are gone");
+    assert_eq!(store_d.open_table(1, "metrics").unwrap().unwrap().rows, 3);
+
+    // Deleted: nothing of it is left, for this store or the next.
+    store_d.delete_batch(1).unwrap();
+    assert!(store_d.open_table(1, "metrics").unwrap().is_none());
+    drop(store_d);
+    let store_e = open(&etcd, b, &results, &format!("{name}-e"));
+    assert!(store_e.load_all().unwrap().is_empty());
 }
 
 /// A leader whose lease is gone (revoked here, as when it lapses) is deposed by its

@@ -1,4 +1,4 @@
-//! The audit log: every state-changing request (submit, cancel) and every refused token,
+//! The audit log: every state-changing request (submit, cancel, delete) and every refused token,
 //! with who, tenant, what, when and the outcome, sent to the coordinator, which keeps it
 //! with the batch state; and `GET /v1/audit`, a tenant's records for its admins.
 
@@ -40,6 +40,7 @@ pub(super) async fn record(State(app): State<App>, request: Request, next: Next)
     } else {
         match (method.as_str(), path.starts_with("/v1/batches/")) {
             ("POST", false) if path == "/v1/batches" => "submit",
+            ("DELETE", true) if path.ends_with("/results") => "delete",
             ("DELETE", true) => "cancel",
             _ => "other",
         }
@@ -56,7 +57,10 @@ pub(super) async fn record(State(app): State<App>, request: Request, next: Next)
             .extensions()
             .get::<AuditTarget>()
             .map(|t| t.0)
-            .or_else(|| path.strip_prefix("/v1/batches/")?.parse::<u64>().ok()),
+            .or_else(|| {
+                let rest = path.strip_prefix("/v1/batches/")?;
+                rest.split('/').next()?.parse::<u64>().ok()
+            }),
         "status": status.as_u16(),
         "outcome": match outcome {
             None => "ok".to_string(),

@@ -407,3 +407,31 @@ pub async fn cancel(
         Json(visible(&app, &caller, id).await?.into()),
     ))
 }
+
+/// Delete a finished batch: its record, tables and summary (an admin's, audited). A batch
+/// still running is a 409: cancel it first.
+#[utoipa::path(delete, path = "/v1/batches/{id}/results", params(("id" = u64, Path, description = "Batch id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The batch has not finished", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete_results(
+    State(app): State<App>,
+    caller: Caller,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = batch_id(id)?;
+    visible(&app, &caller, id).await?;
+    require(&caller, Role::Admin)?;
+    app.jobs
+        .clone()
+        .delete(DeleteRequest { batch: id })
+        .await
+        .map_err(ApiError::from_status)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -45,8 +45,8 @@ use xt_shared::spec::Table;
 use xt_wire::auth::Channel;
 use xt_wire::batches_client::BatchesClient;
 use xt_wire::{
-    AuditLogRequest, AuditRequest, CancelRequest, ListRequest, StatsRequest, StatusReply,
-    StatusRequest, SubmitRequest, UniversesRequest,
+    AuditLogRequest, AuditRequest, CancelRequest, DeleteRequest, ListRequest, StatsRequest,
+    StatusReply, StatusRequest, SubmitRequest, UniversesRequest,
 };
 
 use crate::auth::{Caller, Role, Verifier};
@@ -101,7 +101,7 @@ impl utoipa::Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "xTrading backtest cluster", description = "Submit batch backtests, follow them, download their results."),
-    paths(submit, list, status, cancel, events, results, strategies, universes, audit, healthz, readyz, metrics),
+    paths(submit, list, status, cancel, delete_results, events, results, strategies, universes, audit, healthz, readyz, metrics),
     components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, Universes, AuditLog)),
     modifiers(&Security)
 )]
@@ -145,6 +145,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/v1/batches/{id}/events",
             get(events).fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/batches/{id}/results",
+            axum::routing::delete(delete_results).fallback(method_not_allowed),
         )
         .route(
             "/v1/batches/{id}/results/{table}",

@@ -45,6 +45,10 @@ struct Args {
     /// Per tenant: jobs waiting in the queue.
     #[arg(long, env = "XT_MAX_QUEUED_JOBS", default_value_t = 1_000_000)]
     max_queued_jobs: usize,
+    /// Delete finished batches (record, tables, summary) this many days after they were
+    /// submitted, checked hourly; 0 keeps them until deleted through the API.
+    #[arg(long, env = "XT_RETAIN_DAYS", default_value_t = 0)]
+    retain_days: u32,
     /// A file holding the cluster secret: every gRPC and Flight call must carry it
     /// (workers and `xt serve` are given the same file). Without it the port takes calls
     /// from anyone who reaches it.
@@ -125,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
         max_running_batches: args.max_running_batches,
         max_queued_jobs: args.max_queued_jobs,
         secret: secret.clone(),
+        retain: (args.retain_days > 0)
+            .then(|| Duration::from_secs(u64::from(args.retain_days) * 86_400)),
     };
     if !args.etcd.is_empty() {
         return distributed(&args, config).await;

@@ -218,6 +218,20 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Forgets a batch none of whose jobs is queued or running (a finished batch deleted);
+    /// false if it has such jobs, or is unknown.
+    pub fn forget(&mut self, batch: BatchId) -> bool {
+        let open = |b: &BatchJobs| b.progress.queued + b.progress.running > 0;
+        match self.batches.get(&batch) {
+            Some(b) if !open(b) => {
+                self.batches.remove(&batch);
+                self.ring.retain(|&id| id != batch);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Marks a restored job failed (its data failed before the restart).
     pub fn set_failed(&mut self, key: JobKey, error: &str) {
         if let Some(b) = self.batches.get_mut(&key.batch)

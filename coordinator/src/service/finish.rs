@@ -55,13 +55,23 @@ impl Coordinator {
             self.state.clone(),
             self.finished.clone(),
         );
+        let jobs = run.batch.jobs.len();
         let thread = std::thread::spawn(move || {
             let summary = match aggregate(ended, batch, store.as_ref()) {
                 Ok(v) => v,
                 Err(e) => json!({"error": format!("aggregating results: {e:#}")}),
             };
-            if let Err(e) = store.save_summary(batch, &summary) {
-                eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}");
+            match store.save_summary(batch, &summary) {
+                Err(e) => {
+                    eprintln!("xt-coordinator: storing the summary of batch {batch}: {e}")
+                }
+                // The tables and summary hold the results now: the jobs' uploads go.
+                Ok(()) if summary.get("error").is_none() => {
+                    if let Err(e) = store.compact(batch, jobs) {
+                        eprintln!("xt-coordinator: compacting batch {batch}: {e}");
+                    }
+                }
+                Ok(()) => {}
             }
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(run) = s.batches.get_mut(&batch) {

@@ -191,6 +191,15 @@ impl Batches for Coordinator {
         Ok(Response::new(CancelReply {}))
     }
 
+    async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
+        let id = r.into_inner().batch;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.delete_batch(id))
+            .await
+            .map_err(internal)??;
+        Ok(Response::new(DeleteReply {}))
+    }
+
     async fn audit(&self, r: Request<AuditRequest>) -> Result<Response<AuditReply>, Status> {
         let record: serde_json::Value = serde_json::from_str(&r.into_inner().record_json)
             .map_err(|e| Status::invalid_argument(format!("record_json: {e}")))?;

@@ -17,6 +17,7 @@ mod grpc;
 mod intake;
 mod leasing;
 mod result_files;
+mod retention;
 mod totals;
 
 pub use admission::BatchView;
@@ -214,6 +215,8 @@ pub struct Config {
     pub max_queued_jobs: usize,
     /// Every gRPC and Flight call must carry it, when there is one.
     pub secret: Option<ClusterSecret>,
+    /// Finished batches submitted longer ago than this are deleted (`None`: kept).
+    pub retain: Option<Duration>,
 }
 
 impl Default for Config {
@@ -225,6 +228,7 @@ impl Default for Config {
             max_running_batches: 1_000,
             max_queued_jobs: 10_000_000,
             secret: None,
+            retain: None,
         }
     }
 }
@@ -436,6 +440,19 @@ pub async fn serve(
             reaper.reap();
         }
     })));
+    let mut retention = AbortOnDrop(coordinator.config.retain.map(|age| {
+        let sweeper = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_SWEEP);
+            loop {
+                tick.tick().await;
+                let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+                let this = sweeper.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || this.delete_submitted_before(cutoff)).await;
+            }
+        })
+    }));
     let finishing = coordinator.clone();
     let served = xt_wire::transport::server(coordinator.config.secret.clone())?
         .add_service(
@@ -459,11 +476,15 @@ pub async fn serve(
         )
         .await;
     reaper.stop().await;
+    retention.stop().await;
     // A batch's finish writes its tables and summary whole: waited for, not cut short.
     tokio::task::spawn_blocking(move || finishing.join_finishing()).await?;
     served?;
     Ok(())
 }
+
+/// How often finished batches are checked against the retention age.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// A background task that must not outlive its owner: aborted when dropped.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);

@@ -141,3 +141,48 @@ fn a_batch_that_can_never_fit_is_refused_before_planning() {
         Err(CoordinatorError::Limit(_))
     ));
 }
+
+/// A running batch cannot be deleted; finished, it is deleted whole, by request or once
+/// older than the retention age.
+#[tokio::test]
+async fn a_finished_batch_is_deleted_on_request_or_by_age() {
+    let c = coordinator("delete");
+    let (old, _) = c.submit(batch(2), "t", "u").unwrap();
+    assert!(matches!(
+        c.delete_batch(old),
+        Err(CoordinatorError::NotFinished(_))
+    ));
+    // Cancelled before any job ran: it finishes with error rows.
+    for id in [old] {
+        c.cancel(Request::new(CancelRequest { batch: id }))
+            .await
+            .unwrap();
+    }
+    c.join_finishing();
+    let root = std::env::temp_dir().join(format!("xt-service-delete-{}", std::process::id()));
+    let dir = crate::store::batch_dir(&root, old);
+    assert!(dir.join("summary.json").exists() && !dir.join("results.log").exists());
+    // By age: only batches submitted before the cutoff go.
+    let (new, _) = c.submit(batch(1), "t", "u").unwrap();
+    c.cancel(Request::new(CancelRequest { batch: new }))
+        .await
+        .unwrap();
+    c.join_finishing();
+    // The second submitted later than any cutoff here (both may share a millisecond).
+    {
+        let mut s = c.lock();
+        let run = s.batches.get_mut(&new).unwrap();
+        let mut later = (*run.batch).clone();
+        later.submitted_ms = u64::MAX;
+        run.batch = Arc::new(later);
+    }
+    let cutoff = c.lock().batches[&old].batch.submitted_ms + 1;
+    assert_eq!(c.delete_submitted_before(cutoff), [old]);
+    assert!(!dir.exists(), "its directory is gone");
+    assert!(matches!(
+        c.delete_batch(old),
+        Err(CoordinatorError::NotFound(_))
+    ));
+    c.delete_batch(new).unwrap();
+    assert!(c.lock().batches.is_empty());
+}

@@ -29,6 +29,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use super::*;
 use crate::leader::Fence;
 
+mod retention;
+
 /// Where in etcd the cluster's keys are.
 pub const PREFIX: &str = "xt/";
 
@@ -58,6 +60,9 @@ struct GroupEntry {
 struct FinishedEntry {
     summary: String,
     tables: String,
+    /// Once compacted: the object holding its jobs' records (the `results/` keys gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    done: Option<String>,
 }
 
 /// A result object read back: its name, the tables decoded of it, and those tables.
@@ -453,6 +458,7 @@ impl StateStore for ClusterStore {
         let entry = FinishedEntry {
             summary: format!("batches/{id}/summary-{}.json", self.leader_tag()),
             tables: format!("batches/{id}/tables-{}", self.leader_tag()),
+            done: None,
         };
         self.put_new(
             &entry.summary,
@@ -526,9 +532,18 @@ impl StateStore for ClusterStore {
                 .ok_or_else(|| other(format!("batch {id}: {} is missing", entry.accepted)))?;
             let record: AcceptedBatch = serde_json::from_slice(&bytes).map_err(other)?;
             let jobs = index.get(&id);
-            let done = (0..record.jobs.len() as u32)
-                .map(|j| jobs.and_then(|m| m.get(&j)).map(|l| l.record.clone()))
-                .collect();
+            let compacted = finished.get(&id).and_then(|f| f.done.as_ref());
+            let done = match compacted {
+                Some(name) => {
+                    let bytes = self
+                        .get(name)?
+                        .ok_or_else(|| other(format!("batch {id}: {name} is missing")))?;
+                    serde_json::from_slice(&bytes).map_err(other)?
+                }
+                None => (0..record.jobs.len() as u32)
+                    .map(|j| jobs.and_then(|m| m.get(&j)).map(|l| l.record.clone()))
+                    .collect(),
+            };
             let summary = match finished.get(&id) {
                 Some(f) => match self.get(&f.summary)? {
                     Some(b) => Some(serde_json::from_slice(&b).map_err(other)?),
@@ -575,6 +590,14 @@ impl StateStore for ClusterStore {
             )),
             rt: self.rt.as_ref().map(|r| r.handle().clone()),
         }))
+    }
+
+    fn compact(&self, id: u64, jobs: usize) -> io::Result<()> {
+        self.compact_results(id, jobs)
+    }
+
+    fn delete_batch(&self, id: u64) -> io::Result<()> {
+        self.delete_all(id)
     }
 
     fn open_table(&self, id: u64, name: &str) -> io::Result<Option<TableReader>> {

@@ -24,6 +24,9 @@ impl TableSink for ParquetSink {
 
 /// Where the embedded store rooted at `root` keeps batch `id`: `batch.json`, `results.log`,
 /// `summary.json` and the finished tables as `<name>.parquet`.
+/// A compacted batch's job records (see [`StateStore::compact`]), its `results.log` gone.
+const DONE: &str = "done.json";
+
 pub fn batch_dir(root: &Path, id: u64) -> PathBuf {
     root.join(id.to_string())
 }
@@ -248,11 +251,11 @@ impl StateStore for EmbeddedStore {
                 continue;
             };
             let record: AcceptedBatch = serde_json::from_slice(&bytes).map_err(other)?;
-            let done = self.with_log(id, |log| {
-                Ok((0..record.jobs.len() as u32)
-                    .map(|j| log.index.get(&j).map(|(_, _, r)| r.clone()))
-                    .collect())
-            })?;
+            // A compacted batch's records are in done.json, its log gone.
+            let done = match std::fs::read(entry.path().join(DONE)) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(other)?,
+                Err(_) => self.with_log(id, |log| Ok(log.records(record.jobs.len())))?,
+            };
             let summary = std::fs::read(entry.path().join("summary.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
@@ -266,6 +269,25 @@ impl StateStore for EmbeddedStore {
         }
         out.sort_by_key(|b| b.id);
         Ok(out)
+    }
+
+    fn compact(&self, id: u64, jobs: usize) -> io::Result<()> {
+        let done = self.with_log(id, |log| Ok(log.records(jobs)))?;
+        let dir = self.batch_dir(id);
+        write_atomic(&dir.join(DONE), &serde_json::to_vec(&done).map_err(other)?)?;
+        self.logs().remove(&id);
+        match std::fs::remove_file(dir.join("results.log")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn delete_batch(&self, id: u64) -> io::Result<()> {
+        self.logs().remove(&id);
+        match std::fs::remove_dir_all(self.batch_dir(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn create_table(

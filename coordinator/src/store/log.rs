@@ -15,6 +15,15 @@ pub(super) struct ResultLog {
     pub(super) read: Vec<(u64, Vec<String>, std::sync::Arc<ResultGroup>)>,
 }
 
+impl ResultLog {
+    /// Each of `jobs` jobs' record, `None` for a job without a stored result.
+    pub(super) fn records(&self, jobs: usize) -> Vec<Option<JobRecord>> {
+        (0..jobs as u32)
+            .map(|j| self.index.get(&j).map(|(_, _, r)| r.clone()))
+            .collect()
+    }
+}
+
 /// Records read back and kept by a log.
 pub(super) const READ_CACHE: usize = 4;
 

@@ -118,6 +118,11 @@ pub trait StateStore: Send + Sync {
     ) -> io::Result<Box<dyn TableSink>>;
     /// A finished batch's table `name`, read back a part at a time (`None`: there is none).
     fn open_table(&self, id: u64, name: &str) -> io::Result<Option<TableReader>>;
+    /// Once a batch's tables and summary are stored: drops its jobs' uploaded tables, which
+    /// those hold, keeping each job's record (what a restart needs to show the batch).
+    fn compact(&self, id: u64, jobs: usize) -> io::Result<()>;
+    /// Removes a finished batch and everything of it.
+    fn delete_batch(&self, id: u64) -> io::Result<()>;
 }
 
 /// A finished table being written (see [`StateStore::create_table`]).

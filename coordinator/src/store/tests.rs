@@ -398,3 +398,56 @@ fn the_audit_log_survives_a_torn_last_record() {
         .collect();
     assert_eq!(read, [1, 3]);
 }
+
+#[test]
+fn a_compacted_batch_keeps_its_records_and_a_deleted_one_is_gone() {
+    let root = scratch("compact", 4);
+    let store = EmbeddedStore::open(&root).unwrap();
+    let spec = BatchSpec::new("synthetic://?symbols=3&years=1", "macd");
+    let synth = xt_shared::SyntheticMarket {
+        symbols: 3,
+        years: 1,
+        seed: 42,
+    };
+    let plan = xt_shared::job::plan(&spec, &synth, &synth.universe()).unwrap();
+    let record = AcceptedBatch {
+        spec,
+        jobs: plan.jobs.into_iter().map(|j| j.spec).collect(),
+        dates: plan.dates,
+        tenant: "t".into(),
+        owner: "u".into(),
+        submitted_ms: 1,
+    };
+    store.save_batch(4, &record).unwrap();
+    let done = JobRecord {
+        bar_evaluations: 10,
+        ..Default::default()
+    };
+    store
+        .save_results(
+            4,
+            &group(&[(0, &table(&[1]), &done), (2, &table(&[2]), &done)]),
+        )
+        .unwrap();
+    store
+        .save_summary(4, &serde_json::json!({"jobs": 3}))
+        .unwrap();
+    let before = store.load_all().unwrap();
+    store.compact(4, 3).unwrap();
+    assert!(!root.join("4/results.log").exists(), "the uploads are gone");
+    assert_eq!(stored(&store, 4, 0), None);
+    let reopened = EmbeddedStore::open(&root).unwrap();
+    let after = reopened.load_all().unwrap();
+    assert_eq!(after[0].done, before[0].done, "the records stay");
+    assert_eq!(
+        after[0]
+            .done
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    reopened.delete_batch(4).unwrap();
+    assert!(!root.join("4").exists());
+    assert!(reopened.load_all().unwrap().is_empty());
+}
