@@ -238,7 +238,7 @@ fn runs_the_real_csi300_with_point_in_time_membership() {
 
 #[test]
 fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
-    // A universe of which most symbols have no data: 3 of 5 jobs fail.
+    // Three of five symbols' files cannot be read: 3 of 5 jobs fail.
     let dir = out_dir("xt-local-failures");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -252,11 +252,17 @@ fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
         let file = std::fs::File::create(data.join(format!("{s}.csv"))).unwrap();
         xt_shared::source::write_csv(&bars, file).unwrap();
     }
-    std::fs::write(
-        data.join("universe.csv"),
-        "symbol\nSYN00000\nGONE1\nSYN00001\nGONE2\nGONE3\n",
-    )
-    .unwrap();
+    for (s, line) in [
+        ("BAD1", "2020-01-02,1,x,1,1,1"),
+        ("BAD2", "2020-01-02,1,y,1,1,1"),
+        ("BAD3", "2020-01-02,1,z,1,1,1"),
+    ] {
+        std::fs::write(
+            data.join(format!("{s}.csv")),
+            format!("date,open,high,low,close,volume\n{line}\n"),
+        )
+        .unwrap();
+    }
     let run = |max_failed: &str| {
         xt(&[
             "local",
@@ -279,10 +285,13 @@ fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
     assert!(!o.status.success(), "{stdout}");
     assert!(stdout.contains("5 jobs (3 failed)"), "{stdout}");
     assert!(
-        stdout.contains("  3 x <symbol>: no data for this symbol"),
+        stdout.contains("  3 x <symbol>: line N: column high: cannot read \"…\" as a number"),
         "{stdout}"
     );
-    assert!(stdout.contains("e.g. GONE1: no data"), "{stdout}");
+    assert!(
+        stdout.contains("e.g. BAD1: line 2: column high"),
+        "{stdout}"
+    );
     assert!(
         stderr.contains("3 of 5 jobs failed (60.0%), more than --max-failed allows (50.0%)"),
         "{stderr}"
@@ -303,5 +312,14 @@ fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
         String::from_utf8_lossy(&o.stderr).contains("not a share between 0 and 1"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    // A symbol without data is refused before anything runs, named the same way
+    // whether a universe file or an inline list names it.
+    std::fs::write(data.join("universe.csv"), "symbol\nSYN00000\nGONE\n").unwrap();
+    let o = run("0.5");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("universe: unknown symbol \"GONE\": the data source has no such symbol"),
+        "{stderr}"
     );
 }

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod leader;
+mod memory;
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -47,8 +47,51 @@ pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
 }
 
 /// The universe of a batch: the symbols or file it names; else a synthetic market's own
-/// universe, a data directory's `universe.csv`, or every symbol in the directory.
+/// universe, a data directory's `universe.csv`, or every symbol in the directory. A symbol
+/// the data source does not have is refused the same way whichever names it: a batch is
+/// not accepted to end in rows of errors the submitter could have been told about now.
 pub fn resolve_universe(
+    spec: &BatchSpec,
+    data: &DataSpec,
+    source: &dyn BarSource,
+) -> Result<Universe, SpecError> {
+    let universe = universe_of(spec, data, source)?;
+    let field = match &spec.universe {
+        Some(UniverseSpec::Symbols(_)) => "universe.symbols",
+        Some(UniverseSpec::File(_)) => "universe.file",
+        None => "universe",
+    };
+    let known: std::collections::HashSet<String> = source
+        .symbols()
+        .map_err(|e| SpecError::new("data", e.to_string()))?
+        .into_iter()
+        .collect();
+    let unknown: Vec<&str> = universe
+        .members
+        .iter()
+        .map(|m| m.symbol.as_str())
+        .filter(|s| !known.contains(*s))
+        .collect();
+    if let Some(first) = unknown.first() {
+        const SHOWN: usize = 5;
+        let mut named = unknown[..unknown.len().min(SHOWN)].join(", ");
+        if unknown.len() > SHOWN {
+            named += &format!(" and {} more", unknown.len() - SHOWN);
+        }
+        let message = if unknown.len() == 1 {
+            format!("unknown symbol {first:?}: the data source has no such symbol")
+        } else {
+            format!(
+                "{} symbols the data source does not have: {named}",
+                unknown.len()
+            )
+        };
+        return Err(SpecError::new(field, message));
+    }
+    Ok(universe)
+}
+
+fn universe_of(
     spec: &BatchSpec,
     data: &DataSpec,
     source: &dyn BarSource,
@@ -56,19 +99,6 @@ pub fn resolve_universe(
     let field = |f: &'static str| move |e: crate::UniverseError| SpecError::new(f, e.to_string());
     match (&spec.universe, data) {
         (Some(UniverseSpec::Symbols(s)), _) => {
-            // Typed by hand, so a symbol the source does not have is a mistake to report
-            // now (a universe file's former member without data becomes error rows instead).
-            let known: std::collections::HashSet<String> = source
-                .symbols()
-                .map_err(|e| SpecError::new("data", e.to_string()))?
-                .into_iter()
-                .collect();
-            if let Some(unknown) = s.iter().find(|sym| !known.contains(*sym)) {
-                return Err(SpecError::new(
-                    "universe.symbols",
-                    format!("unknown symbol {unknown:?}: the data source has no such symbol"),
-                ));
-            }
             Universe::from_symbols(s).map_err(field("universe.symbols"))
         }
         (Some(UniverseSpec::File(name)), DataSpec::Object(url)) => {

@@ -49,6 +49,10 @@ struct Args {
     /// submitted, checked hourly; 0 keeps them until deleted through the API.
     #[arg(long, env = "XT_RETAIN_DAYS", default_value_t = 0)]
     retain_days: u32,
+    /// Tables streamed out at once (downloads through the API and Flight); more wait their
+    /// turn for up to 30 s, then are told to retry.
+    #[arg(long, env = "XT_MAX_DOWNLOADS", default_value_t = 4)]
+    max_downloads: usize,
     /// A file holding the cluster secret: every gRPC and Flight call must carry it
     /// (workers and `xt serve` are given the same file). Without it the port takes calls
     /// from anyone who reaches it.
@@ -131,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         secret: secret.clone(),
         retain: (args.retain_days > 0)
             .then(|| Duration::from_secs(u64::from(args.retain_days) * 86_400)),
+        max_downloads: args.max_downloads,
     };
     if !args.etcd.is_empty() {
         return distributed(&args, config).await;

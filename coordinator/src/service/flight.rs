@@ -296,6 +296,16 @@ impl FlightService for Coordinator {
         let ticket = String::from_utf8(r.into_inner().ticket.to_vec())
             .map_err(|_| Status::invalid_argument("the ticket is not UTF-8"))?;
         let (batch, table) = self.finished_table(&ticket)?;
+        // Its turn among the downloads, held until its last batch is read.
+        let turn = tokio::time::timeout(DOWNLOAD_WAIT, self.downloads.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} tables are being downloaded, the most at once; try again shortly",
+                    self.config.max_downloads
+                ))
+            })?
+            .map_err(internal)?;
         let TableReader {
             schema, batches, ..
         } = self
@@ -306,12 +316,19 @@ impl FlightService for Coordinator {
         // The store's reader blocks: it runs on a blocking thread, handing batches over a
         // small channel (back-pressure: a slow client holds at most a few batches here).
         let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (downloads, most) = (self.downloads.clone(), self.config.max_downloads.max(1));
         tokio::task::spawn_blocking(move || {
             for batch in batches {
                 let item = batch.map_err(arrow_flight::error::FlightError::from);
                 if tx.blocking_send(item).is_err() {
-                    return;
+                    break;
                 }
+            }
+            drop(turn);
+            // The last download out hands the memory they used back to the system: the
+            // allocator keeps freed pages otherwise, and the process stays at its peak.
+            if downloads.available_permits() == most {
+                crate::memory::release_free_memory();
             }
         });
         let batches = tokio_stream::wrappers::ReceiverStream::new(rx);

@@ -186,3 +186,41 @@ async fn a_finished_batch_is_deleted_on_request_or_by_age() {
     c.delete_batch(new).unwrap();
     assert!(c.lock().batches.is_empty());
 }
+
+/// Downloads past the bound wait their turn, and one that waits too long is told to retry.
+#[tokio::test(start_paused = true)]
+async fn downloads_past_the_bound_wait_their_turn_or_are_told_to_retry() {
+    use arrow_flight::flight_service_server::FlightService;
+    let c = coordinator("downloads");
+    let (id, _) = c.submit(batch(1), "t", "u").unwrap();
+    c.cancel(Request::new(CancelRequest { batch: id }))
+        .await
+        .unwrap();
+    c.join_finishing();
+    let get = || {
+        c.do_get(Request::new(arrow_flight::Ticket::new(format!(
+            "{id}/metrics"
+        ))))
+    };
+    // Every turn taken: a download waits, and is refused once it has waited too long.
+    let most = c.config.max_downloads as u32;
+    let held = c.downloads.clone().acquire_many_owned(most).await.unwrap();
+    let refused = get().await.err().expect("refused");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("try again"), "{refused}");
+    // A turn given back within the wait: the download goes ahead.
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.do_get(Request::new(arrow_flight::Ticket::new(format!(
+                "{id}/metrics"
+            ))))
+            .await
+            .map(|_| ())
+        }
+    });
+    tokio::time::sleep(DOWNLOAD_WAIT / 2).await;
+    assert!(!waiting.is_finished(), "it waits its turn");
+    drop(held);
+    waiting.await.unwrap().unwrap();
+}
