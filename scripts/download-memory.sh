@@ -50,6 +50,7 @@ for most in "${@:-4 1000}"; do
     after=$(kib $c VmRSS); peak=$(kib $c VmHWM)
     printf '| %s | %s | %d | %d | %d | %.1f |\n' "$m" "$size" $((before / 1024)) $((peak / 1024)) \
       $((after / 1024)) "$(echo "$end - $start" | bc)"
-    kill -9 "${pids[@]}" 2>/dev/null || true; pids=()
+    kill -9 "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true; pids=()
   done
 done
