@@ -755,6 +755,20 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         .call(reqwest::Method::POST, "/v1/batches", Some(&ann), None)
         .await;
     assert!(code == 415 || code == 400, "no body: {code}");
+    // An oversized header gets the API's answer, in its JSON shape.
+    for size in [100 << 10, 1 << 20] {
+        let r = client
+            .http
+            .get(format!("{}/v1/batches", client.api))
+            .bearer_auth(&ann)
+            .header("x-padding", "x".repeat(size))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 431, "{size}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "headers_too_large", "{body}");
+    }
     for (path, want) in [
         ("/v1/batches/abc", 400),
         ("/v1/batches/99999", 404),

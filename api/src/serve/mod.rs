@@ -171,6 +171,7 @@ pub fn router(app: App) -> Router {
             app.clone(),
             audit::record,
         ))
+        .layer(axum::middleware::from_fn(bounded_head))
         .with_state(app)
 }
 
@@ -180,10 +181,61 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    let service = hyper_util::service::TowerToHyperService::new(router(app));
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The parser reads a head of up to READ_HEAD bytes, more than the API takes (MAX_HEAD):
+    // an oversized header is then answered by the API, a 431 in its JSON shape, not by the
+    // parser with an empty body.
+    builder.http1().max_buf_size(READ_HEAD);
+    builder.http2().max_header_list_size(READ_HEAD as u32);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                // A failed accept (a client gone, out of descriptors for a moment) ends
+                // that connection, not the server.
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    // Requests under way are answered; event streams are cut after a grace period.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     Ok(())
+}
+
+/// Largest request head (request line and headers) the API takes.
+pub const MAX_HEAD: usize = 64 << 10;
+
+/// Largest head the parser reads, so that one over [`MAX_HEAD`] reaches the API.
+const READ_HEAD: usize = 2 << 20;
+
+/// Refuses a request whose headers are over [`MAX_HEAD`] (431, RFC 6585 section 5).
+async fn bounded_head(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + request.uri().to_string().len();
+    if bytes > MAX_HEAD {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers are {bytes} bytes; the API takes at most {MAX_HEAD}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Lists the tables a Flight client may fetch: `tenant` empty for every tenant's.
