@@ -5,8 +5,10 @@
 //!
 //! One concept a file: `admission` (submit, limits, status), `leasing`, `intake` (an
 //! upload's attempts checked, reserved, stored, completed), `totals` (a running batch's
-//! sums and kept tables), `finish` (a batch's end: tables and summary), `result_files`;
-//! `grpc` and `flight` are the adapters from the wire to these.
+//! sums and kept tables), `finish` (a batch's end: tables and summary), `digest` (the
+//! summary for people: rankings, benchmark, trading, failures by reason), `result_files`,
+//! `retention` (a finished batch deleted, by request or by age); `grpc` and `flight` are
+//! the adapters from the wire to these.
 
 mod admission;
 mod digest;
