@@ -133,15 +133,9 @@ async fn a_point_in_time_batch_is_funded_as_in_process() {
     let dir = state.join("batches").join(reply.batch.to_string());
     let source = xt_shared::CsvDir::open(&data).unwrap();
     let universe = xt_shared::Universe::load(&data.join("universe.csv")).unwrap();
-    let local = xt_worker::runner::run_batch(&spec, &source, &universe).unwrap();
-    assert_eq!(
-        final_equity(&read(&dir.join("metrics.parquet"))),
-        final_equity(&local.metrics)
-    );
-    assert_eq!(
-        read(&dir.join("portfolio.parquet")),
-        local.outcome.portfolio,
-        "portfolio differs from the in-process run"
+    assert_tables_as(
+        &dir,
+        &xt_worker::runner::run_batch(&spec, &source, &universe).unwrap(),
     );
 }
 
@@ -302,6 +296,11 @@ async fn a_coordinator_killed_and_restarted_loses_nothing() {
 /// equity, and the portfolio bit for bit.
 fn assert_as_in_process(dir: &Path, spec: &BatchSpec, synth: &SyntheticMarket) {
     let local = xt_worker::runner::run_batch(spec, synth, &synth.universe()).unwrap();
+    assert_tables_as(dir, &local);
+}
+
+/// A finished batch's tables in `dir` against `local`'s, as [`assert_as_in_process`].
+fn assert_tables_as(dir: &Path, local: &xt_worker::runner::BatchResult) {
     assert_eq!(
         final_equity(&read(&dir.join("metrics.parquet"))),
         final_equity(&local.metrics)
