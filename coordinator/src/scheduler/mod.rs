@@ -7,6 +7,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+mod jobs;
+
+use jobs::{BatchJobs, Job};
+pub use jobs::{JobStatus, Progress};
+
 pub type BatchId = u64;
 pub type WorkerId = u64;
 
@@ -22,95 +27,6 @@ pub struct JobKey {
 pub struct Lease {
     pub key: JobKey,
     pub attempt: u32,
-}
-
-/// Where a job is in its life; every change goes through `BatchJobs::set`:
-/// ```text
-/// Queued --lease--> Running --deadline passed, or Fail--> Queued (or Failed, attempts spent)
-/// Queued | Running --reserve--> Storing --finish--> Done | Failed
-///                               Storing --release--> what it was (Cancelled if its batch was)
-/// Queued | Running --cancel--> Cancelled
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobStatus {
-    Queued,
-    Running {
-        worker: WorkerId,
-        attempt: u32,
-        deadline: Instant,
-    },
-    /// An attempt's result is being stored (see [`Scheduler::reserve`]): the job completes
-    /// with it unless storing fails, so nothing else may end it meanwhile. Counted as what
-    /// it was (`from`, queued or running) until then.
-    Storing {
-        from: Box<JobStatus>,
-    },
-    Done {
-        attempt: u32,
-    },
-    /// Failed `max_attempts` times; the last error is kept.
-    Failed {
-        error: String,
-    },
-    Cancelled,
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    status: JobStatus,
-    attempts: u32,
-    last_error: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-struct BatchJobs {
-    id: BatchId,
-    jobs: Vec<Job>,
-    queue: VecDeque<u32>,
-    cancelled: bool,
-    /// The jobs' statuses counted, kept in step by `set`: progress is read on every
-    /// completion and status poll, and counting a 20,000-job batch each time made
-    /// completing it quadratic.
-    progress: Progress,
-}
-
-impl BatchJobs {
-    /// Every status change goes through here, so `progress` always counts `jobs`.
-    fn set(&mut self, job: u32, status: JobStatus) {
-        let j = &mut self.jobs[job as usize];
-        self.progress.count(&j.status, -1);
-        self.progress.count(&status, 1);
-        j.status = status;
-    }
-}
-
-/// Counts of a batch's jobs by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub queued: usize,
-    pub running: usize,
-    pub done: usize,
-    pub failed: usize,
-    pub cancelled: usize,
-}
-
-impl Progress {
-    fn count(&mut self, status: &JobStatus, by: isize) {
-        let n = match status {
-            JobStatus::Storing { from } => return self.count(from, by),
-            JobStatus::Queued => &mut self.queued,
-            JobStatus::Running { .. } => &mut self.running,
-            JobStatus::Done { .. } => &mut self.done,
-            JobStatus::Failed { .. } => &mut self.failed,
-            JobStatus::Cancelled => &mut self.cancelled,
-        };
-        *n = n.wrapping_add_signed(by);
-    }
-
-    /// Every job has reached a final state.
-    pub fn finished(&self) -> bool {
-        self.queued == 0 && self.running == 0
-    }
 }
 
 /// What a reported completion did.
