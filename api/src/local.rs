@@ -54,7 +54,17 @@ pub struct LocalArgs {
     /// Worker services on loopback (default 1); the cores are split between them.
     #[arg(long, env = "XT_WORKERS")]
     pub workers: Option<usize>,
-    /// Tables to write, comma separated (default: metrics,trades,equity,portfolio).
+    /// Walk-forward folds as JSON (SEMANTICS section 10), e.g.
+    /// '{"is":504,"oos":126,"anchored":false,"purge":0,"metric":"sharpe"}'; writes the
+    /// `folds` and `oos_equity` tables.
+    #[arg(long, env = "XT_WALK_FORWARD")]
+    pub walk_forward: Option<String>,
+    /// Blocks for the probability of backtest overfitting (even, 2 to 20; default 16).
+    #[arg(long, env = "XT_PBO_BLOCKS")]
+    pub pbo_blocks: Option<usize>,
+    /// Tables to write, comma separated (default: every table the batch makes: metrics,
+    /// trades, equity, portfolio; grid for two parameter sets or more; folds and
+    /// oos_equity with --walk-forward).
     #[arg(long, env = "XT_TABLES", value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
     /// Output directory.
@@ -122,10 +132,19 @@ impl LocalArgs {
             Some(names) => Some(
                 names
                     .iter()
-                    .map(|n| Table::parse(n.trim()).with_context(|| format!("--tables: unknown table {n:?}; tables are metrics, trades, equity, portfolio")))
+                    .map(|n| {
+                        Table::parse(n.trim()).with_context(|| {
+                            format!(
+                                "--tables: unknown table {n:?}; tables are {}",
+                                Table::names()
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
+        spec.walk_forward = json_arg("walk-forward", &self.walk_forward)?;
+        spec.pbo_blocks = self.pbo_blocks;
         spec.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(spec)
     }
@@ -250,7 +269,8 @@ fn summarise(
 ) -> Result<Value> {
     for t in Table::ALL {
         let name = format!("{}.parquet", t.name());
-        if spec.wants(t) {
+        // A research table exists only where the batch made it (a grid, folds).
+        if spec.wants(t) && (Table::BASIC.contains(&t) || dir.join(&name).is_file()) {
             std::fs::copy(dir.join(&name), out.join(&name))
                 .with_context(|| format!("writing {}", out.join(&name).display()))?;
         }

@@ -248,7 +248,8 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    for table in ["metrics", "trades", "equity", "portfolio"] {
+    // Two parameter sets: the grid table too (SEMANTICS section 11).
+    for table in ["metrics", "trades", "equity", "portfolio", "grid"] {
         let expected = batches(&std::fs::read(local.join(format!("{table}.parquet"))).unwrap());
         let (code, parquet) = client
             .bytes(
@@ -502,7 +503,9 @@ print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "fli
         assert!(refusal.len() < 1000, "{} bytes", refusal.len());
         let mut flights: Vec<String> = [id, cli_id]
             .iter()
-            .flat_map(|b| ["equity", "metrics", "portfolio", "trades"].map(|t| format!("{b}/{t}")))
+            .flat_map(|b| {
+                ["equity", "grid", "metrics", "portfolio", "trades"].map(|t| format!("{b}/{t}"))
+            })
             .collect();
         flights.sort();
         assert_eq!(
@@ -725,6 +728,10 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
         (json!({"data": "synthetic://", "strategy": "macd", "costs": {"min_commission": 1e300}}).to_string(), 422, Some("costs.min_commission")),
         (json!({"data": "synthetic://", "strategy": "macd", "start": "2024-01-01", "end": "2020-01-01"}).to_string(), 422, Some("start")),
         (json!({"data": "synthetic://", "strategy": "macd", "start": "yesterday"}).to_string(), 422, Some("start")),
+        (json!({"data": "synthetic://", "strategy": "macd", "walk_forward": {"is": 10, "oos": 5}}).to_string(), 422, Some("walk_forward.is")),
+        (json!({"data": "synthetic://", "strategy": "macd", "walk_forward": {"is": 30, "oos": 5, "metric": "alpha"}}).to_string(), 422, Some("walk_forward.metric")),
+        (json!({"data": "synthetic://?years=1", "strategy": "macd", "walk_forward": {"is": 300, "oos": 5}}).to_string(), 422, Some("walk_forward")),
+        (json!({"data": "synthetic://", "strategy": "macd", "pbo_blocks": 3}).to_string(), 422, Some("pbo_blocks")),
         (json!({"data": "synthetic://?symbols=0", "strategy": "macd"}).to_string(), 422, Some("data")),
         (json!({"data": "file://cn", "universe": {"symbols": ["SYN00000", "NOPE"]}, "strategy": "macd"}).to_string(), 422, Some("universe.symbols")),
         (json!({"data": "file://../..", "strategy": "macd"}).to_string(), 422, Some("data")),

@@ -134,6 +134,9 @@ pub fn plan(
     }
     let costs = spec.resolved_costs();
     let dates = union_dates(chosen.iter().filter_map(|(_, d)| d.as_deref().ok()));
+    if let Some(wf) = &spec.walk_forward {
+        wf.check_calendar(dates.len())?;
+    }
     let holdings: Vec<Holding> = chosen
         .iter()
         .map(|(m, _)| Holding {

@@ -13,6 +13,7 @@ pub mod market;
 pub mod metrics;
 pub mod open;
 pub mod portfolio;
+pub mod research;
 pub mod schema;
 pub mod sleeve;
 pub mod source;

@@ -265,12 +265,10 @@ pub fn job_metrics(
     }
 }
 
-/// Metrics of a portfolio curve against its benchmark curve (same dates, same initial).
-pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> PortfolioMetrics {
-    let r = returns(initial, equity);
-    let b = returns(initial, benchmark);
+/// Section 8's metrics of a curve alone: no benchmark, so no alpha, beta or tracking.
+pub fn curve_metrics(initial: f64, equity: &[f64]) -> PortfolioMetrics {
     let c = curve(initial, equity);
-    let mut out = PortfolioMetrics {
+    PortfolioMetrics {
         final_equity: c.final_equity,
         total_return: c.total_return,
         cagr: c.cagr,
@@ -280,7 +278,14 @@ pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> Por
         max_drawdown: c.max_drawdown,
         calmar: c.calmar,
         ..PortfolioMetrics::default()
-    };
+    }
+}
+
+/// Metrics of a portfolio curve against its benchmark curve (same dates, same initial).
+pub fn portfolio_metrics(initial: f64, equity: &[f64], benchmark: &[f64]) -> PortfolioMetrics {
+    let r = returns(initial, equity);
+    let b = returns(initial, benchmark);
+    let mut out = curve_metrics(initial, equity);
     if r.len() >= 2 && r.len() == b.len() {
         let (mr, mb) = (mean(&r), mean(&b));
         let n1 = (r.len() - 1) as f64;

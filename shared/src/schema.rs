@@ -1,4 +1,4 @@
-//! The Arrow schemas of the four result tables (SEMANTICS section 9). Every
+//! The Arrow schemas of the result tables (SEMANTICS sections 9 to 11). Every
 //! producer (the engine, the coordinator's aggregation) and every consumer
 //! (downloads, Flight) uses these, so a table looks the same wherever it came from.
 
@@ -84,11 +84,59 @@ pub static PORTFOLIO: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// One row per parameter set of a grid (SEMANTICS section 11), in grid order.
+pub static GRID: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![Field::new("params", DataType::Utf8, false)];
+    for name in [
+        "sharpe_per_period",
+        "skew",
+        "kurtosis",
+        "psr",
+        "neighbour_sharpe_mean",
+        "neighbour_sharpe_min",
+    ] {
+        fields.push(Field::new(name, DataType::Float64, true));
+    }
+    Arc::new(Schema::new(fields))
+});
+
+/// One row per walk-forward fold (SEMANTICS section 10), dates inclusive.
+pub static FOLDS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![Field::new("fold", DataType::Int64, false)];
+    for name in ["is_start", "is_end", "oos_start", "oos_end"] {
+        fields.push(Field::new(name, DataType::Date32, false));
+    }
+    fields.push(Field::new("params", DataType::Utf8, false));
+    for name in [
+        "is_metric",
+        "oos_metric",
+        "is_sharpe",
+        "oos_sharpe",
+        "oos_total_return",
+    ] {
+        fields.push(Field::new(name, DataType::Float64, true));
+    }
+    Arc::new(Schema::new(fields))
+});
+
+/// The stitched out-of-sample curve of a walk-forward, one row per date.
+pub static OOS_EQUITY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("date", DataType::Date32, false),
+        Field::new("fold", DataType::Int64, false),
+        Field::new("params", DataType::Utf8, false),
+        Field::new("equity", DataType::Float64, false),
+    ]))
+});
+
 pub fn schema(table: Table) -> SchemaRef {
     match table {
         Table::Metrics => METRICS.clone(),
         Table::Trades => TRADES.clone(),
         Table::Equity => EQUITY.clone(),
         Table::Portfolio => PORTFOLIO.clone(),
+        Table::Grid => GRID.clone(),
+        Table::Folds => FOLDS.clone(),
+        Table::OosEquity => OOS_EQUITY.clone(),
     }
 }

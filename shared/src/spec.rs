@@ -41,9 +41,16 @@ pub struct BatchSpec {
     pub market: Market,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub costs: Option<CostsSpec>,
-    /// The result tables to keep; omitted keeps all four.
+    /// The result tables to keep; omitted keeps every table the batch makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<Vec<Table>>,
+    /// Walk-forward folds over the grid (SEMANTICS section 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_forward: Option<crate::research::WalkForward>,
+    /// CSCV's blocks `S` for the probability of backtest overfitting (SEMANTICS section
+    /// 11): even, 2 to 20; 16 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbo_blocks: Option<usize>,
 }
 
 /// The largest batch capital: beyond any fund, with room for a thousandfold gain below
@@ -90,19 +97,35 @@ pub struct CostsSpec {
     pub slippage: Option<f64>,
 }
 
-/// The result tables of SEMANTICS section 9.
+/// The result tables of SEMANTICS section 9, and the research tables of sections 10 and
+/// 11 (`grid` for a batch of two parameter sets or more, `folds` and `oos_equity` for one
+/// that asks for walk-forward folds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
     Metrics,
     Trades,
     Equity,
     Portfolio,
+    Grid,
+    Folds,
+    OosEquity,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 7] = [
+        Table::Metrics,
+        Table::Trades,
+        Table::Equity,
+        Table::Portfolio,
+        Table::Grid,
+        Table::Folds,
+        Table::OosEquity,
+    ];
+
+    /// The tables every batch has.
+    pub const BASIC: [Table; 4] = [
         Table::Metrics,
         Table::Trades,
         Table::Equity,
@@ -115,7 +138,15 @@ impl Table {
             Table::Trades => "trades",
             Table::Equity => "equity",
             Table::Portfolio => "portfolio",
+            Table::Grid => "grid",
+            Table::Folds => "folds",
+            Table::OosEquity => "oos_equity",
         }
+    }
+
+    /// Every table's name, for messages.
+    pub fn names() -> String {
+        Table::ALL.map(Table::name).join(", ")
     }
 
     pub fn parse(name: &str) -> Option<Table> {
@@ -309,6 +340,8 @@ impl BatchSpec {
             market: Market::default(),
             costs: None,
             tables: None,
+            walk_forward: None,
+            pbo_blocks: None,
         }
     }
 
@@ -370,6 +403,17 @@ impl BatchSpec {
             && t.is_empty()
         {
             return Err(SpecError::new("tables", "name at least one table"));
+        }
+        if let Some(wf) = &self.walk_forward {
+            wf.check()?;
+        }
+        if let Some(s) = self.pbo_blocks
+            && !(s % 2 == 0 && (2..=20).contains(&s))
+        {
+            return Err(SpecError::new(
+                "pbo_blocks",
+                format!("must be an even number from 2 to 20, got {s}"),
+            ));
         }
         Ok(())
     }

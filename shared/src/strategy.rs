@@ -83,6 +83,14 @@ impl ParamSet {
         }
     }
 
+    /// Each parameter's name and value, in the strategy's order.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.defs
+            .iter()
+            .map(|d| d.name)
+            .zip(self.values.iter().copied())
+    }
+
     pub fn period(&self, name: &str) -> usize {
         self.get(name) as usize
     }

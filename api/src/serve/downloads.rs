@@ -55,7 +55,7 @@ pub async fn results(
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no table {table:?}; tables are metrics, trades, equity, portfolio"),
+            format!("no table {table:?}; tables are {}", Table::names()),
         )
         .field("table"));
     };
@@ -74,11 +74,11 @@ pub async fn results(
         }
     };
     let params = q.params.as_deref().map(parse_params).transpose()?;
-    if q.symbol.is_some() && table == Table::Portfolio {
+    if q.symbol.is_some() && !matches!(table, Table::Metrics | Table::Trades | Table::Equity) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            "the portfolio table has no symbol column",
+            format!("the {} table has no symbol column", table.name()),
         )
         .field("symbol"));
     }

@@ -195,9 +195,12 @@ pub(super) fn aggregate(
             files.write(name, batches)?;
         }
     }
+    let spec = &run.batch.spec;
     let (portfolio, portfolio_metrics) =
-        finish_portfolio(&run.combos, run.batch.spec.capital, &sums, &funding)?;
-    files.finish(&portfolio)?;
+        finish_portfolio(&run.combos, spec.capital, &sums, &funding)?;
+    let research = research_of(&run.combos, &sums, &funding, &portfolio_metrics, spec)?;
+    let research_files = research_tables(store, batch, spec, &research)?;
+    files.finish(&portfolio, research_files)?;
     let benchmark = benchmark_metrics(&portfolio, run.batch.spec.capital);
     let mut summary = json!({
         "jobs": run.batch.jobs.len(),
@@ -210,8 +213,38 @@ pub(super) fn aggregate(
     });
     if let Value::Object(map) = &mut summary {
         map.extend(digest.fields(&portfolio_metrics, &benchmark, &portfolio));
+        if let Some(v) = research.overfitting {
+            map.insert("overfitting".into(), v);
+        }
+        if let Some(v) = research.walk_forward {
+            map.insert("walk_forward".into(), v);
+        }
     }
     Ok(summary)
+}
+
+/// The sweep's research (SEMANTICS sections 10 and 11) from its portfolio curves.
+fn research_of(
+    combos: &[ParamSet],
+    sums: &PortfolioSum,
+    funding: &xt_shared::funding::Funding,
+    metrics: &[(String, xt_shared::metrics::PortfolioMetrics)],
+    spec: &BatchSpec,
+) -> anyhow::Result<xt_shared::research::Research> {
+    let curves: Vec<Vec<f64>> = (0..combos.len())
+        .map(|i| funding.curve(sums, i, spec.capital))
+        .collect();
+    let metrics: Vec<_> = metrics.iter().map(|(_, m)| m.clone()).collect();
+    Ok(xt_shared::research::research(
+        combos,
+        &sums.dates,
+        &curves,
+        &metrics,
+        spec.capital,
+        spec.walk_forward.as_ref(),
+        spec.pbo_blocks
+            .unwrap_or(xt_shared::research::DEFAULT_PBO_BLOCKS),
+    )?)
 }
 
 /// The benchmark's own metrics, from the portfolio table's `benchmark_equity` (the same

@@ -312,7 +312,13 @@ impl FlightService for Coordinator {
             .store
             .open_table(batch, table.name())
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("{ticket}: the store has no such table")))?;
+            .ok_or_else(|| {
+                Status::not_found(match table {
+                    Table::Grid => format!("{ticket}: the batch made no grid table (it ran one parameter set, or its tables left it out)"),
+                    Table::Folds | Table::OosEquity => format!("{ticket}: the batch made no {} table (it asked for no walk_forward, or its tables left it out)", table.name()),
+                    _ => format!("{ticket}: the store has no such table"),
+                })
+            })?;
         // The store's reader blocks: it runs on a blocking thread, handing batches over a
         // small channel (back-pressure: a slow client holds at most a few batches here).
         let (tx, rx) = tokio::sync::mpsc::channel(2);

@@ -18,7 +18,33 @@ pub fn write_tables(
     for (name, batches) in tables {
         files.write(name, batches)?;
     }
-    files.finish(portfolio)
+    files.finish(portfolio, Vec::new())
+}
+
+/// The research tables (SEMANTICS sections 10 and 11) a batch made and keeps, each with the
+/// sink it goes to.
+pub(super) fn research_tables(
+    store: &dyn StateStore,
+    batch: u64,
+    spec: &BatchSpec,
+    research: &xt_shared::research::Research,
+) -> anyhow::Result<Vec<(Box<dyn TableSink>, RecordBatch)>> {
+    let mut out = Vec::new();
+    for (table, rows) in [
+        (Table::Grid, &research.grid),
+        (Table::Folds, &research.folds),
+        (Table::OosEquity, &research.oos_equity),
+    ] {
+        if let Some(rows) = rows
+            && spec.wants(table)
+        {
+            out.push((
+                store.create_table(batch, table.name(), rows.schema())?,
+                rows.clone(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// A finished batch's Parquet files, written job by job. Each is written under a temporary
@@ -109,13 +135,21 @@ impl TableFiles {
         Ok(())
     }
 
-    /// Writes what is left and commits every table: the job tables first, the portfolio
-    /// last.
-    pub(super) fn finish(self, portfolio: &RecordBatch) -> anyhow::Result<()> {
+    /// Writes what is left and commits every table: the job tables first, then the
+    /// research tables, the portfolio last.
+    pub(super) fn finish(
+        self,
+        portfolio: &RecordBatch,
+        research: Vec<(Box<dyn TableSink>, RecordBatch)>,
+    ) -> anyhow::Result<()> {
         let mut sinks = Vec::new();
         for mut f in self.writers {
             f.flush()?;
             sinks.push(f.sink);
+        }
+        for (mut sink, rows) in research {
+            sink.write(&rows)?;
+            sinks.push(sink);
         }
         if let Some(mut sink) = self.portfolio {
             sink.write(portfolio)?;
