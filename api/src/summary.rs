@@ -124,6 +124,36 @@ pub fn render(summary: &Value) -> String {
             out += &format!("{title}: {}\n", list.join(", "));
         }
     }
+    let o = &summary["overfitting"];
+    if o.is_object() {
+        out += &format!(
+            "overfitting over {} sets ({} effective): deflated sharpe {}, pbo {} ({} splits), out-of-sample loss {}, degradation slope {}\n",
+            o["trials"],
+            o["effective_trials"]
+                .as_f64()
+                .map_or("n/a".into(), |x| format!("{x:.1}")),
+            f(&o["dsr"]),
+            pct(&o["pbo"]),
+            o["splits"],
+            pct(&o["prob_oos_loss"]),
+            f(&o["degradation_slope"]),
+        );
+    }
+    let w = &summary["walk_forward"];
+    if w.is_object() {
+        out += &format!(
+            "walk-forward ({} folds by {}): out-of-sample return {}, sharpe {}, max drawdown {}, efficiency {}\n",
+            w["folds"].as_array().map_or(0, Vec::len),
+            text(&w["metric"]),
+            pct(&w["total_return"]),
+            f(&w["sharpe"]),
+            pct(&w["max_drawdown"]),
+            f(&w["efficiency"]),
+        );
+    }
+    for w in summary["warnings"].as_array().into_iter().flatten() {
+        out += &format!("warning [{}]: {}\n", text(&w["code"]), text(&w["message"]));
+    }
     let failures = &summary["failures"];
     if failures["jobs"].as_u64().unwrap_or(0) > 0 {
         out += &format!("failed jobs by reason ({}):\n", failures["jobs"]);

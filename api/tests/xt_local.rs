@@ -234,6 +234,29 @@ fn runs_the_real_csi300_with_point_in_time_membership() {
     // Members at any time in 2020-2024 that have bars then: far more than 300 at one date.
     assert!((300..=590).contains(&jobs), "{jobs} jobs");
     assert_eq!(summary["failed"], 0);
+    // A 1,000,000 portfolio over ~450 sleeves: some can never pay for 100 shares. The
+    // warning counts exactly the sleeves whose `affordable` share is 0.
+    let (_, _, metrics) = rows(&out.join("metrics.parquet"));
+    let never = metrics
+        .iter()
+        .map(|b| {
+            let a = b
+                .column_by_name("affordable")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>();
+            a.iter().filter(|v| *v == Some(0.0)).count()
+        })
+        .sum::<usize>();
+    let warning = summary["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "sleeves_cannot_buy_a_lot")
+        .unwrap_or_else(|| panic!("{}", summary["warnings"]));
+    assert!(never > 0);
+    assert_eq!(warning["count"], never, "{warning}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("warning [sleeves_cannot_buy_a_lot]"), "{stdout}");
 }
 
 #[test]

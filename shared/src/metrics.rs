@@ -44,10 +44,14 @@ pub struct TradeStats {
     pub expectancy: Option<f64>,
     /// Mean bars from entry fill to exit fill of the closed trades.
     pub avg_bars_held: Option<f64>,
+    /// Share of the sleeve's member bars whose open prices one lot at no more than the
+    /// sleeve's capital: 0 is a sleeve that can never buy (its money stays in cash).
+    /// The same for every parameter set; set by the engine, not by [`trade_stats`].
+    pub affordable: Option<f64>,
 }
 
 /// The names of [`TradeStats`]' columns, in order.
-pub const TRADE_STAT_COLUMNS: [&str; 7] = [
+pub const TRADE_STAT_COLUMNS: [&str; 8] = [
     "costs",
     "traded",
     "turnover",
@@ -55,10 +59,11 @@ pub const TRADE_STAT_COLUMNS: [&str; 7] = [
     "avg_loss",
     "expectancy",
     "avg_bars_held",
+    "affordable",
 ];
 
 impl TradeStats {
-    pub fn values(&self) -> [Option<f64>; 7] {
+    pub fn values(&self) -> [Option<f64>; 8] {
         [
             self.costs,
             self.traded,
@@ -67,6 +72,7 @@ impl TradeStats {
             self.avg_loss,
             self.expectancy,
             self.avg_bars_held,
+            self.affordable,
         ]
     }
 }
@@ -102,6 +108,7 @@ pub fn trade_stats(trades: &[crate::sleeve::Trade], equity: &[f64]) -> TradeStat
         avg_loss: per(lost, closed - wins),
         expectancy: per(won + lost, closed),
         avg_bars_held: per(held as f64, closed),
+        affordable: None,
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) struct Digest {
     failed: Vec<(String, String)>,
     /// Per parameter set, its sleeves' trading summed.
     trading: Vec<Trading>,
+    /// Each sleeve's share of bars on which it could buy one lot (`affordable`).
+    pub(super) affordable: Vec<f64>,
 }
 
 /// The trading of a parameter set's sleeves, summed from their `metrics` rows.
@@ -59,6 +61,13 @@ impl Digest {
     /// whose data could not be read).
     pub(super) fn metrics(&mut self, symbol: &str, batches: &[arrow::record_batch::RecordBatch]) {
         let mut error = None;
+        let affordable = batches.iter().find_map(|b| {
+            let c = floats(b, "affordable")?;
+            (0..b.num_rows())
+                .find(|&i| c.is_valid(i))
+                .map(|i| c.value(i))
+        });
+        self.affordable.extend(affordable);
         for b in batches {
             let (Some(params), Some(ret), Some(err)) = (
                 b.column_by_name("params"),

@@ -219,6 +219,8 @@ pub(super) fn aggregate(
         if let Some(v) = research.walk_forward {
             map.insert("walk_forward".into(), v);
         }
+        let warnings = warnings::warnings(map, &digest.affordable, spec.market.lot());
+        map.insert("warnings".into(), warnings.into());
     }
     Ok(summary)
 }

@@ -21,6 +21,7 @@ mod leasing;
 mod result_files;
 mod retention;
 mod totals;
+mod warnings;
 
 pub use admission::BatchView;
 use digest::Digest;

@@ -34,6 +34,7 @@ pub fn run_job(
     let mut indicators = Indicators::new(job.bars);
     let mut signals = Signals::default();
     let mut run = SleeveRun::default();
+    let affordable = affordable(job);
     for (i, params) in combos.iter().enumerate() {
         interrupt.check()?;
         signals.reset(job.bars.len());
@@ -54,9 +55,23 @@ pub fn run_job(
             .map(|t| t.pnl);
         let mut metrics = job_metrics(job.capital, &run.equity, &run.qty, closed);
         metrics.trading = trade_stats(&run.trades, &run.equity);
+        metrics.trading.affordable = affordable;
         sink(i, &run, &metrics);
     }
     Ok(())
+}
+
+/// The share of the sleeve's member bars on which one lot at the open costs no more than
+/// its capital (fill costs aside): what tells a sleeve too small to trade its stock.
+fn affordable(job: &Job<'_>) -> Option<f64> {
+    let (mut member, mut can) = (0usize, 0usize);
+    for (open, &m) in job.bars.open.iter().zip(job.member) {
+        if m {
+            member += 1;
+            can += usize::from(open * job.exchange.lot <= job.capital);
+        }
+    }
+    (member > 0).then(|| can as f64 / member as f64)
 }
 
 #[cfg(test)]
