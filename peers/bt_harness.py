@@ -12,7 +12,10 @@ Usage: bt_harness.py CASES.json  (a list of cases; prints a list of results)
 case: {"data": csv, "strategy": name, "params": {...}, "market": "cn"|"us", "capital": x,
        "costs": {"commission_rate", "min_commission", "stamp_duty", "slippage"},
        "price_limit": x | null, "member": [bool per bar] | null, "start": "YYYY-MM-DD" | null,
-       "end": ... | null}
+       "end": ... | null, "symbol": name, "rules": [{"from": date | null, "symbols": [...],
+       "price_limit": x, "stamp_duty": x}, ...] | null}
+  With "rules" (SEMANTICS section 12), the limit and stamp duty of a fill are the ones in
+  force on the fill's date; "price_limit" (a universe row's), when given, holds on every date.
 result: {"fills": [[date, "buy"|"sell", price, qty], ...], "final_equity": x, "bars": n}
 """
 import json
@@ -52,6 +55,31 @@ def limit_price(close, limit, up):
     c, l = Decimal(repr(float(close))), Decimal(repr(float(limit)))
     v = c * (1 + l if up else 1 - l)
     return float(v.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def schedule(rows, symbol, kind):
+    """[(from, value)] of one kind of rule for `symbol`: the rows that match, in date order
+    (rows of the same date: the later row stands); None from is "always"."""
+    def matches(pattern):
+        if pattern == "all":
+            return True
+        if pattern.endswith("*"):
+            return symbol.startswith(pattern[:-1])
+        return symbol == pattern
+    steps = {}
+    for r in rows:
+        if r.get(kind) is not None and any(matches(p) for p in r["symbols"]):
+            steps[r.get("from") or "0000-00-00"] = r[kind]
+    return sorted(steps.items())
+
+
+def in_force(steps, day):
+    """The value of the latest step whose date is <= day, or None."""
+    value = None
+    for start, v in steps:
+        if start <= day:
+            value = v
+    return value
 
 
 def rules(strategy, p, o, h, l, c):
@@ -106,9 +134,18 @@ class Harness(bt.Strategy):
         self.n = len(self.c)
         self.member = case.get("member") or [True] * self.n
         self.lot = 100.0 if case["market"] == "cn" else 1.0
-        self.limit = None
-        if case["market"] == "cn":
-            self.limit = case.get("price_limit") or 0.10
+        self.days = [d.date().isoformat() for d in df.index]
+        self.limits = [None] * self.n
+        self.stamps = [case["costs"]["stamp_duty"]] * self.n
+        if case.get("rules") is not None:
+            lim = schedule(case["rules"], case["symbol"], "price_limit")
+            stamp = schedule(case["rules"], case["symbol"], "stamp_duty")
+            fixed = case.get("price_limit")
+            self.limits = [fixed if fixed is not None else in_force(lim, d) for d in self.days]
+            if stamp:
+                self.stamps = [in_force(stamp, d) or 0.0 for d in self.days]
+        elif case["market"] == "cn":
+            self.limits = [case.get("price_limit") or 0.10] * self.n
         self.costs = case["costs"]
         self.enter, self.exit, self.atr = rules(case["strategy"], case.get("params", {}), self.o, self.h, self.l, self.c)
         self.pending_entry = None  # signal bar of an entry to place at the next open
@@ -131,11 +168,12 @@ class Harness(bt.Strategy):
     def can_fill(self, i, buy):
         if i == 0 or self.v[i] <= 0:
             return False
-        if self.limit is None:
+        limit = self.limits[i]
+        if limit is None:
             return True
         if buy:
-            return self.o[i] < limit_price(self.c[i - 1], self.limit, True)
-        return self.o[i] > limit_price(self.c[i - 1], self.limit, False)
+            return self.o[i] < limit_price(self.c[i - 1], limit, True)
+        return self.o[i] > limit_price(self.c[i - 1], limit, False)
 
     def next_open(self):
         i = len(self.data) - 1
@@ -154,6 +192,8 @@ class Harness(bt.Strategy):
                         self.stop_level = price - self.case["params"]["stop_atr"] * self.atr[signal]
         elif self.pending_exit and self.can_fill(i, False):
             self.pending_exit = False
+            # The stamp duty in force on the day of this fill.
+            self.broker.getcommissioninfo(self.data).p.stamp = self.stamps[i]
             self.sell(size=self.position.size, exectype=bt.Order.Market)
             self.stop_level = -math.inf
 

@@ -151,6 +151,17 @@ pub fn render(summary: &Value) -> String {
             f(&w["efficiency"]),
         );
     }
+    let p = &summary["provenance"];
+    if p.is_object() {
+        out += &format!(
+            "made by {} from data {} ({} symbols), {} market rules ({})\n",
+            text(&p["engine"]),
+            text(&p["data"]["hash"]),
+            p["data"]["symbols"].as_object().map_or(0, |m| m.len()),
+            text(&p["market"]),
+            text(&p["rules"]["source"]),
+        );
+    }
     for w in summary["warnings"].as_array().into_iter().flatten() {
         out += &format!("warning [{}]: {}\n", text(&w["code"]), text(&w["message"]));
     }

@@ -426,6 +426,7 @@ fn attempt_upload(
         seconds: output.seconds,
         error: None,
         part: None,
+        data_hash: None,
     }
 }
 

@@ -191,6 +191,15 @@ fn batches(bytes: &[u8]) -> RecordBatch {
     arrow::compute::concat_batches(&schema, &all).unwrap()
 }
 
+fn without_metadata(b: RecordBatch) -> RecordBatch {
+    let schema = b
+        .schema()
+        .as_ref()
+        .clone()
+        .with_metadata(std::collections::HashMap::<String, String>::new());
+    RecordBatch::try_new(std::sync::Arc::new(schema), b.columns().to_vec()).unwrap()
+}
+
 fn spec(name: &str) -> Value {
     json!({"name": name, "data": "file://cn", "universe": {"file": "members.csv"},
            "start": "2015-06-01", "strategy": "sma_cross",
@@ -258,7 +267,13 @@ async fn submit_follow_and_download_every_table_in_every_format() {
             )
             .await;
         assert_eq!(code, 200);
-        assert_eq!(batches(&parquet), expected, "{table} as Parquet");
+        let got = batches(&parquet);
+        // What made the table travels in its schema: the batch's provenance.
+        let provenance: Value =
+            serde_json::from_str(&got.schema().metadata()["xtrading.provenance"]).unwrap();
+        assert_eq!(provenance["strategy"], "sma_cross", "{provenance}");
+        assert_eq!(provenance["data"]["symbols"].as_object().unwrap().len(), 5);
+        assert_eq!(without_metadata(got), expected, "{table} as Parquet");
         let (_, ipc) = client
             .bytes(
                 &format!("/v1/batches/{id}/results/{table}?format=arrow"),
@@ -268,7 +283,8 @@ async fn submit_follow_and_download_every_table_in_every_format() {
         let reader = arrow::ipc::reader::StreamReader::try_new(&ipc[..], None).unwrap();
         let all: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         let got = arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
-        assert_eq!(got, expected, "{table} as Arrow IPC");
+        assert!(got.schema().metadata().contains_key("xtrading.provenance"));
+        assert_eq!(without_metadata(got), expected, "{table} as Arrow IPC");
         let (_, csv) = client
             .bytes(
                 &format!("/v1/batches/{id}/results/{table}?format=csv"),
@@ -453,7 +469,7 @@ async fn submit_follow_and_download_every_table_in_every_format() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
-        batches(&std::fs::read(&downloaded).unwrap()),
+        without_metadata(batches(&std::fs::read(&downloaded).unwrap())),
         batches(&std::fs::read(local.join("trades.parquet")).unwrap())
     );
     let o = xt(&["status", "999999"]);

@@ -256,7 +256,10 @@ fn runs_the_real_csi300_with_point_in_time_membership() {
     assert!(never > 0);
     assert_eq!(warning["count"], never, "{warning}");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("warning [sleeves_cannot_buy_a_lot]"), "{stdout}");
+    assert!(
+        stdout.contains("warning [sleeves_cannot_buy_a_lot]"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -110,6 +110,7 @@ pub async fn thin_clients(url: String, clients: usize, round: u32) -> anyhow::Re
                             seconds: 0.0,
                             error: None,
                             part: None,
+                            data_hash: None,
                         };
                         (upload, &tables[..])
                     })
@@ -181,6 +182,7 @@ async fn flight_throughput(rows: usize) -> anyhow::Result<(f64, f64)> {
         seconds: 0.0,
         error: None,
         part: None,
+        data_hash: None,
     };
     let tables = [("calendar", calendar), ("sleeves", sleeves)];
     let data = xt_wire::upload::upload_messages(&[(upload, &tables)])?;

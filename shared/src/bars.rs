@@ -28,6 +28,26 @@ pub struct BarsError {
 }
 
 impl Bars {
+    /// A content hash of the bars (FNV-1a over each bar's date and the bits of its five
+    /// prices and volume): equal bars, equal hash, wherever and however they were read.
+    /// Identifies the data a result was computed from (SEMANTICS section 9's provenance).
+    pub fn content_hash(&self) -> u64 {
+        let mut h = Fnv::default();
+        for t in 0..self.len() {
+            h.write(&self.dates[t].to_le_bytes());
+            for v in [
+                self.open[t],
+                self.high[t],
+                self.low[t],
+                self.close[t],
+                self.volume[t],
+            ] {
+                h.write(&v.to_bits().to_le_bytes());
+            }
+        }
+        h.0
+    }
+
     pub fn new(symbol: impl Into<String>) -> Self {
         Bars {
             symbol: symbol.into(),
@@ -223,6 +243,25 @@ pub fn dates_in_range(
     let lo = start.map_or(0, |s| dates.partition_point(|&d| d < s));
     let hi = end.map_or(dates.len(), |e| dates.partition_point(|&d| d <= e));
     Ok(dates[lo..hi.max(lo)].to_vec())
+}
+
+/// FNV-1a, 64 bits: stable across versions and platforms (unlike `std`'s hasher), which a
+/// hash recorded in results must be.
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 #[cfg(test)]

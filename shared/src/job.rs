@@ -48,6 +48,12 @@ pub struct JobSpec {
     pub intervals: Vec<(Date, Date)>,
     pub market: Market,
     pub costs: Costs,
+    /// The price limit and stamp duty in force by date (SEMANTICS section 12), with the
+    /// universe row's limit and the batch's explicit stamp duty already applied; they
+    /// replace `price_limit` and `costs.stamp_duty` (absent from jobs planned before
+    /// schedules: those two then hold on every date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::rules::SymbolRules>,
     pub trades: bool,
     pub equity: bool,
 }
@@ -133,6 +139,8 @@ pub fn plan(
         ));
     }
     let costs = spec.resolved_costs();
+    let schedule = spec.schedule();
+    let explicit_stamp = spec.costs.and_then(|c| c.stamp_duty);
     let dates = union_dates(chosen.iter().filter_map(|(_, d)| d.as_deref().ok()));
     if let Some(wf) = &spec.walk_forward {
         wf.check_calendar(dates.len())?;
@@ -167,6 +175,14 @@ pub fn plan(
                 intervals: m.intervals.clone(),
                 market: spec.market,
                 costs,
+                rules: Some(crate::rules::for_symbol(
+                    &schedule,
+                    &m.symbol,
+                    // US shares have no limits: a universe's column is for A-shares.
+                    m.price_limit.filter(|_| spec.market == Market::Cn),
+                    explicit_stamp,
+                    costs.stamp_duty,
+                )),
                 trades: spec.wants(Table::Trades),
                 equity: spec.wants(Table::Equity),
             },

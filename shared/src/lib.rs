@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod open;
 pub mod portfolio;
 pub mod research;
+pub mod rules;
 pub mod schema;
 pub mod sleeve;
 pub mod source;

@@ -47,6 +47,9 @@ pub struct BatchSpec {
     /// Walk-forward folds over the grid (SEMANTICS section 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk_forward: Option<crate::research::WalkForward>,
+    /// The market's rules by date (SEMANTICS section 12), replacing its built-in schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<crate::rules::RuleRow>>,
     /// CSCV's blocks `S` for the probability of backtest overfitting (SEMANTICS section
     /// 11): even, 2 to 20; 16 when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +344,7 @@ impl BatchSpec {
             costs: None,
             tables: None,
             walk_forward: None,
+            rules: None,
             pbo_blocks: None,
         }
     }
@@ -407,6 +411,9 @@ impl BatchSpec {
         if let Some(wf) = &self.walk_forward {
             wf.check()?;
         }
+        if let Some(rows) = &self.rules {
+            crate::rules::check(rows)?;
+        }
         if let Some(s) = self.pbo_blocks
             && !(s % 2 == 0 && (2..=20).contains(&s))
         {
@@ -430,6 +437,13 @@ impl BatchSpec {
                 .transpose()
         };
         Ok((parse("start", &self.start)?, parse("end", &self.end)?))
+    }
+
+    /// The schedule of market rules in force: the batch's own, or its market's built-in.
+    pub fn schedule(&self) -> Vec<crate::rules::RuleRow> {
+        self.rules
+            .clone()
+            .unwrap_or_else(|| crate::rules::builtin(self.market))
     }
 
     /// The costs in force: the market's defaults overridden by what the spec gives.

@@ -45,7 +45,10 @@ pub fn execute(
         }
     };
     let member = job.member().mask(&bars.dates);
-    let exchange = Exchange::new(bars, job.market, job.costs, job.price_limit);
+    let exchange = match &job.rules {
+        Some(rules) => Exchange::with_rules(bars, job.market, job.costs, rules),
+        None => Exchange::new(bars, job.market, job.costs, job.price_limit),
+    };
     let sleeve = Job {
         bars,
         member: &member,

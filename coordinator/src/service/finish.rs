@@ -142,11 +142,14 @@ pub(super) fn aggregate(
     // back (an equity table runs to millions of rows).
     let mut files = TableFiles::create(store, batch, &run.batch.spec)?;
     let mut digest = Digest::default();
+    // Each job's data hash, for the batch's provenance (none for a job without bars).
+    let mut hashes: Vec<Option<u64>> = vec![None; run.batch.jobs.len()];
     for (j, (job, end)) in run.batch.jobs.iter().zip(ends.iter()).enumerate() {
         let capital = job.capital;
         let result = match end {
             JobEnd::Done => match kept.get(j).and_then(Option::as_ref).filter(|_| folded) {
                 Some((group, k)) => {
+                    hashes[j] = group.jobs.get(*k).and_then(|(_, r)| r.data_hash);
                     if let Some(t) = group.tables.iter().find(|t| t.name == "metrics")
                         && let Some(Some((start, rows))) = t.spans.get(*k)
                     {
@@ -178,6 +181,7 @@ pub(super) fn aggregate(
                 continue;
             }
         };
+        hashes[j] = record.data_hash;
         if !folded {
             add_result(
                 &mut sums,
@@ -221,8 +225,51 @@ pub(super) fn aggregate(
         }
         let warnings = warnings::warnings(map, &digest.affordable, spec.market.lot());
         map.insert("warnings".into(), warnings.into());
+        map.insert(
+            "provenance".into(),
+            provenance(spec, &run.batch.jobs, &hashes),
+        );
     }
     Ok(summary)
+}
+
+/// What made a batch's results (SEMANTICS section 9): the engine's version, the strategy
+/// and its parameters, the market rules in force and the identity of the data read (each
+/// symbol's content hash, and one hash of them all in job order).
+fn provenance(spec: &BatchSpec, jobs: &[JobSpec], hashes: &[Option<u64>]) -> Value {
+    let mut all = xt_shared::bars::Fnv::default();
+    let mut symbols = serde_json::Map::new();
+    for (job, h) in jobs.iter().zip(hashes) {
+        all.write(job.symbol.as_bytes());
+        all.write(&[0]);
+        all.write(&h.unwrap_or(0).to_le_bytes());
+        symbols.insert(
+            job.symbol.clone(),
+            h.map_or(Value::Null, |h| format!("{h:016x}").into()),
+        );
+    }
+    let mut costs = serde_json::to_value(spec.resolved_costs()).unwrap_or_default();
+    if spec.costs.and_then(|c| c.stamp_duty).is_none() {
+        costs["stamp_duty"] = "schedule".into();
+    }
+    json!({
+        "engine": format!("xtrading {}", env!("CARGO_PKG_VERSION")),
+        "strategy": spec.strategy,
+        "params": spec.params,
+        "grid": spec.grid,
+        "market": spec.market.name(),
+        "costs": costs,
+        "rules": {
+            "source": if spec.rules.is_some() { "batch" } else { "builtin" },
+            "schedule": xt_shared::rules::describe(&spec.schedule()),
+            "overrides": "a universe row's price_limit and each cost the batch sets hold on every date",
+        },
+        "data": {
+            "url": spec.data,
+            "hash": format!("{:016x}", all.0),
+            "symbols": symbols,
+        },
+    })
 }
 
 /// The sweep's research (SEMANTICS sections 10 and 11) from its portfolio curves.

@@ -78,6 +78,7 @@ impl Coordinator {
                             bar_evaluations: u.bar_evaluations,
                             error: u.error.clone(),
                             summed_into: u.part.map(|k| uploads[k as usize].0.job),
+                            data_hash: u.data_hash,
                         })
                         .collect();
                     for (i, (u, tables)) in uploads.iter().enumerate() {

@@ -69,6 +69,9 @@ pub struct JobRecord {
     /// record.
     #[serde(default, alias = "part", skip_serializing_if = "Option::is_none")]
     pub summed_into: Option<u32>,
+    /// The content hash of the bars the job ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<u64>,
 }
 
 /// A job's result tables by name (`metrics`, `trades`, `equity`, `calendar`, `sleeves`).

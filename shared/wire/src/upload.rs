@@ -102,6 +102,9 @@ pub struct Upload {
     /// none of them (see [`UploadReply::resend`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<u32>,
+    /// The content hash of the bars the job ran on (`Bars::content_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<u64>,
 }
 
 /// The reply to an upload (`PutResult.app_metadata`, JSON): for each of its attempts, in
@@ -331,6 +334,7 @@ mod tests {
             seconds: 0.0,
             error: None,
             part: None,
+            data_hash: None,
         };
         let first = [("calendar", dates(3))];
         let second = [("calendar", dates(0)), ("sleeves", equity.clone())];

@@ -6,6 +6,7 @@
 //! part) and shared by every parameter combination.
 
 use xt_shared::market::{Limit, limit_price};
+use xt_shared::rules::{Steps, SymbolRules};
 use xt_shared::{Bars, Costs, Market};
 
 /// How many single steps `all_in` takes from its closed form to the exact boundary: the
@@ -22,24 +23,37 @@ pub struct Exchange {
     can_buy: Vec<bool>,
     /// `can_sell[t]`: a sell may fill at bar `t`'s open (not suspended, open above limit-down).
     can_sell: Vec<bool>,
+    /// The stamp duty on a sell at bar `t` (`costs.stamp_duty` is not read).
+    stamp: Vec<f64>,
 }
 
 impl Exchange {
-    /// `price_limit` is the symbol's own limit (its universe row) or the market's default.
+    /// Rules that hold on every date: `price_limit` is the symbol's own limit (its universe
+    /// row) or the market's default, the stamp duty is `costs`'.
     pub fn new(bars: &Bars, market: Market, costs: Costs, price_limit: Option<f64>) -> Self {
-        let n = bars.len();
-        let mut can_buy = vec![false; n];
-        let mut can_sell = vec![false; n];
         let limit = match market {
             Market::Cn => price_limit.or(market.default_price_limit()),
             Market::Us => None,
         };
+        let rules = SymbolRules {
+            price_limit: limit.map(Steps::constant).unwrap_or_default(),
+            stamp_duty: Steps::constant(costs.stamp_duty),
+        };
+        Exchange::with_rules(bars, market, costs, &rules)
+    }
+
+    /// Rules by date (SEMANTICS section 12): the limit that applies to a fill at bar `t` is
+    /// the one in force on `t`'s date, from `close[t-1]`; so is a sell's stamp duty.
+    pub fn with_rules(bars: &Bars, market: Market, costs: Costs, rules: &SymbolRules) -> Self {
+        let n = bars.len();
+        let mut can_buy = vec![false; n];
+        let mut can_sell = vec![false; n];
         for t in 1..n {
             if bars.volume[t] <= 0.0 {
                 continue;
             }
             let (open, prev) = (bars.open[t], bars.close[t - 1]);
-            match limit {
+            match rules.price_limit.at(bars.dates[t]) {
                 Some(l) => {
                     can_buy[t] = open < limit_price(prev, l, Limit::Up);
                     can_sell[t] = open > limit_price(prev, l, Limit::Down);
@@ -50,11 +64,17 @@ impl Exchange {
                 }
             }
         }
+        let stamp = bars
+            .dates
+            .iter()
+            .map(|&d| rules.stamp_duty.at(d).unwrap_or(0.0))
+            .collect();
         Exchange {
             lot: market.lot(),
             costs,
             can_buy,
             can_sell,
+            stamp,
         }
     }
 
@@ -84,10 +104,10 @@ impl Exchange {
         self.costs.commission(notional)
     }
 
-    /// Commission and stamp duty of a sell of `notional`.
+    /// Commission and stamp duty of a sell of `notional` at bar `t`.
     #[inline]
-    pub fn sell_costs(&self, notional: f64) -> f64 {
-        self.costs.commission(notional) + notional * self.costs.stamp_duty
+    pub fn sell_costs(&self, t: usize, notional: f64) -> f64 {
+        self.costs.commission(notional) + notional * self.stamp[t]
     }
 
     fn affordable(&self, lots: f64, price: f64, cash: f64) -> bool {

@@ -83,7 +83,7 @@ pub fn simulate(
                     order = Order::None;
                     let price = exchange.sell_price(bars.open[t]);
                     let notional = qty * price;
-                    let costs = exchange.sell_costs(notional);
+                    let costs = exchange.sell_costs(t, notional);
                     cash += notional - costs;
                     qty = 0.0;
                     stop = f64::NEG_INFINITY;

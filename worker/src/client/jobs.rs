@@ -18,6 +18,8 @@ pub struct JobOutput {
     pub error: Option<String>,
     /// Seconds it took, reading its bars included.
     pub seconds: f64,
+    /// The content hash of the bars it ran on (none when its data failed).
+    pub data_hash: Option<u64>,
 }
 
 /// Runs a leased job: reads its bars from its data source, runs every combination, with
@@ -197,6 +199,7 @@ pub(super) fn run_expanded(
         Err(e) => return Err(e.to_string()),
     };
     let error = bars.as_ref().err().cloned();
+    let data_hash = bars.as_ref().ok().map(xt_shared::Bars::content_hash);
     // The curves' calendar is the bars' dates (none when the data failed): moved, not
     // copied.
     let calendar = bars.map(|b| b.dates).unwrap_or_default();
@@ -226,6 +229,7 @@ pub(super) fn run_expanded(
         bar_evaluations: (n * combos.len()) as u64,
         error,
         seconds: started.elapsed().as_secs_f64(),
+        data_hash,
     })
 }
 

@@ -181,6 +181,7 @@ pub(super) async fn send_pending(to: &Uploader, pending: &PendingUpload) {
                         seconds: output.seconds,
                         error: output.error.clone(),
                         part: None,
+                        data_hash: output.data_hash,
                     },
                     output,
                 ))

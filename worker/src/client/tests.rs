@@ -48,6 +48,7 @@ fn output(capital: f64, dates: &[i32], curves: usize) -> JobOutput {
         bar_evaluations: dates.len() as u64,
         error: None,
         seconds: 0.0,
+        data_hash: None,
     }
 }
 
