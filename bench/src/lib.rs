@@ -12,5 +12,6 @@ pub mod load;
 pub mod machine;
 pub mod peers;
 pub mod report;
+pub mod research;
 pub mod scaling;
 pub mod versus;

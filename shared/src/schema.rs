@@ -8,6 +8,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::spec::Table;
 
+/// The schema metadata key under which a downloaded table carries its batch's provenance
+/// (SEMANTICS section 9), as JSON.
+pub const PROVENANCE_KEY: &str = "xtrading.provenance";
+
 /// The metric columns of the `metrics` table, in order, after `symbol` and `params`.
 pub const METRIC_COLUMNS: [&str; 12] = [
     "final_equity",

@@ -120,15 +120,9 @@ pub async fn results(
         Format::Csv => ("text/csv; charset=utf-8", "csv"),
         Format::Json => ("application/json", "json"),
     };
-    // What made the results travels with them, in the Parquet and Arrow schemas.
-    let provenance = serde_json::from_str::<Value>(&status.summary_json)
-        .ok()
-        .and_then(|s| s.get("provenance").map(Value::to_string));
-    let metadata: HashMap<String, String> = provenance
-        .into_iter()
-        .map(|p| (PROVENANCE_KEY.to_string(), p))
-        .collect();
-    let body = Body::from_stream(encode(format, filtered.boxed(), metadata));
+    // The schema's metadata (the batch's provenance) comes with the stream, into the
+    // Parquet and Arrow files.
+    let body = Body::from_stream(encode(format, filtered.boxed()));
     let disposition = format!("attachment; filename=\"batch-{id}-{}.{ext}\"", table.name());
     Ok((
         [
@@ -283,26 +277,11 @@ impl Chunks {
 }
 
 /// Encodes record batches as they arrive; each yields the bytes it produced.
-/// The schema metadata key of a batch's provenance (SEMANTICS section 9), as JSON.
-pub const PROVENANCE_KEY: &str = "xtrading.provenance";
-
 pub(super) fn encode(
     format: Format,
-    batches: Batches,
-    metadata: HashMap<String, String>,
+    mut batches: Batches,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
     let io = |e: arrow::error::ArrowError| std::io::Error::other(e.to_string());
-    // Every batch carries the schema with the metadata, which the writers take from it.
-    let mut batches = batches.map(move |b| {
-        let b = b?;
-        if metadata.is_empty() {
-            return Ok(b);
-        }
-        let mut m = b.schema().metadata().clone();
-        m.extend(metadata.clone());
-        let schema = Arc::new(b.schema().as_ref().clone().with_metadata(m));
-        b.with_schema(schema).map_err(io)
-    });
     async_stream::try_stream! {
         let out = Chunks::default();
         let Some(first) = batches.next().await.transpose()? else {

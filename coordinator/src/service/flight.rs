@@ -319,13 +319,34 @@ impl FlightService for Coordinator {
                     _ => format!("{ticket}: the store has no such table"),
                 })
             })?;
+        // What made the results travels with them, in the schema every client reads.
+        let provenance = self
+            .lock()
+            .batches
+            .get(&batch)
+            .and_then(|run| run.phase.summary())
+            .and_then(|s| s.get("provenance"))
+            .map(Value::to_string);
+        let schema = match provenance {
+            Some(p) => {
+                let mut metadata = schema.metadata().clone();
+                metadata.insert(xt_shared::schema::PROVENANCE_KEY.to_string(), p);
+                Arc::new(schema.as_ref().clone().with_metadata(metadata))
+            }
+            None => schema,
+        };
         // The store's reader blocks: it runs on a blocking thread, handing batches over a
         // small channel (back-pressure: a slow client holds at most a few batches here).
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let (downloads, most) = (self.downloads.clone(), self.config.max_downloads.max(1));
+        let with_metadata = schema.clone();
         tokio::task::spawn_blocking(move || {
             for batch in batches {
-                let item = batch.map_err(arrow_flight::error::FlightError::from);
+                // Each batch under the schema with the metadata: a batch whose schema differs
+                // from the last would go out with a schema message of its own.
+                let item = batch
+                    .and_then(|b| b.with_schema(with_metadata.clone()))
+                    .map_err(arrow_flight::error::FlightError::from);
                 if tx.blocking_send(item).is_err() {
                     break;
                 }
