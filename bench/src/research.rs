@@ -125,7 +125,7 @@ pub fn run(sets: usize, years: usize, runs: usize) -> anyhow::Result<Table> {
         );
     });
     table.note(
-        "Computed once per batch on the coordinator, after its jobs: the CSCV splits run on the rayon pool (the coordinator's planning pool in the cluster), the rest on one thread.",
+        "Computed once per batch on the coordinator, after its jobs: the CSCV splits run on rayon's global pool, the rest on one thread.",
     );
     Ok(table)
 }
