@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod data;
 pub mod distributed;
 pub mod growth;
 pub mod load;

@@ -1,5 +1,5 @@
 //! `bench all [--quick]` measures everything and writes `bench/RESULTS.md`; each part also
-//! runs alone (`bench engine`, `scaling`, `growth`, `research`, `cluster`, `api`). Run it in release:
+//! runs alone (`bench engine`, `scaling`, `growth`, `research`, `data`, `cluster`, `api`). Run it in release:
 //!
 //! `cargo run --release -p bench -- all --quick`
 
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bench::peers::Peers;
 use bench::report::{Table, Target, print, targets_table};
-use bench::{api, cluster, growth, machine, research, scaling, versus};
+use bench::{api, cluster, data, growth, machine, research, scaling, versus};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -55,6 +55,15 @@ enum Command {
     Growth {
         #[arg(long, default_value_t = 100)]
         symbols: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// One batch over files, cold (bar cache empty) and warm, CSV and Parquet.
+    Data {
+        #[arg(long, default_value_t = 300)]
+        symbols: usize,
+        #[arg(long, default_value_t = 10)]
+        years: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -196,6 +205,7 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
     );
 
     keep(&mut tables, research::run(1000, 10, runs)?, &mut lap);
+    keep(&mut tables, data::run(&rt, 300, 10, runs)?, &mut lap);
 
     // Its rounds are cheap (about a second each) and this machine's speed drifts: many of
     // them. Single rounds range from 0.7x to 1.5x here, and the median of 40 moved by 3 to 6
@@ -282,6 +292,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Growth { symbols, runs } => {
             print(&growth::run(symbols, runs)?);
+            Ok(())
+        }
+        Command::Data {
+            symbols,
+            years,
+            runs,
+        } => {
+            print(&data::run(&runtime()?, symbols, years, runs)?);
             Ok(())
         }
         Command::Research { sets, years, runs } => {

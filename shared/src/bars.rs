@@ -119,6 +119,29 @@ impl Bars {
         Ok(self)
     }
 
+    /// [`Bars::validated_range`] of borrowed bars: only the range is copied (a job's bars
+    /// out of the whole history a cache keeps).
+    pub fn validated_slice(
+        &self,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<Bars, BarsError> {
+        self.check_dates()?;
+        let (lo, hi) = self.range(start, end);
+        for t in lo..hi {
+            self.check_bar(t)?;
+        }
+        Ok(Bars {
+            symbol: self.symbol.clone(),
+            dates: self.dates[lo..hi].to_vec(),
+            open: self.open[lo..hi].to_vec(),
+            high: self.high[lo..hi].to_vec(),
+            low: self.low[lo..hi].to_vec(),
+            close: self.close[lo..hi].to_vec(),
+            volume: self.volume[lo..hi].to_vec(),
+        })
+    }
+
     fn check_dates(&self) -> Result<(), BarsError> {
         let n = self.dates.len();
         for (name, len) in [

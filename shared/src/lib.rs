@@ -6,6 +6,7 @@
 //! `xt-wire`, beside it); it does no scheduling and runs no backtest.
 
 pub mod bars;
+pub mod cache;
 pub mod date;
 pub mod funding;
 pub mod job;

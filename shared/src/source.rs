@@ -86,6 +86,14 @@ pub trait BarSource: Send + Sync {
     /// Every symbol the source holds, sorted.
     fn symbols(&self) -> Result<Vec<String>, DataError>;
 
+    /// What identifies `symbol`'s stored bars without reading them, for the bar cache:
+    /// `(key, version)`, a file's path and its size and modification time. `None`: no
+    /// cheap identity, the bars are read every time.
+    fn identity(&self, symbol: &str) -> Option<(String, String)> {
+        let _ = symbol;
+        None
+    }
+
     /// The bytes of a file kept beside the bars (a universe file), `name` relative to the
     /// source's root; `None` when there is none. Only sources whose files are not local
     /// paths (objects in a store) hold any: directories' files are read as paths.
@@ -117,6 +125,10 @@ pub fn check_symbol(symbol: &str) -> Result<(), DataError> {
 }
 
 /// A directory of `SYMBOL.<ext>` files.
+/// How long after its last modification a file's size and time are trusted to tell its
+/// version.
+pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 struct SymbolDir {
     root: PathBuf,
@@ -153,6 +165,27 @@ impl SymbolDir {
             });
         }
         Ok(real)
+    }
+
+    /// The file's path, and its size and modification time (nanoseconds) as its version.
+    /// None for a file modified in the last [`RACY`]: file systems stamp times in ticks of
+    /// milliseconds, so a write in the same tick as a read, keeping the size, would leave
+    /// the version unchanged (git's "racily clean" files, handled the same way).
+    fn identity(&self, symbol: &str) -> Option<(String, String)> {
+        let path = self.path_of(symbol).ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        let modified = meta.modified().ok()?;
+        if modified.elapsed().map_or(true, |age| age < RACY) {
+            return None;
+        }
+        let modified = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        Some((
+            path.display().to_string(),
+            format!("{}:{modified}", meta.len()),
+        ))
     }
 
     /// How errors name `symbol`'s file: relative to the data directory, which the batch
@@ -225,6 +258,10 @@ impl BarSource for CsvDir {
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
         self.0.symbols()
+    }
+
+    fn identity(&self, symbol: &str) -> Option<(String, String)> {
+        self.0.identity(symbol)
     }
 }
 
@@ -359,6 +396,10 @@ impl BarSource for ParquetDir {
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
         self.0.symbols()
+    }
+
+    fn identity(&self, symbol: &str) -> Option<(String, String)> {
+        self.0.identity(symbol)
     }
 }
 

@@ -140,8 +140,18 @@ impl DataAccess {
                     .map_err(|e| bad(e.to_string()))?;
                 Ok(Arc::new(dir))
             }
-            _ => xt_shared::open::open_source(data),
+            // Files are read through the process's bar cache: a second batch over them
+            // reads nothing. (Objects are cached on disk by ETag above, not in memory.)
+            _ => Ok(Arc::new(xt_shared::cache::Cached::new(
+                xt_shared::open::open_source(data)?,
+                xt_shared::cache::BarCache::global(),
+            ))),
         }
+    }
+
+    /// What the process's bar cache has done so far.
+    pub fn bar_cache_stats(&self) -> xt_shared::cache::BarCacheStats {
+        xt_shared::cache::BarCache::global().stats()
     }
 
     /// What the object cache has done so far.

@@ -43,6 +43,10 @@ struct Args {
     data_cache: std::path::PathBuf,
     #[arg(long, env = "XT_DATA_CACHE_BYTES", default_value_t = xt_objects::DEFAULT_CACHE_BYTES)]
     data_cache_bytes: u64,
+    /// Bytes of decoded bars kept in memory between jobs and batches (files only; 0 keeps
+    /// none); an eighth of the machine's memory by default.
+    #[arg(long, env = "XT_BAR_CACHE_BYTES", default_value_t = xt_shared::cache::default_capacity())]
+    bar_cache_bytes: u64,
     /// The distributed mode: the TTL of this worker's membership lease in etcd, in seconds;
     /// should the worker die, its jobs are queued again within it.
     #[arg(long, env = "XT_MEMBER_TTL_SECS", default_value_t = MEMBER_TTL.as_secs())]
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     config.drain_timeout = seconds("--drain-secs", args.drain_secs)?;
     config.etcd = args.etcd;
     config.member_ttl = Duration::from_secs(args.member_ttl_secs.max(1));
+    xt_shared::cache::BarCache::init_global(args.bar_cache_bytes);
     config.data =
         xt_objects::DataAccess::new(&args.data_cache, args.data_cache_bytes, std::env::vars());
     config.secret = xt_wire::auth::ClusterSecret::from_file(args.cluster_secret_file.as_deref())?;
