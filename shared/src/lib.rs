@@ -7,6 +7,7 @@
 
 pub mod bars;
 pub mod cache;
+pub mod dataset;
 pub mod date;
 pub mod funding;
 pub mod job;

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::dataset::ParquetDataset;
 use crate::source::{BarSource, CsvDir, ParquetDir};
 use crate::spec::{BatchSpec, DataSpec, SpecError, UniverseSpec};
 use crate::synthetic::SyntheticMarket;
@@ -11,8 +12,9 @@ use crate::universe::Universe;
 /// A universe file a data directory may carry; used when the spec names none.
 pub const DEFAULT_UNIVERSE: &str = "universe.csv";
 
-/// The bar source of `data`: a synthetic market, or a directory read as Parquet when it holds
-/// `*.parquet` files and as CSV otherwise.
+/// The bar source of `data`: a synthetic market; a long Parquet dataset (a directory of
+/// partitions, or of files with a symbol column); a directory read as one Parquet file per
+/// symbol when it holds `*.parquet` files, and as one CSV file per symbol otherwise.
 pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
     let bad = |e: crate::DataError| SpecError::new("data", e.to_string());
     match data {
@@ -31,6 +33,9 @@ pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
                 "{url}: objects in a store are read by the cluster's object reader, which this program does not have"
             ),
         )),
+        DataSpec::Dir(dir) if ParquetDataset::detect(dir) => {
+            Ok(Arc::new(ParquetDataset::open(dir).map_err(bad)?))
+        }
         DataSpec::Dir(dir) => {
             let entries = std::fs::read_dir(dir)
                 .map_err(|e| SpecError::new("data", format!("{}: {e}", dir.display())))?;

@@ -425,7 +425,11 @@ pub fn read_parquet(
     Ok(bars)
 }
 
-fn append_batch(symbol: &str, batch: &RecordBatch, bars: &mut Bars) -> Result<(), DataError> {
+pub(crate) fn append_batch(
+    symbol: &str,
+    batch: &RecordBatch,
+    bars: &mut Bars,
+) -> Result<(), DataError> {
     let column = |name: &'static str| -> Result<&ArrayRef, DataError> {
         batch
             .schema()
