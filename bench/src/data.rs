@@ -13,15 +13,24 @@ use xt_wire::batches_client::BatchesClient;
 use crate::cluster::{state_dir, submit, wait_finished};
 use crate::report::Table;
 
-/// Writes the synthetic market as one CSV and one Parquet file per symbol, last modified a
-/// minute ago (older than the cache's racy window).
-fn write_market(symbols: usize, years: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Writes the synthetic market as one CSV and one Parquet file per symbol, and as one long
+/// Parquet file (row groups of 10,000 rows), last modified a minute ago (older than the
+/// cache's racy window).
+fn write_market(symbols: usize, years: usize) -> anyhow::Result<[PathBuf; 3]> {
     let root = state_dir("data-files");
-    let (csv, parquet) = (root.join("csv"), root.join("parquet"));
-    std::fs::create_dir_all(&csv)?;
-    std::fs::create_dir_all(&parquet)?;
+    let (csv, parquet, long) = (root.join("csv"), root.join("parquet"), root.join("long"));
+    for d in [&csv, &parquet, &long] {
+        std::fs::create_dir_all(d)?;
+    }
     let market = SyntheticMarket::new(symbols, years, 42);
     let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    let old = |path: &Path| -> std::io::Result<()> {
+        std::fs::File::options()
+            .write(true)
+            .open(path)?
+            .set_modified(past)
+    };
+    let mut all = Vec::new();
     for s in market.symbols()? {
         let bars = market.load(&s)?;
         let (c, p) = (
@@ -30,14 +39,14 @@ fn write_market(symbols: usize, years: usize) -> anyhow::Result<(PathBuf, PathBu
         );
         xt_shared::source::write_csv(&bars, std::fs::File::create(&c)?)?;
         xt_shared::source::write_parquet(&bars, std::fs::File::create(&p)?)?;
-        for path in [&c, &p] {
-            std::fs::File::options()
-                .write(true)
-                .open(path)?
-                .set_modified(past)?;
-        }
+        old(&c)?;
+        old(&p)?;
+        all.push(bars);
     }
-    Ok((csv, parquet))
+    let file = long.join("bars.parquet");
+    xt_shared::dataset::write_long(&all, &file, 10_000)?;
+    old(&file)?;
+    Ok([csv, parquet, long])
 }
 
 fn spec(dir: &Path, strategy: &str) -> BatchSpec {
@@ -62,7 +71,7 @@ pub fn run(
     years: usize,
     runs: usize,
 ) -> anyhow::Result<Table> {
-    let (csv, parquet) = write_market(symbols, years)?;
+    let [csv, parquet, long] = write_market(symbols, years)?;
     let bars = (symbols * years * 252) as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut table = Table::new(
@@ -85,7 +94,12 @@ pub fn run(
                 .await?;
         let mut client = BatchesClient::connect(cluster.url.clone()).await?;
         let cache = BarCache::global();
-        for (layout, dir) in [("CSV", &csv), ("Parquet", &parquet)] {
+        let layouts = [
+            ("CSV, a file per symbol", &csv),
+            ("Parquet, a file per symbol", &parquet),
+            ("Parquet, one long file", &long),
+        ];
+        for (layout, dir) in layouts {
             for strategy in ["sma_cross", "macd"] {
                 let spec = spec(dir, strategy);
                 let (mut cold, mut warm) = (Vec::new(), Vec::new());
