@@ -4,6 +4,8 @@
 //! for the same spec, and every forbidden or malformed request must be a 4xx with a message.
 
 use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -477,7 +479,7 @@ async fn submit_follow_and_download_every_table_in_every_format() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
 
     // Real clients: pyarrow over HTTP and Flight, polars over HTTP.
-    if let Some(python) = peers_python() {
+    if let Some(python) = support::peers_python("pyarrow.flight, polars") {
         let script = r#"
 import sys, io, json, urllib.request
 import pyarrow.flight as fl, pyarrow.parquet as pq, polars as pl
@@ -530,30 +532,6 @@ print(json.dumps({"http_rows": table.num_rows, "polars_rows": frame.height, "fli
             "the tenant's finished batches' tables"
         );
     }
-}
-
-/// The peers' Python (pyarrow, polars), or `None` with a message; `XT_REQUIRE_PEERS=1`
-/// turns its absence into a failure.
-fn peers_python() -> Option<String> {
-    let candidates = [
-        std::env::var("XT_PYTHON").ok(),
-        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = Command::new(&p)
-            .args(["-c", "import pyarrow.flight, polars"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(p);
-        }
-    }
-    assert!(
-        std::env::var("XT_REQUIRE_PEERS").is_err(),
-        "XT_REQUIRE_PEERS is set but no Python with pyarrow and polars was found"
-    );
-    eprintln!("skipping the pyarrow/polars clients: no Python with them (set XT_PYTHON)");
-    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -868,7 +846,9 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
 /// body as documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
-    let Some(python) = peers_python() else { return };
+    let Some(python) = support::peers_python("pyarrow.flight, polars") else {
+        return;
+    };
     let st = Path::new(&python).with_file_name("st");
     if !st.is_file() {
         assert!(

@@ -3,27 +3,16 @@
 //! against `peers/research.py`, a second implementation written from the text and the
 //! papers with numpy and scipy.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Float64Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
-
-fn xt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xt"))
-        .args(args)
-        .env_remove("XT_OUT")
-        .output()
-        .expect("run xt")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use support::{out_dir, peers_python, xt};
 
 fn table(path: &Path) -> RecordBatch {
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
@@ -36,30 +25,6 @@ fn table(path: &Path) -> RecordBatch {
 
 fn summary(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
-}
-
-/// The peers' Python, or `None` with a message; `XT_REQUIRE_PEERS=1` makes its absence a
-/// failure.
-fn peers_python() -> Option<String> {
-    let candidates = [
-        std::env::var("XT_PYTHON").ok(),
-        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()),
-    ];
-    for p in candidates.into_iter().flatten() {
-        let ok = Command::new(&p)
-            .args(["-c", "import scipy, pyarrow, pandas"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(p);
-        }
-    }
-    assert!(
-        std::env::var("XT_REQUIRE_PEERS").is_err(),
-        "XT_REQUIRE_PEERS is set but no Python with scipy, pyarrow and pandas was found"
-    );
-    eprintln!("skipping the reference: no Python with scipy and pyarrow (set XT_PYTHON)");
-    None
 }
 
 /// Two numbers (or two nulls) agree to `tol`, relative.
@@ -103,7 +68,9 @@ fn research_agrees_with_the_reference_on_the_sp500() {
         );
         return;
     }
-    let Some(python) = peers_python() else { return };
+    let Some(python) = peers_python("scipy, pyarrow, pandas") else {
+        return;
+    };
     let out = out_dir("research-sp500");
     // Anchored, purged, scored by Sortino, a step shorter than the window (so windows
     // overlap and a later fold owns the shared dates), and 10 blocks over a T that is not

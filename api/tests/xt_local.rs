@@ -1,24 +1,12 @@
 //! `xt local` as a user runs it: the real binary, real files out, clear errors in.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
+
+use std::path::Path;
 
 use arrow::array::AsArray;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-fn xt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xt"))
-        .args(args)
-        .env_remove("XT_OUT")
-        .output()
-        .expect("run xt")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use support::{out_dir, xt};
 
 fn rows(
     path: &Path,

@@ -101,11 +101,7 @@ impl Bars {
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Bars, BarsError> {
-        self.check_dates()?;
-        let (lo, hi) = self.range(start, end);
-        for t in lo..hi {
-            self.check_bar(t)?;
-        }
+        let (lo, hi) = self.checked_range(start, end)?;
         fn cut<T>(v: &mut Vec<T>, lo: usize, hi: usize) {
             v.truncate(hi);
             v.drain(..lo);
@@ -126,11 +122,7 @@ impl Bars {
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Bars, BarsError> {
-        self.check_dates()?;
-        let (lo, hi) = self.range(start, end);
-        for t in lo..hi {
-            self.check_bar(t)?;
-        }
+        let (lo, hi) = self.checked_range(start, end)?;
         Ok(Bars {
             symbol: self.symbol.clone(),
             dates: self.dates[lo..hi].to_vec(),
@@ -140,6 +132,21 @@ impl Bars {
             close: self.close[lo..hi].to_vec(),
             volume: self.volume[lo..hi].to_vec(),
         })
+    }
+
+    /// The bars' indices inside `[start, end]`, once the dates of the whole history and the
+    /// bars in range are checked.
+    fn checked_range(
+        &self,
+        start: Option<Date>,
+        end: Option<Date>,
+    ) -> Result<(usize, usize), BarsError> {
+        self.check_dates()?;
+        let (lo, hi) = self.range(start, end);
+        for t in lo..hi {
+            self.check_bar(t)?;
+        }
+        Ok((lo, hi))
     }
 
     fn check_dates(&self) -> Result<(), BarsError> {

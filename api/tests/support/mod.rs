@@ -1,9 +1,11 @@
-//! What the tests of the distributed mode with an S3 server share.
+//! What the API crate's tests share: the `xt` binary and its output directories, the
+//! peers' Python, and what the tests of the distributed mode with an S3 server need.
 
 // Each test binary that includes this module uses a part of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -49,4 +51,44 @@ pub async fn put(aws: &[(String, String)], url: &str, key: &str, bytes: Vec<u8>)
         .put(&ObjectPath::from(key), PutPayload::from(bytes))
         .await
         .unwrap();
+}
+
+/// Runs the `xt` binary (with no `XT_OUT` from the environment).
+pub fn xt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xt"))
+        .args(args)
+        .env_remove("XT_OUT")
+        .output()
+        .expect("run xt")
+}
+
+/// An empty output directory's path, `name` under the target's scratch directory.
+pub fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The peers' Python with `imports` (`XT_PYTHON`, else the checkout's `.venv`), or `None`
+/// with a message; `XT_REQUIRE_PEERS=1` makes its absence a failure.
+pub fn peers_python(imports: &str) -> Option<String> {
+    let candidates = [
+        std::env::var("XT_PYTHON").ok(),
+        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let ok = Command::new(&p)
+            .args(["-c", &format!("import {imports}")])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    assert!(
+        std::env::var("XT_REQUIRE_PEERS").is_err(),
+        "XT_REQUIRE_PEERS is set but no Python with {imports} was found"
+    );
+    eprintln!("skipping: no Python with {imports} (set XT_PYTHON)");
+    None
 }
