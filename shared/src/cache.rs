@@ -196,31 +196,35 @@ impl Cached {
     }
 }
 
+impl Cached {
+    /// `symbol`'s whole bars through the cache; `None` when its source cannot say what
+    /// identifies them (they are read every time, as the source reads them).
+    fn cached(&self, symbol: &str) -> Option<Result<Arc<Bars>, DataError>> {
+        let (key, version) = self.inner.identity(symbol)?;
+        Some(
+            self.cache
+                .get_or_read(&key, &version, || self.inner.read(symbol)),
+        )
+    }
+}
+
 impl BarSource for Cached {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
-        match self.inner.identity(symbol) {
-            Some((key, version)) => self
-                .cache
-                .get_or_read(&key, &version, || self.inner.read(symbol))
-                .map(|b| (*b).clone()),
+        match self.cached(symbol) {
+            Some(bars) => bars.map(|b| (*b).clone()),
             None => self.inner.read(symbol),
         }
     }
 
+    /// The range is cut from the cached bars: only what the job needs is copied.
     fn load_range(
         &self,
         symbol: &str,
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Bars, DataError> {
-        match self.inner.identity(symbol) {
-            // The range is cut from the cached bars: only what the job needs is copied.
-            Some((key, version)) => {
-                let bars = self
-                    .cache
-                    .get_or_read(&key, &version, || self.inner.read(symbol))?;
-                Ok(bars.validated_slice(start, end)?)
-            }
+        match self.cached(symbol) {
+            Some(bars) => Ok(bars?.validated_slice(start, end)?),
             None => self.inner.load_range(symbol, start, end),
         }
     }
@@ -233,13 +237,8 @@ impl BarSource for Cached {
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Vec<Date>, DataError> {
-        match self.inner.identity(symbol) {
-            Some((key, version)) => {
-                let bars = self
-                    .cache
-                    .get_or_read(&key, &version, || self.inner.read(symbol))?;
-                Ok(dates_in_range(symbol, &bars.dates, start, end)?)
-            }
+        match self.cached(symbol) {
+            Some(bars) => Ok(dates_in_range(symbol, &bars?.dates, start, end)?),
             None => self.inner.dates(symbol, start, end),
         }
     }

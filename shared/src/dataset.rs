@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 
 use crate::bars::Bars;
 use crate::source::{BAR_COLUMNS, BarSource, DataError, RACY, append_batch, check_symbol};
@@ -55,6 +55,9 @@ struct DatasetFile {
     shown: String,
     /// The `symbol=` partition its directory names, if any.
     partition: Option<String>,
+    /// Its footer, parsed once when the dataset is opened: each read goes straight to its
+    /// row groups.
+    meta: ArrowReaderMetadata,
 }
 
 /// A long Parquet dataset under one root directory.
@@ -99,7 +102,8 @@ impl ParquetDataset {
                 .filter_map(|c| c.as_os_str().to_str())
                 .find_map(|seg| seg.strip_prefix("symbol=").map(str::to_string));
             let k = files.len();
-            for (symbol, groups) in index_file(&path, &shown, partition.as_deref())? {
+            let (meta, symbols) = index_file(&path, &shown, partition.as_deref())?;
+            for (symbol, groups) in symbols {
                 check_symbol(&symbol)?;
                 index.entry(symbol).or_default().push((k, groups));
             }
@@ -107,13 +111,10 @@ impl ParquetDataset {
                 path,
                 shown,
                 partition,
+                meta,
             });
         }
         Ok(ParquetDataset { root, files, index })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// The row groups a read of `symbol` opens, over all files.
@@ -175,40 +176,39 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result
     Ok(())
 }
 
-/// Each symbol in a file and the row groups that hold it: from its partition, else from
-/// its symbol column read alone.
+/// A file's footer, and each symbol in the file with the row groups that hold it: from its
+/// partition, else from its symbol column read alone.
 fn index_file(
     path: &Path,
     shown: &str,
     partition: Option<&str>,
-) -> Result<HashMap<String, Vec<usize>>, DataError> {
+) -> Result<(ArrowReaderMetadata, HashMap<String, Vec<usize>>), DataError> {
     let io = |m: String| DataError::Io {
         path: shown.to_string(),
         message: m,
     };
     let file = File::open(path).map_err(|e| io(e.to_string()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(e.to_string()))?;
-    let groups = builder.metadata().num_row_groups();
+    let meta =
+        ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| io(e.to_string()))?;
+    let groups = meta.metadata().num_row_groups();
     let mut out: HashMap<String, Vec<usize>> = HashMap::new();
     if let Some(symbol) = partition {
         out.insert(symbol.to_string(), (0..groups).collect());
-        return Ok(out);
+        return Ok((meta, out));
     }
-    let Some(col) = find(builder.schema().fields(), "symbol") else {
+    let Some(col) = find(meta.schema().fields(), "symbol") else {
         return Err(io(
             "no symbol column (symbol, ts_code, ticker, code or instrument) and no symbol= partition"
                 .into(),
         ));
     };
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
+    let mask = ProjectionMask::roots(meta.parquet_schema(), [col]);
     for g in 0..groups {
-        let file = File::open(path).map_err(|e| io(e.to_string()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| {
-                b.with_projection(mask.clone())
-                    .with_row_groups(vec![g])
-                    .build()
-            })
+        let file = file.try_clone().map_err(|e| io(e.to_string()))?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+            .with_projection(mask.clone())
+            .with_row_groups(vec![g])
+            .build()
             .map_err(|e| io(e.to_string()))?;
         for batch in reader {
             let batch = batch.map_err(|e| io(e.to_string()))?;
@@ -225,7 +225,7 @@ fn index_file(
             }
         }
     }
-    Ok(out)
+    Ok((meta, out))
 }
 
 /// `batch`'s rows of `symbol` (all of them when `partitioned`), with its columns under our
@@ -296,8 +296,9 @@ impl BarSource for ParquetDataset {
                 message: m,
             };
             let file = File::open(&f.path).map_err(|e| io(e.to_string()))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                .and_then(|b| b.with_row_groups(groups.clone()).build())
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, f.meta.clone())
+                .with_row_groups(groups.clone())
+                .build()
                 .map_err(|e| io(e.to_string()))?;
             for batch in reader {
                 let batch = batch.map_err(|e| io(e.to_string()))?;

@@ -137,11 +137,6 @@ impl Steps {
         let k = self.0.partition_point(|(from, _)| *from <= date);
         k.checked_sub(1).map(|i| self.0[i].1)
     }
-
-    /// Whether the value changes inside `[start, end]`.
-    pub fn changes_within(&self, start: Date, end: Date) -> bool {
-        self.0.iter().any(|(from, _)| *from > start && *from <= end)
-    }
 }
 
 /// One symbol's rules over time.
@@ -240,9 +235,9 @@ mod tests {
         assert_eq!(main.price_limit.at(d("2024-01-02")), Some(0.10));
         assert_eq!(main.stamp_duty.at(d("2023-08-25")), Some(0.001));
         assert_eq!(main.stamp_duty.at(d("2023-08-28")), Some(0.0005));
-        assert!(
-            main.stamp_duty
-                .changes_within(d("2023-01-01"), d("2023-12-31"))
+        assert_ne!(
+            main.stamp_duty.at(d("2023-01-01")),
+            main.stamp_duty.at(d("2023-12-31"))
         );
         // A universe row's limit and an explicit stamp duty hold on every date.
         let fixed = for_symbol(&cn, "300750.SZ", Some(0.05), Some(0.002), 0.0);

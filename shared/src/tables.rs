@@ -260,15 +260,23 @@ pub fn portfolio_table(
     )
 }
 
-/// The portfolio table and metrics from summed sleeves (curve `i` per combination, the
-/// last one the benchmark), funded as `funding` says: the in-process runner and the
+/// A batch's portfolio: its table, each parameter set's metrics and equity curve.
+pub struct FinishedPortfolio {
+    pub table: RecordBatch,
+    pub metrics: Vec<(String, PortfolioMetrics)>,
+    /// Per parameter set (in the order of its combinations), the portfolio's equity.
+    pub curves: Vec<Vec<f64>>,
+}
+
+/// The portfolio table, metrics and curves from summed sleeves (curve `i` per combination,
+/// the last one the benchmark), funded as `funding` says: the in-process runner and the
 /// coordinator finish a batch alike.
 pub fn finish_portfolio(
     combos: &[ParamSet],
     capital: f64,
     sums: &PortfolioSum,
     funding: &Funding,
-) -> Result<(RecordBatch, Vec<(String, PortfolioMetrics)>), ArrowError> {
+) -> Result<FinishedPortfolio, ArrowError> {
     let curves: Vec<Vec<f64>> = (0..combos.len())
         .map(|i| funding.curve(sums, i, capital))
         .collect();
@@ -280,5 +288,9 @@ pub fn finish_portfolio(
         .cloned()
         .zip(curves.iter().map(|c| portfolio_metrics(capital, c, &bench)))
         .collect();
-    Ok((table, metrics))
+    Ok(FinishedPortfolio {
+        table,
+        metrics,
+        curves,
+    })
 }

@@ -149,11 +149,10 @@ fn run_plan(
             Ok::<_, ArrowError>(())
         })?;
     let sums = portfolio.into_inner().unwrap_or_else(|e| e.into_inner());
-    let (portfolio, portfolio_metrics) =
-        finish_portfolio(combos, spec.capital, &sums, &plan.funding)?;
+    let finished = finish_portfolio(combos, spec.capital, &sums, &plan.funding)?;
     Ok(BatchOutcome {
-        portfolio,
-        portfolio_metrics,
+        portfolio: finished.table,
+        portfolio_metrics: finished.metrics,
         jobs: total,
         failed: failed.into_inner(),
     })

@@ -200,12 +200,12 @@ pub(super) fn aggregate(
         }
     }
     let spec = &run.batch.spec;
-    let (portfolio, portfolio_metrics) =
-        finish_portfolio(&run.combos, spec.capital, &sums, &funding)?;
-    let research = research_of(&run.combos, &sums, &funding, &portfolio_metrics, spec)?;
+    let finished = finish_portfolio(&run.combos, spec.capital, &sums, &funding)?;
+    let (portfolio, portfolio_metrics) = (&finished.table, &finished.metrics);
+    let research = research_of(&run.combos, &sums.dates, &finished, spec)?;
     let research_files = research_tables(store, batch, spec, &research)?;
-    files.finish(&portfolio, research_files)?;
-    let benchmark = benchmark_metrics(&portfolio, run.batch.spec.capital);
+    files.finish(portfolio, research_files)?;
+    let benchmark = benchmark_metrics(portfolio, run.batch.spec.capital);
     let mut summary = json!({
         "jobs": run.batch.jobs.len(),
         // Jobs without a result: given up after their attempts, or their data unreadable.
@@ -213,10 +213,10 @@ pub(super) fn aggregate(
         "cancelled": ends.iter().filter(|e| matches!(e, JobEnd::Cancelled)).count(),
         "elapsed_seconds": run.started.elapsed().as_secs_f64(),
         "bar_evaluations": run.bar_evaluations,
-        "portfolio": portfolio_summary(&portfolio_metrics),
+        "portfolio": portfolio_summary(portfolio_metrics),
     });
     if let Value::Object(map) = &mut summary {
-        map.extend(digest.fields(&portfolio_metrics, &benchmark, &portfolio));
+        map.extend(digest.fields(portfolio_metrics, &benchmark, portfolio));
         if let Some(v) = research.overfitting {
             map.insert("overfitting".into(), v);
         }
@@ -275,19 +275,15 @@ fn provenance(spec: &BatchSpec, jobs: &[JobSpec], hashes: &[Option<u64>]) -> Val
 /// The sweep's research (SEMANTICS sections 10 and 11) from its portfolio curves.
 fn research_of(
     combos: &[ParamSet],
-    sums: &PortfolioSum,
-    funding: &xt_shared::funding::Funding,
-    metrics: &[(String, xt_shared::metrics::PortfolioMetrics)],
+    dates: &[xt_shared::Date],
+    portfolio: &xt_shared::tables::FinishedPortfolio,
     spec: &BatchSpec,
 ) -> anyhow::Result<xt_shared::research::Research> {
-    let curves: Vec<Vec<f64>> = (0..combos.len())
-        .map(|i| funding.curve(sums, i, spec.capital))
-        .collect();
-    let metrics: Vec<_> = metrics.iter().map(|(_, m)| m.clone()).collect();
+    let metrics: Vec<_> = portfolio.metrics.iter().map(|(_, m)| m.clone()).collect();
     Ok(xt_shared::research::research(
         combos,
-        &sums.dates,
-        &curves,
+        dates,
+        &portfolio.curves,
         &metrics,
         spec.capital,
         spec.walk_forward.as_ref(),

@@ -149,11 +149,6 @@ impl DataAccess {
         }
     }
 
-    /// What the process's bar cache has done so far.
-    pub fn bar_cache_stats(&self) -> xt_shared::cache::BarCacheStats {
-        xt_shared::cache::BarCache::global().stats()
-    }
-
     /// What the object cache has done so far.
     pub fn cache_stats(&self) -> CacheStats {
         let objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());

@@ -47,19 +47,8 @@ pub fn grid_order(combos: &[ParamSet]) -> Vec<usize> {
 /// Each set's neighbours (SEMANTICS section 11): the sets that differ from it in exactly
 /// one parameter, by one step along that parameter's values sorted ascending.
 pub fn neighbours(combos: &[ParamSet]) -> Vec<Vec<usize>> {
-    let rows: Vec<Vec<f64>> = combos
-        .iter()
-        .map(|p| p.entries().map(|(_, v)| v).collect())
-        .collect();
-    let width = rows.first().map_or(0, Vec::len);
-    let axes: Vec<Vec<f64>> = (0..width)
-        .map(|k| {
-            let mut v: Vec<f64> = rows.iter().map(|r| r[k]).collect();
-            v.sort_by(f64::total_cmp);
-            v.dedup();
-            v
-        })
-        .collect();
+    let rows = values(combos);
+    let axes = axes(&rows);
     let bits = |r: &[f64]| r.iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
     let index: HashMap<Vec<u64>, usize> = rows
         .iter()
@@ -83,6 +72,26 @@ pub fn neighbours(combos: &[ParamSet]) -> Vec<Vec<usize>> {
                 }
             }
             out
+        })
+        .collect()
+}
+
+/// Each set's parameter values, in the strategy's order.
+fn values(sets: &[ParamSet]) -> Vec<Vec<f64>> {
+    sets.iter()
+        .map(|p| p.entries().map(|(_, v)| v).collect())
+        .collect()
+}
+
+/// Each parameter's distinct values over the grid, ascending.
+fn axes(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let width = rows.first().map_or(0, Vec::len);
+    (0..width)
+        .map(|k| {
+            let mut v: Vec<f64> = rows.iter().map(|r| r[k]).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
         })
         .collect()
 }
@@ -180,20 +189,13 @@ pub fn research(
 /// The parameters (of three values or more) at whose smallest or largest value set `at`
 /// sits: a best set there suggests the grid stops short of the optimum.
 fn on_edge(sets: &[ParamSet], at: usize) -> Vec<&'static str> {
-    let mut names = Vec::new();
-    for (k, (name, v)) in sets[at].entries().enumerate() {
-        let mut axis: Vec<f64> = sets
-            .iter()
-            .filter_map(|p| p.entries().nth(k))
-            .map(|e| e.1)
-            .collect();
-        axis.sort_by(f64::total_cmp);
-        axis.dedup();
-        if axis.len() >= 3 && (v == axis[0] || v == axis[axis.len() - 1]) {
-            names.push(name);
-        }
-    }
-    names
+    let axes = axes(&values(sets));
+    sets[at]
+        .entries()
+        .zip(&axes)
+        .filter(|((_, v), axis)| axis.len() >= 3 && (*v == axis[0] || *v == axis[axis.len() - 1]))
+        .map(|((name, _), _)| name)
+        .collect()
 }
 
 fn null_if_nan(v: f64) -> Option<f64> {
