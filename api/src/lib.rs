@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod flight;
+pub mod import;
 pub mod json;
 pub mod local;
 pub mod serve;

@@ -5,7 +5,7 @@ and interpreter start are not counted; reading the CSV files is, as it is for th
     peer_bench.py versions          -> {"python": ..., "backtrader": ..., "vectorbt": ..., ...}
     peer_bench.py run CASE.json     -> {"seconds": s, "bar_evaluations": n, "fills": {...}}
 
-case: {"engine": "backtrader" | "vectorbt", "dir": path, "symbols": [...],
+case: {"engine": "backtrader" | "vectorbt", "dir": path, "format": "csv" | "parquet", "symbols": [...],
        "strategy": "sma_cross" | "macd", "combos": [{"fast": 10, "slow": 30}, ...],
        "capital": cash per symbol, "commission_rate": r, "fills_of_first_combo": bool}
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 def versions():
     out = {"python": sys.version.split()[0]}
-    for name in ("backtrader", "vectorbt", "numba", "numpy", "pandas"):
+    for name in ("backtrader", "vectorbt", "numba", "numpy", "pandas", "pyarrow"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -36,6 +36,10 @@ def versions():
 
 
 def read(case, symbol):
+    """One symbol's bars as a user of pandas reads them: CSV (the default) or, with
+    `"format": "parquet"`, the per-symbol Parquet file (through pyarrow)."""
+    if case.get("format") == "parquet":
+        return pd.read_parquet(f"{case['dir']}/{symbol}.parquet").set_index("date")
     return pd.read_csv(f"{case['dir']}/{symbol}.csv", parse_dates=["date"], index_col="date")
 
 

@@ -1,4 +1,4 @@
-//! Reading data, cold and warm: one batch over files, through the coordinator and a worker
+//! Reading data, cold and warm: one batch over files in each layout, through the coordinator and a worker
 //! on loopback (`xt local`'s path), first with the bar cache empty (every file read and
 //! decoded; the files themselves are in the OS page cache, as on a machine that just wrote
 //! or read them), then again over the same files (the cache serves every symbol).
@@ -6,20 +6,36 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+use serde_json::json;
 use xt_shared::cache::BarCache;
 use xt_shared::{BarSource, BatchSpec, SyntheticMarket};
 use xt_wire::batches_client::BatchesClient;
 
 use crate::cluster::{state_dir, submit, wait_finished};
+use crate::peers::Peers;
 use crate::report::Table;
 
-/// Writes the synthetic market as one CSV and one Parquet file per symbol, and as one long
-/// Parquet file (row groups of 10,000 rows), last modified a minute ago (older than the
-/// cache's racy window).
-fn write_market(symbols: usize, years: usize) -> anyhow::Result<[PathBuf; 3]> {
-    let root = state_dir("data-files");
-    let (csv, parquet, long) = (root.join("csv"), root.join("parquet"), root.join("long"));
-    for d in [&csv, &parquet, &long] {
+/// The layouts the bench reads, by name and directory under the bench's state.
+pub(crate) const LAYOUTS: [(&str, &str); 5] = [
+    ("CSV, a file per symbol", "csv"),
+    ("Parquet, a file per symbol", "parquet"),
+    ("Arrow IPC, a file per symbol", "arrow"),
+    ("Parquet, one long file", "long"),
+    ("Arrow IPC, one long file", "long-arrow"),
+];
+
+/// Writes the synthetic market in every layout of [`LAYOUTS`] (long Parquet in row groups
+/// of 10,000 rows, long Arrow a record batch per symbol), last modified a minute ago (older
+/// than the cache's racy window). Returns the root and the layouts' directories.
+pub fn write_market(
+    name: &str,
+    symbols: usize,
+    years: usize,
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let root = state_dir(name);
+    let dirs: Vec<PathBuf> = LAYOUTS.iter().map(|(_, d)| root.join(d)).collect();
+    for d in &dirs {
         std::fs::create_dir_all(d)?;
     }
     let market = SyntheticMarket::new(symbols, years, 42);
@@ -33,23 +49,29 @@ fn write_market(symbols: usize, years: usize) -> anyhow::Result<[PathBuf; 3]> {
     let mut all = Vec::new();
     for s in market.symbols()? {
         let bars = market.load(&s)?;
-        let (c, p) = (
-            csv.join(format!("{s}.csv")),
-            parquet.join(format!("{s}.parquet")),
-        );
-        xt_shared::source::write_csv(&bars, std::fs::File::create(&c)?)?;
-        xt_shared::source::write_parquet(&bars, std::fs::File::create(&p)?)?;
-        old(&c)?;
-        old(&p)?;
+        let files = [
+            dirs[0].join(format!("{s}.csv")),
+            dirs[1].join(format!("{s}.parquet")),
+            dirs[2].join(format!("{s}.arrow")),
+        ];
+        xt_shared::source::write_csv(&bars, std::fs::File::create(&files[0])?)?;
+        xt_shared::source::write_parquet(&bars, std::fs::File::create(&files[1])?)?;
+        xt_shared::source::write_ipc(&bars, std::fs::File::create(&files[2])?)?;
+        for f in &files {
+            old(f)?;
+        }
         all.push(bars);
     }
-    let file = long.join("bars.parquet");
-    xt_shared::dataset::write_long(&all, &file, 10_000)?;
-    old(&file)?;
-    Ok([csv, parquet, long])
+    let long = dirs[3].join("bars.parquet");
+    xt_shared::dataset::write_long(&all, &long, 10_000)?;
+    let long_arrow = dirs[4].join("bars.arrow");
+    xt_shared::dataset::write_long_ipc(&all, &long_arrow)?;
+    old(&long)?;
+    old(&long_arrow)?;
+    Ok((root, dirs))
 }
 
-fn spec(dir: &Path, strategy: &str) -> BatchSpec {
+pub fn spec(dir: &Path, strategy: &str) -> BatchSpec {
     let mut spec = BatchSpec::new(format!("file://{}", dir.display()), strategy);
     spec.market = xt_shared::Market::Us;
     spec.tables = Some(vec![
@@ -64,79 +86,146 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Cold and warm batches over `symbols` x `years` of files, `runs` of each.
+/// Cold and warm medians of `runs` batches of `spec` through `client`.
+async fn cold_warm(
+    client: &mut BatchesClient<tonic::transport::Channel>,
+    spec: &BatchSpec,
+    runs: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let cache = BarCache::global();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (times, clear) in [(&mut cold, true), (&mut warm, false)] {
+            if clear {
+                cache.clear();
+            }
+            let started = Instant::now();
+            let batch = submit(client, spec).await?;
+            wait_finished(client, batch).await?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    Ok((median(cold), median(warm)))
+}
+
+/// vectorbt's seconds for one run of `strategy` over `symbols` of `dir` in `format`
+/// (reading included), median of `runs`.
+fn vectorbt(
+    peers: &Peers,
+    dir: &Path,
+    format: &str,
+    symbols: &[String],
+    strategy: &str,
+    runs: usize,
+) -> anyhow::Result<f64> {
+    let combo = match strategy {
+        "sma_cross" => json!({"fast": 10, "slow": 30}),
+        _ => json!({"fast": 12, "slow": 26, "signal": 9}),
+    };
+    let request = json!({
+        "engine": "vectorbt", "dir": dir, "format": format, "symbols": symbols,
+        "strategy": strategy, "combos": [combo], "capital": 1e6,
+        "commission_rate": 0.001, "fills_of_first_combo": false,
+    });
+    let mut seconds = Vec::new();
+    for _ in 0..runs {
+        let answer = peers.run(&request)?;
+        seconds.push(answer["seconds"].as_f64().context("seconds")?);
+    }
+    Ok(median(seconds))
+}
+
+/// Cold and warm batches over `symbols` x `years` of files in every layout, `runs` of each,
+/// on one worker thread and on all cores; vectorbt over the same CSV and Parquet files.
 pub fn run(
     rt: &tokio::runtime::Runtime,
+    peers: Option<&Peers>,
     symbols: usize,
     years: usize,
     runs: usize,
 ) -> anyhow::Result<Table> {
-    let [csv, parquet, long] = write_market(symbols, years)?;
+    let (root, dirs) = write_market("data-files", symbols, years)?;
     let bars = (symbols * years * 252) as f64;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut table = Table::new(
         format!(
-            "Reading data: one batch over {symbols} symbols x {years} years of files, submission to tables written, cold (bar cache empty) and warm (the same files again); median of {runs}, seconds"
+            "Reading data: one single-parameter batch over {symbols} symbols x {years} years of files, submission to tables written, cold (bar cache empty) and warm (the same files again), on one worker thread and on {cores}; vectorbt reading the same files and computing the same strategy on one core; median of {runs}, seconds"
         ),
         &[
             "layout",
             "strategy",
+            "worker threads",
             "cold",
             "warm",
-            "cold / warm",
-            "warm bars/s per core",
+            "warm bars/s per thread",
+            "vectorbt",
+            "cold vs vectorbt",
+            "warm vs vectorbt",
         ],
     );
-    rt.block_on(async {
-        let state = state_dir("data-cluster");
-        let cluster =
-            xt_api::cluster::LocalCluster::start(state.clone(), 1, cores, Default::default())
-                .await?;
-        let mut client = BatchesClient::connect(cluster.url.clone()).await?;
-        let cache = BarCache::global();
-        let layouts = [
-            ("CSV, a file per symbol", &csv),
-            ("Parquet, a file per symbol", &parquet),
-            ("Parquet, one long file", &long),
-        ];
-        for (layout, dir) in layouts {
+    let names = SyntheticMarket::new(symbols, years, 42).symbols()?;
+    let mut peer_seconds = std::collections::HashMap::new();
+    if let Some(peers) = peers {
+        for (format, dir) in [("csv", &dirs[0]), ("parquet", &dirs[1])] {
             for strategy in ["sma_cross", "macd"] {
-                let spec = spec(dir, strategy);
-                let (mut cold, mut warm) = (Vec::new(), Vec::new());
-                for _ in 0..runs {
-                    for (times, clear) in [(&mut cold, true), (&mut warm, false)] {
-                        if clear {
-                            cache.clear();
-                        }
-                        let started = Instant::now();
-                        let batch = submit(&mut client, &spec).await?;
-                        wait_finished(&mut client, batch).await?;
-                        times.push(started.elapsed().as_secs_f64());
-                    }
-                }
-                let (c, w) = (median(cold), median(warm));
-                table.row(vec![
-                    layout.into(),
-                    strategy.into(),
-                    format!("{c:.3}"),
-                    format!("{w:.3}"),
-                    format!("{:.1}x", c / w),
-                    format!("{:.1}M", bars / w / cores as f64 / 1e6),
-                ]);
+                let s = vectorbt(peers, dir, format, &names, strategy, runs)?;
+                peer_seconds.insert((format, strategy), s);
             }
         }
-        cluster.stop().await?;
-        let _ = std::fs::remove_dir_all(&state);
+    }
+    rt.block_on(async {
+        for threads in [1, cores] {
+            let state = state_dir("data-cluster");
+            let cluster =
+                xt_api::cluster::LocalCluster::start(state.clone(), 1, threads, Default::default())
+                    .await?;
+            let mut client = BatchesClient::connect(cluster.url.clone()).await?;
+            for ((layout, _), dir) in LAYOUTS.iter().zip(&dirs) {
+                for strategy in ["sma_cross", "macd"] {
+                    let (c, w) = cold_warm(&mut client, &spec(dir, strategy), runs).await?;
+                    let format = match *layout {
+                        l if l.starts_with("CSV") => Some("csv"),
+                        "Parquet, a file per symbol" => Some("parquet"),
+                        _ => None,
+                    };
+                    let peer = format
+                        .and_then(|f| peer_seconds.get(&(f, strategy)))
+                        .filter(|_| threads == 1);
+                    let (v, vc, vw) = match peer {
+                        Some(p) => (
+                            format!("{p:.3}"),
+                            format!("{:.1}x faster", p / c),
+                            format!("{:.1}x faster", p / w),
+                        ),
+                        None => Default::default(),
+                    };
+                    table.row(vec![
+                        (*layout).into(),
+                        strategy.into(),
+                        threads.to_string(),
+                        format!("{c:.3}"),
+                        format!("{w:.3}"),
+                        format!("{:.1}M", bars / w / threads as f64 / 1e6),
+                        v,
+                        vc,
+                        vw,
+                    ]);
+                }
+            }
+            cluster.stop().await?;
+            let _ = std::fs::remove_dir_all(&state);
+        }
         anyhow::Ok(())
     })?;
     let s = BarCache::global().stats();
     table.note(format!(
-        "Bar cache over the run: {} hits, {} misses, {} evictions, {:.0} MB held at the end. Cold includes planning, which reads each file whole into the cache (the worker then reads nothing); warm reads nothing at all.",
+        "Bar cache over the run: {} hits, {} misses, {} evictions, {:.0} MB held at the end. Cold includes planning, which reads each file whole into the cache (the worker then reads nothing); warm reads nothing at all. \
+         On one worker thread the coordinator's planning still runs beside it. vectorbt reads with pandas (`read_csv`, `read_parquet` through pyarrow) and computes the same single parameter set; its numba kernels are compiled before the timing, and it has no cache: each of its runs reads the files again.",
         s.hits,
         s.misses,
         s.evictions,
         s.bytes as f64 / 1e6
     ));
-    let _ = std::fs::remove_dir_all(csv.parent().unwrap_or(&csv));
+    let _ = std::fs::remove_dir_all(&root);
     Ok(table)
 }

@@ -102,3 +102,90 @@ pub fn run(base_symbols: usize, runs: usize) -> anyhow::Result<Table> {
     ));
     Ok(table)
 }
+
+/// One batch over the files in `dir` in this process, `xt local`'s path (the coordinator
+/// and a worker on loopback, all cores), the bar cache cold: prints `{"seconds": s,
+/// "peak_mb": m}`.
+pub fn data_case(dir: &std::path::Path) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let spec = crate::data::spec(dir, "sma_cross");
+    let seconds = rt.block_on(async {
+        let state = crate::cluster::state_dir("growth-data");
+        let cores = crate::machine::cores();
+        let cluster =
+            xt_api::cluster::LocalCluster::start(state.clone(), 1, cores, Default::default())
+                .await?;
+        let mut client =
+            xt_wire::batches_client::BatchesClient::connect(cluster.url.clone()).await?;
+        let started = std::time::Instant::now();
+        let batch = crate::cluster::submit(&mut client, &spec).await?;
+        crate::cluster::wait_finished(&mut client, batch).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        cluster.stop().await?;
+        let _ = std::fs::remove_dir_all(&state);
+        anyhow::Ok(seconds)
+    })?;
+    let peak = crate::report::status_kb("VmHWM:") as f64 / 1024.0;
+    println!("{}", json!({"seconds": seconds, "peak_mb": peak}));
+    Ok(())
+}
+
+/// The data-size axis: `symbols` x `years` read from each layout, each batch in a process
+/// of its own (so cold, and its peak memory its own).
+pub fn data(symbols: usize, years: usize, runs: usize) -> anyhow::Result<Table> {
+    let (root, dirs) = crate::data::write_market("growth-files", symbols, years)?;
+    let bars = (symbols * years * xt_shared::synthetic::DAYS_PER_YEAR) as f64;
+    let mut table = Table::new(
+        format!(
+            "Growth in data: one sma_cross batch over {symbols} symbols x {years} years ({} bars) read from each layout, cold, in a process of its own (all cores)",
+            count(bars)
+        ),
+        &[
+            "layout",
+            "on disk",
+            "seconds (median, spread)",
+            "bars/s",
+            "peak memory",
+        ],
+    );
+    for ((layout, _), dir) in crate::data::LAYOUTS.iter().zip(&dirs) {
+        let mut seconds = Vec::new();
+        let mut peak: f64 = 0.0;
+        for _ in 0..runs {
+            let out = std::process::Command::new(std::env::current_exe()?)
+                .arg("growth-data-case")
+                .arg(dir)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "growth-data-case failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout)?;
+            seconds.push(v["seconds"].as_f64().unwrap_or(f64::NAN));
+            peak = peak.max(v["peak_mb"].as_f64().unwrap_or(f64::NAN));
+        }
+        let t = Timing::from_seconds(seconds, 0.0);
+        let disk: u64 = std::fs::read_dir(dir)?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        table.row(vec![
+            (*layout).into(),
+            format!("{:.0} MB", disk as f64 / 1e6),
+            t.show(),
+            count(bars / t.median),
+            format!("{peak:.0} MB"),
+        ]);
+    }
+    table.note(format!(
+        "Peak memory is the whole process (coordinator, worker, bar cache). Planning reads every symbol into the bar cache (bounded at {:.1} GB by default, 1/8 of this machine's memory): the market's {:.0} MB of decoded bars fit, so they are held once, and jobs read them from there.",
+        xt_shared::cache::default_capacity() as f64 / 1e9,
+        bars * 44.0 / 1e6
+    ));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(table)
+}

@@ -58,7 +58,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// One batch over files, cold (bar cache empty) and warm, CSV and Parquet.
+    /// Time and peak memory of one cold batch over a big market read from each layout.
+    GrowthData {
+        #[arg(long, default_value_t = 3000)]
+        symbols: usize,
+        #[arg(long, default_value_t = 20)]
+        years: usize,
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// One batch over files, cold (bar cache empty) and warm, in every layout, beside
+    /// vectorbt reading the same files.
     Data {
         #[arg(long, default_value_t = 300)]
         symbols: usize,
@@ -66,6 +76,8 @@ enum Command {
         years: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        #[arg(long)]
+        no_peers: bool,
     },
     /// Walk-forward and overfitting statistics over a big grid's portfolio curves.
     Research {
@@ -141,6 +153,9 @@ enum Command {
         #[arg(long)]
         slots: usize,
     },
+    /// Internal: one batch over a data directory in a process of its own.
+    #[command(hide = true)]
+    GrowthDataCase { dir: PathBuf },
     /// Internal: one growth case in a process of its own.
     #[command(hide = true)]
     GrowthCase {
@@ -203,9 +218,16 @@ fn all(quick: bool, no_peers: bool, out: PathBuf) -> anyhow::Result<()> {
         growth::run(100, if quick { 1 } else { 3 })?,
         &mut lap,
     );
+    if !quick {
+        keep(&mut tables, growth::data(3000, 20, 1)?, &mut lap);
+    }
 
     keep(&mut tables, research::run(1000, 10, runs)?, &mut lap);
-    keep(&mut tables, data::run(&rt, 300, 10, runs)?, &mut lap);
+    keep(
+        &mut tables,
+        data::run(&rt, peers.as_ref(), 300, 10, runs)?,
+        &mut lap,
+    );
 
     // Its rounds are cheap (about a second each) and this machine's speed drifts: many of
     // them. Single rounds range from 0.7x to 1.5x here, and the median of 40 moved by 3 to 6
@@ -294,12 +316,28 @@ fn main() -> anyhow::Result<()> {
             print(&growth::run(symbols, runs)?);
             Ok(())
         }
-        Command::Data {
+        Command::GrowthData {
             symbols,
             years,
             runs,
         } => {
-            print(&data::run(&runtime()?, symbols, years, runs)?);
+            print(&growth::data(symbols, years, runs)?);
+            Ok(())
+        }
+        Command::Data {
+            symbols,
+            years,
+            runs,
+            no_peers,
+        } => {
+            let peers = peers(no_peers)?;
+            print(&data::run(
+                &runtime()?,
+                peers.as_ref(),
+                symbols,
+                years,
+                runs,
+            )?);
             Ok(())
         }
         Command::Research { sets, years, runs } => {
@@ -369,5 +407,6 @@ fn main() -> anyhow::Result<()> {
             years,
             grid,
         } => growth::case(symbols, years, grid.as_deref()),
+        Command::GrowthDataCase { dir } => growth::data_case(&dir),
     }
 }

@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::dataset::ParquetDataset;
-use crate::source::{BarSource, CsvDir, ParquetDir};
+use crate::dataset::LongDataset;
+use crate::layout::{Format, Layout};
+use crate::source::{BarSource, ColumnarDir, CsvDir};
 use crate::spec::{BatchSpec, DataSpec, SpecError, UniverseSpec};
 use crate::synthetic::SyntheticMarket;
 use crate::universe::Universe;
@@ -12,9 +13,9 @@ use crate::universe::Universe;
 /// A universe file a data directory may carry; used when the spec names none.
 pub const DEFAULT_UNIVERSE: &str = "universe.csv";
 
-/// The bar source of `data`: a synthetic market; a long Parquet dataset (a directory of
-/// partitions, or of files with a symbol column); a directory read as one Parquet file per
-/// symbol when it holds `*.parquet` files, and as one CSV file per symbol otherwise.
+/// The bar source of `data`: a synthetic market, or a directory laid out as
+/// [`crate::layout::describe`] finds (or its manifest states): a long dataset in Parquet or
+/// Arrow files, or one CSV, Parquet or Arrow file per symbol.
 pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
     let bad = |e: crate::DataError| SpecError::new("data", e.to_string());
     match data {
@@ -33,20 +34,20 @@ pub fn open_source(data: &DataSpec) -> Result<Arc<dyn BarSource>, SpecError> {
                 "{url}: objects in a store are read by the cluster's object reader, which this program does not have"
             ),
         )),
-        DataSpec::Dir(dir) if ParquetDataset::detect(dir) => {
-            Ok(Arc::new(ParquetDataset::open(dir).map_err(bad)?))
-        }
         DataSpec::Dir(dir) => {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| SpecError::new("data", format!("{}: {e}", dir.display())))?;
-            let parquet = entries
-                .flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "parquet"));
-            if parquet {
-                Ok(Arc::new(ParquetDir::open(dir).map_err(bad)?))
-            } else {
-                Ok(Arc::new(CsvDir::open(dir).map_err(bad)?))
-            }
+            let d = crate::layout::describe(dir).map_err(bad)?;
+            let source: Arc<dyn BarSource> = match (d.layout, d.format) {
+                (Layout::Long, format) => {
+                    Arc::new(LongDataset::open_as(dir, format, d.columns).map_err(bad)?)
+                }
+                (Layout::PerSymbol, Format::Csv) => {
+                    Arc::new(CsvDir::with_columns(dir, d.columns).map_err(bad)?)
+                }
+                (Layout::PerSymbol, format) => {
+                    Arc::new(ColumnarDir::with_columns(dir, format, d.columns).map_err(bad)?)
+                }
+            };
+            Ok(source)
         }
     }
 }

@@ -9,7 +9,7 @@ use arrow::array::{ArrayRef, Date32Array, Float64Array, RecordBatch, StringArray
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use xt_shared::dataset::ParquetDataset;
+use xt_shared::dataset::LongDataset;
 use xt_shared::{BarSource, Bars, DataError, SyntheticMarket};
 
 fn scratch(name: &str) -> PathBuf {
@@ -113,14 +113,14 @@ fn all_rows(bars: &[Bars]) -> Vec<(&Bars, usize)> {
         .collect()
 }
 
-fn same_bars(dir: &Path, bars: &[Bars]) -> ParquetDataset {
-    let d = ParquetDataset::open(dir).unwrap();
+fn same_bars(dir: &Path, bars: &[Bars]) -> LongDataset {
+    let d = LongDataset::open(dir).unwrap();
     let names: Vec<String> = bars.iter().map(|b| b.symbol.clone()).collect();
     assert_eq!(d.symbols().unwrap(), names);
     for b in bars {
         assert_eq!(&d.load(&b.symbol).unwrap(), b, "{}", b.symbol);
     }
-    assert!(ParquetDataset::detect(dir), "{}", dir.display());
+    assert!(LongDataset::detect(dir), "{}", dir.display());
     // A batch's `data: file://DIR` opens it as a dataset.
     let opened =
         xt_shared::open::open_source(&xt_shared::spec::DataSpec::Dir(dir.to_path_buf())).unwrap();
@@ -220,10 +220,7 @@ fn every_rejection_names_what_is_wrong() {
     let mut layout = PLAIN;
     layout.names[5] = None;
     write(&dir.join("bars.parquet"), &layout, &all_rows(&bars), 1000);
-    let e = ParquetDataset::open(&dir)
-        .unwrap()
-        .load(&first)
-        .unwrap_err();
+    let e = LongDataset::open(&dir).unwrap().load(&first).unwrap_err();
     assert!(
         matches!(
             e,
@@ -239,7 +236,7 @@ fn every_rejection_names_what_is_wrong() {
     let mut layout = PLAIN;
     layout.names[0] = None;
     write(&dir.join("bars.parquet"), &layout, &all_rows(&bars), 1000);
-    let e = ParquetDataset::open(&dir).err().unwrap().to_string();
+    let e = LongDataset::open(&dir).err().unwrap().to_string();
     assert!(
         e.contains("bars.parquet") && e.contains("no symbol column"),
         "{e}"
@@ -249,7 +246,7 @@ fn every_rejection_names_what_is_wrong() {
     let mut rows = all_rows(&bars);
     rows.push(rows[3]);
     write(&dir.join("bars.parquet"), &PLAIN, &rows, 1000);
-    let e = ParquetDataset::open(&dir)
+    let e = LongDataset::open(&dir)
         .unwrap()
         .load(&first)
         .unwrap_err()
@@ -262,7 +259,7 @@ fn every_rejection_names_what_is_wrong() {
     // A symbol it does not hold.
     let dir = scratch("unknown");
     write(&dir.join("bars.parquet"), &PLAIN, &all_rows(&bars), 1000);
-    let d = ParquetDataset::open(&dir).unwrap();
+    let d = LongDataset::open(&dir).unwrap();
     assert!(matches!(
         d.load("NOPE").unwrap_err(),
         DataError::UnknownSymbol { .. }

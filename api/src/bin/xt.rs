@@ -85,6 +85,11 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Market data: convert it to the layout batches read fastest.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Mint a bearer token from the service's secret (for operators).
     Token(TokenArgs),
     /// Run the HTTP API in front of a coordinator.
@@ -101,6 +106,21 @@ enum Command {
         /// Days the certificates are valid.
         #[arg(long, default_value_t = 30)]
         days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Convert SRC (a directory of CSV files, one per symbol, or Qlib's binary layout) into
+    /// DST, one Parquet file per symbol; rows that are not valid bars are left out and
+    /// listed, each with its rule, in the report.
+    Import {
+        src: PathBuf,
+        dst: PathBuf,
+        /// Where the rejected rows go (CSV: file, at, date, rule); default
+        /// DST/xt-import-rejected.csv.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -155,6 +175,9 @@ fn main() -> ExitCode {
             symbol.as_deref(),
             params.as_deref(),
         )),
+        Command::Data {
+            command: DataCommand::Import { src, dst, report },
+        } => xt_api::import::data_import(&src, &dst, report),
         Command::Token(args) => client::token(&args).map(|t| println!("{t}")),
         Command::Serve(args) => runtime().block_on(client::serve(&args)),
         Command::DevCa { out, hosts, days } => {

@@ -138,10 +138,15 @@ impl DataAccess {
                     .map_err(|e| bad(format!("{e:#}")))?;
                 let dir = ObjectDir::open(url.clone(), store, prefix, cache, rt)
                     .map_err(|e| bad(e.to_string()))?;
-                Ok(Arc::new(dir))
+                // Decoded bars in the process's bar cache, keyed by ETag; the objects
+                // themselves in the disk cache above.
+                Ok(Arc::new(xt_shared::cache::Cached::new(
+                    Arc::new(dir),
+                    xt_shared::cache::BarCache::global(),
+                )))
             }
             // Files are read through the process's bar cache: a second batch over them
-            // reads nothing. (Objects are cached on disk by ETag above, not in memory.)
+            // reads nothing.
             _ => Ok(Arc::new(xt_shared::cache::Cached::new(
                 xt_shared::open::open_source(data)?,
                 xt_shared::cache::BarCache::global(),

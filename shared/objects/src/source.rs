@@ -1,5 +1,6 @@
-//! Market data in an object store: one `SYMBOL.csv` or `SYMBOL.parquet` object per symbol
-//! under a prefix, read as [`xt_shared::source::CsvDir`] and `ParquetDir` read files.
+//! Market data in an object store: one `SYMBOL.csv`, `SYMBOL.parquet` or Arrow IPC object
+//! per symbol under a prefix, read as [`xt_shared::source::CsvDir`] and `ColumnarDir` read
+//! files, with the column names of the prefix's manifest.
 
 use std::sync::Arc;
 
@@ -9,8 +10,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use xt_shared::bars::{Bars, dates_in_range};
 use xt_shared::date::Date;
+use xt_shared::layout::{ColumnMap, Format, Layout, MANIFEST, Manifest};
 use xt_shared::source::{
-    BarSource, DataError, check_symbol, read_csv, read_csv_dates, read_parquet,
+    BarSource, DataError, check_symbol, read_csv_dates, read_csv_mapped, read_ipc, read_parquet,
 };
 
 use crate::cache::DiskCache;
@@ -26,6 +28,8 @@ pub struct ObjectDir {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     ext: &'static str,
+    format: Format,
+    columns: ColumnMap,
     symbols: Vec<String>,
     cache: Arc<DiskCache>,
     rt: tokio::runtime::Handle,
@@ -33,8 +37,9 @@ pub struct ObjectDir {
 }
 
 impl ObjectDir {
-    /// Lists the prefix once: Parquet when it holds `*.parquet` objects, else CSV, as a
-    /// directory is read. An empty or missing prefix is an error, as a missing directory is.
+    /// Lists the prefix once: the format its manifest states, else Parquet, Arrow or CSV
+    /// (the first it has objects of), as a directory is read. An empty or missing prefix is
+    /// an error, as a missing directory is.
     pub fn open(
         url: String,
         store: Arc<dyn ObjectStore>,
@@ -54,10 +59,41 @@ impl ObjectDir {
             .iter()
             .filter_map(|o| o.location.filename().map(str::to_string))
             .collect();
-        let ext = if names.iter().any(|n| n.ends_with(".parquet")) {
-            "parquet"
-        } else {
-            "csv"
+        let has = |ext: &str| names.iter().any(|n| n.ends_with(&format!(".{ext}")));
+        let found = [Format::Parquet, Format::Arrow, Format::Csv]
+            .into_iter()
+            .flat_map(|f| f.extensions().iter().map(move |e| (f, *e)))
+            .find(|(_, e)| has(e));
+        let mut dir = ObjectDir {
+            url: url.clone(),
+            store,
+            prefix,
+            ext: "csv",
+            format: Format::Csv,
+            columns: ColumnMap::default(),
+            symbols: Vec::new(),
+            cache,
+            rt,
+            range: RANGE,
+        };
+        let manifest = match names.iter().any(|n| n == MANIFEST) {
+            true => match dir.fetch(MANIFEST)? {
+                Some(bytes) => Manifest::parse(&bytes)?,
+                None => Manifest::default(),
+            },
+            false => Manifest::default(),
+        };
+        if manifest.layout == Some(Layout::Long) {
+            return Err(io(
+                &url,
+                "long datasets are read from directories; in a store, one object per symbol".into(),
+            ));
+        }
+        let (format, ext) = match (manifest.format, found) {
+            (Some(f), Some((g, e))) if f == g => (f, e),
+            (Some(f), _) => (f, f.extensions()[0]),
+            (None, Some(found)) => found,
+            (None, None) => (Format::Csv, "csv"),
         };
         let mut symbols: Vec<String> = names
             .iter()
@@ -69,19 +105,14 @@ impl ObjectDir {
         if symbols.is_empty() {
             return Err(io(
                 &url,
-                "no SYMBOL.csv or SYMBOL.parquet objects under it".into(),
+                "no SYMBOL.csv, SYMBOL.parquet or SYMBOL.arrow objects under it".into(),
             ));
         }
-        Ok(ObjectDir {
-            url,
-            store,
-            prefix,
-            ext,
-            symbols,
-            cache,
-            rt,
-            range: RANGE,
-        })
+        dir.ext = ext;
+        dir.format = format;
+        dir.columns = manifest.columns;
+        dir.symbols = symbols;
+        Ok(dir)
     }
 
     /// Fetches objects larger than `bytes` in ranges of `bytes` (8 MiB unless told).
@@ -210,10 +241,16 @@ fn io(path: &str, message: String) -> DataError {
 impl BarSource for ObjectDir {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
         let bytes = self.symbol_object(symbol)?;
-        if self.ext == "parquet" {
-            read_parquet(symbol, &format!("{}/{symbol}.parquet", self.url), bytes)
-        } else {
-            read_csv(symbol, bytes.as_ref())
+        let shown = format!("{}/{symbol}.{}", self.url, self.ext);
+        match self.format {
+            Format::Parquet => read_parquet(symbol, &shown, bytes, &self.columns),
+            Format::Arrow => read_ipc(
+                symbol,
+                &shown,
+                std::io::Cursor::new(bytes.as_ref()),
+                &self.columns,
+            ),
+            Format::Csv => read_csv_mapped(symbol, bytes.as_ref(), &self.columns),
         }
     }
 
@@ -223,8 +260,8 @@ impl BarSource for ObjectDir {
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Vec<Date>, DataError> {
-        let dates = if self.ext == "csv" {
-            read_csv_dates(symbol, self.symbol_object(symbol)?.as_ref())?
+        let dates = if self.format == Format::Csv {
+            read_csv_dates(symbol, self.symbol_object(symbol)?.as_ref(), &self.columns)?
         } else {
             self.read(symbol)?.dates
         };
@@ -233,6 +270,22 @@ impl BarSource for ObjectDir {
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
         Ok(self.symbols.clone())
+    }
+
+    /// The object's key and ETag (its size and time when the store gives none), asked of
+    /// the store on every call: one small request, not the object, when the bars are in the
+    /// process's bar cache.
+    fn identity(&self, symbol: &str) -> Option<(String, String)> {
+        check_symbol(symbol).ok()?;
+        let name = format!("{symbol}.{}", self.ext);
+        let location = self.prefix.clone().join(name.as_str());
+        let store = self.store.clone();
+        let meta = run(&self.rt, async move { store.head(&location).await }).ok()?;
+        let version = meta.e_tag.clone().unwrap_or_else(|| {
+            let nanos = meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
+            format!("{}:{nanos}", meta.size)
+        });
+        Some((format!("{}/{name}", self.url), version))
     }
 
     fn side_file(&self, name: &str) -> Result<Option<Vec<u8>>, DataError> {

@@ -1,5 +1,6 @@
 //! Market data in a real S3-compatible server (moto's, on loopback): read as the same
-//! files in a directory read, cached on disk, never served stale.
+//! files in a directory read (CSV, Parquet, Arrow IPC, columns named by a manifest), cached
+//! on disk and decoded in memory, never served stale.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use xt_objects::{DataAccess, DiskCache, ObjectDir, object_store_at};
 use xt_shared::BarSource;
-use xt_shared::source::{CsvDir, write_csv, write_parquet};
+use xt_shared::cache::BarCache;
+use xt_shared::source::{CsvDir, write_csv, write_ipc, write_parquet};
 use xt_shared::spec::{BatchSpec, DataSpec, UniverseSpec};
 use xt_shared::synthetic::SyntheticMarket;
 use xt_testkit::{Moto, scratch};
@@ -46,11 +48,25 @@ fn bars_in_s3_read_as_the_same_files_on_disk_cached_and_never_stale() {
         let mut csv = Vec::new();
         write_csv(&bars, &mut csv).unwrap();
         std::fs::write(local.join(format!("{symbol}.csv")), &csv).unwrap();
-        put(&rt, &store, &format!("daily/csv/{symbol}.csv"), csv);
+        put(&rt, &store, &format!("daily/csv/{symbol}.csv"), csv.clone());
         let mut parquet = Vec::new();
         write_parquet(&bars, &mut parquet).unwrap();
         put(&rt, &store, &format!("daily/pq/{symbol}.parquet"), parquet);
+        let mut ipc = Vec::new();
+        write_ipc(&bars, &mut ipc).unwrap();
+        put(&rt, &store, &format!("daily/ipc/{symbol}.arrow"), ipc);
+        let renamed = String::from_utf8(csv)
+            .unwrap()
+            .replacen("date,", "Stamp,", 1)
+            .into_bytes();
+        put(&rt, &store, &format!("daily/named/{symbol}.csv"), renamed);
     }
+    put(
+        &rt,
+        &store,
+        "daily/named/xt-dataset.json",
+        br#"{"columns": {"date": "Stamp"}}"#.to_vec(),
+    );
     let first = market.symbols().unwrap()[0].clone();
     // A universe file beside the bars, in both (listed as a symbol, as a directory lists it).
     let members = format!("symbol\n{first}\n").into_bytes();
@@ -64,9 +80,12 @@ fn bars_in_s3_read_as_the_same_files_on_disk_cached_and_never_stale() {
     let pq = access
         .open(&DataSpec::parse("s3://bars/daily/pq/").unwrap())
         .unwrap();
+    let [ipc, named] = ["s3://bars/daily/ipc", "s3://bars/daily/named"]
+        .map(|url| access.open(&DataSpec::parse(url).unwrap()).unwrap());
     let dir = CsvDir::open(&local).unwrap();
     assert_eq!(csv.symbols().unwrap(), dir.symbols().unwrap());
     assert_eq!(pq.symbols().unwrap(), market.symbols().unwrap());
+    assert_eq!(ipc.symbols().unwrap(), market.symbols().unwrap());
     for symbol in market.symbols().unwrap() {
         let want = dir.load(&symbol).unwrap();
         assert_eq!(
@@ -80,19 +99,33 @@ fn bars_in_s3_read_as_the_same_files_on_disk_cached_and_never_stale() {
             "{symbol} from Parquet objects"
         );
         assert_eq!(
+            ipc.load(&symbol).unwrap(),
+            want,
+            "{symbol} from Arrow objects"
+        );
+        assert_eq!(
+            named.load(&symbol).unwrap(),
+            want,
+            "{symbol} from CSV objects with the manifest's column names"
+        );
+        assert_eq!(
             csv.dates(&symbol, None, None).unwrap(),
             want.dates,
             "{symbol}'s dates"
         );
     }
-    // Read again: nothing fetched, every read checked against the store.
-    let before = access.cache_stats();
+    // Read again: the decoded bars from the process's bar cache, the store asked only
+    // whether each object changed; nothing fetched, not even from the disk cache.
+    let (before, memory) = (access.cache_stats(), BarCache::global().stats());
     for symbol in market.symbols().unwrap() {
         csv.load(&symbol).unwrap();
     }
     let after = access.cache_stats();
     assert_eq!(after.misses, before.misses, "a second read fetches nothing");
-    assert_eq!(after.hits, before.hits + 5);
+    assert_eq!(after.hits, before.hits, "nor reads the disk cache");
+    let now = BarCache::global().stats();
+    assert_eq!(now.hits, memory.hits + 5, "{now:?}");
+    assert_eq!(now.misses, memory.misses, "{now:?}");
 
     // A changed object is read changed, at once.
     let other = SyntheticMarket { seed: 8, ..market }.load(&first).unwrap();

@@ -5,16 +5,17 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use arrow::array::{Array, ArrayRef, Date32Array, Float64Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::bars::{Bars, BarsError, dates_in_range};
 use crate::date::{Date, parse_date};
+use crate::layout::{ColumnMap, Format};
+
+mod columns;
+mod text;
+
+pub(crate) use columns::{append_batch, column};
+pub use columns::{read_ipc, read_parquet, write_ipc, write_parquet};
+pub use text::{CsvRow, CsvRows, read_csv, read_csv_dates, read_csv_mapped, write_csv};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -28,10 +29,11 @@ pub enum DataError {
     OutsideRoot { symbol: String, path: String },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
-    #[error("{symbol}: missing column {column:?} (need date, open, high, low, close, volume)")]
+    #[error("{symbol}: missing column {column:?} (looked for a column named {looked_for})")]
     MissingColumn {
         symbol: String,
         column: &'static str,
+        looked_for: String,
     },
     /// `at`: `line 12` of a CSV file (the header's 1), `row 11` of a Parquet file's rows
     /// (from 1).
@@ -124,19 +126,20 @@ pub fn check_symbol(symbol: &str) -> Result<(), DataError> {
     }
 }
 
-/// A directory of `SYMBOL.<ext>` files.
 /// How long after its last modification a file's size and time are trusted to tell its
 /// version.
 pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A directory of `SYMBOL.<ext>` files.
 #[derive(Debug, Clone)]
 struct SymbolDir {
     root: PathBuf,
     ext: &'static str,
+    columns: ColumnMap,
 }
 
 impl SymbolDir {
-    fn open(root: &Path, ext: &'static str) -> Result<Self, DataError> {
+    fn open(root: &Path, ext: &'static str, columns: ColumnMap) -> Result<Self, DataError> {
         let root = root.canonicalize().map_err(|e| DataError::Io {
             path: root.display().to_string(),
             message: format!("cannot open data directory: {e}"),
@@ -147,7 +150,7 @@ impl SymbolDir {
                 message: "not a directory".into(),
             });
         }
-        Ok(SymbolDir { root, ext })
+        Ok(SymbolDir { root, ext, columns })
     }
 
     /// The file of `symbol`, proven to lie inside the root after links are resolved.
@@ -188,6 +191,17 @@ impl SymbolDir {
         ))
     }
 
+    /// `symbol`'s file, opened, and how errors name it.
+    fn file(&self, symbol: &str) -> Result<(File, String), DataError> {
+        let path = self.path_of(symbol)?;
+        let shown = self.shown(symbol);
+        let file = File::open(&path).map_err(|e| DataError::Io {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Ok((file, shown))
+    }
+
     /// How errors name `symbol`'s file: relative to the data directory, which the batch
     /// named, so that no path of the host's shows.
     fn shown(&self, symbol: &str) -> String {
@@ -223,7 +237,12 @@ pub struct CsvDir(SymbolDir);
 
 impl CsvDir {
     pub fn open(root: impl AsRef<Path>) -> Result<Self, DataError> {
-        SymbolDir::open(root.as_ref(), "csv").map(CsvDir)
+        Self::with_columns(root, ColumnMap::default())
+    }
+
+    /// The directory with its columns under `columns`' names.
+    pub fn with_columns(root: impl AsRef<Path>, columns: ColumnMap) -> Result<Self, DataError> {
+        SymbolDir::open(root.as_ref(), "csv", columns).map(CsvDir)
     }
 
     pub fn root(&self) -> &Path {
@@ -238,7 +257,7 @@ impl BarSource for CsvDir {
             path: self.0.shown(symbol),
             message: e.to_string(),
         })?;
-        read_csv(symbol, file)
+        read_csv_mapped(symbol, file, &self.0.columns)
     }
 
     fn dates(
@@ -252,7 +271,7 @@ impl BarSource for CsvDir {
             path: self.0.shown(symbol),
             message: e.to_string(),
         })?;
-        let dates = read_csv_dates(symbol, file)?;
+        let dates = read_csv_dates(symbol, file, &self.0.columns)?;
         Ok(dates_in_range(symbol, &dates, start, end)?)
     }
 
@@ -265,296 +284,77 @@ impl BarSource for CsvDir {
     }
 }
 
-/// Reads bars from CSV text; does not validate them.
-pub fn read_csv(symbol: &str, reader: impl std::io::Read) -> Result<Bars, DataError> {
-    // Headers are trimmed by the reader, values as they are parsed (the reader's own trim
-    // rebuilds every record).
-    let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::Headers)
-        .from_reader(reader);
-    let io = |e: csv::Error| DataError::Io {
-        path: format!("{symbol}.csv"),
-        message: e.to_string(),
-    };
-    let headers = csv.headers().map_err(io)?.clone();
-    let mut idx = [0usize; 6];
-    for (slot, column) in idx.iter_mut().zip(BAR_COLUMNS) {
-        *slot = headers
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(column))
-            .ok_or(DataError::MissingColumn {
-                symbol: symbol.to_string(),
-                column,
-            })?;
-    }
-    let mut bars = Bars::new(symbol);
-    let mut record = csv::StringRecord::new();
-    while csv.read_record(&mut record).map_err(io)? {
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |i: usize| record.get(idx[i]).unwrap_or("").trim();
-        let date = parse_date(field(0)).ok_or_else(|| DataError::Parse {
-            symbol: symbol.to_string(),
-            at: format!("line {line}"),
-            column: "date",
-            value: field(0).to_string(),
-            expected: "a date YYYY-MM-DD",
-        })?;
-        let mut v = [0.0; 5];
-        for k in 0..5 {
-            v[k] = field(k + 1).parse::<f64>().map_err(|_| DataError::Parse {
-                symbol: symbol.to_string(),
-                at: format!("line {line}"),
-                column: BAR_COLUMNS[k + 1],
-                value: field(k + 1).to_string(),
-                expected: "a number",
-            })?;
-        }
-        bars.push(date, v[0], v[1], v[2], v[3], v[4]);
-    }
-    Ok(bars)
-}
-
-/// Reads only the `date` column of CSV bar text (the prices are not parsed).
-pub fn read_csv_dates(symbol: &str, reader: impl std::io::Read) -> Result<Vec<Date>, DataError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::Headers)
-        .from_reader(reader);
-    let io = |e: csv::Error| DataError::Io {
-        path: format!("{symbol}.csv"),
-        message: e.to_string(),
-    };
-    let column = csv
-        .headers()
-        .map_err(io)?
-        .iter()
-        .position(|h| h.eq_ignore_ascii_case("date"))
-        .ok_or(DataError::MissingColumn {
-            symbol: symbol.to_string(),
-            column: "date",
-        })?;
-    let mut dates = Vec::new();
-    let mut record = csv::ByteRecord::new();
-    while csv.read_byte_record(&mut record).map_err(io)? {
-        let field = std::str::from_utf8(record.get(column).unwrap_or(b""))
-            .unwrap_or("")
-            .trim();
-        let date = parse_date(field).ok_or_else(|| DataError::Parse {
-            symbol: symbol.to_string(),
-            at: format!("line {}", record.position().map_or(0, |p| p.line())),
-            column: "date",
-            value: field.to_string(),
-            expected: "a date YYYY-MM-DD",
-        })?;
-        dates.push(date);
-    }
-    Ok(dates)
-}
-
-/// Writes bars as CSV with the standard header. Prices are written in Rust's shortest
-/// round-trip form, so reading the file back gives the same `f64`s.
-pub fn write_csv(bars: &Bars, writer: impl std::io::Write) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::new(writer);
-    writeln!(w, "date,open,high,low,close,volume")?;
-    for t in 0..bars.len() {
-        writeln!(
-            w,
-            "{},{},{},{},{},{}",
-            crate::date::format_date(bars.dates[t]),
-            bars.open[t],
-            bars.high[t],
-            bars.low[t],
-            bars.close[t],
-            bars.volume[t]
-        )?;
-    }
-    use std::io::Write;
-    w.flush()
-}
-
-/// A directory with one `SYMBOL.parquet` per symbol: `date` as `date32` (or ISO text),
-/// prices and volume as any numeric type.
+/// A directory with one Parquet or Arrow IPC (Feather v2) file per symbol, `SYMBOL.parquet`
+/// or `SYMBOL.arrow` (`.feather`, `.ipc`): `date` as `date32`, a timestamp or text, prices
+/// and volume as any numeric type.
 #[derive(Debug, Clone)]
-pub struct ParquetDir(SymbolDir);
+pub struct ColumnarDir {
+    dir: SymbolDir,
+    format: Format,
+}
 
-impl ParquetDir {
+/// The name most callers know a directory of Parquet files by.
+pub type ParquetDir = ColumnarDir;
+
+impl ColumnarDir {
+    /// A directory of Parquet files with our column names.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, DataError> {
-        SymbolDir::open(root.as_ref(), "parquet").map(ParquetDir)
+        Self::with_columns(root, Format::Parquet, ColumnMap::default())
+    }
+
+    /// A directory of `format` files (Parquet or Arrow) with their columns under `columns`'
+    /// names; Arrow files' extension the first of `arrow`, `feather`, `ipc` it has.
+    pub fn with_columns(
+        root: impl AsRef<Path>,
+        format: Format,
+        columns: ColumnMap,
+    ) -> Result<Self, DataError> {
+        let root = root.as_ref();
+        let has = |ext: &str| {
+            std::fs::read_dir(root).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == ext))
+            })
+        };
+        let ext = format
+            .extensions()
+            .iter()
+            .copied()
+            .find(|ext| has(ext))
+            .unwrap_or(format.extensions()[0]);
+        let dir = SymbolDir::open(root, ext, columns)?;
+        Ok(ColumnarDir { dir, format })
     }
 }
 
-impl BarSource for ParquetDir {
+impl BarSource for ColumnarDir {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
-        let path = self.0.path_of(symbol)?;
-        let shown = self.0.shown(symbol);
-        let io = |m: String| DataError::Io {
-            path: shown.clone(),
-            message: m,
-        };
-        let file = File::open(&path).map_err(|e| io(e.to_string()))?;
-        read_parquet(symbol, &shown, file)
+        let (file, shown) = self.dir.file(symbol)?;
+        match self.format {
+            Format::Arrow => read_ipc(symbol, &shown, file, &self.dir.columns),
+            _ => read_parquet(symbol, &shown, file, &self.dir.columns),
+        }
     }
 
     fn symbols(&self) -> Result<Vec<String>, DataError> {
-        self.0.symbols()
+        self.dir.symbols()
     }
 
     fn identity(&self, symbol: &str) -> Option<(String, String)> {
-        self.0.identity(symbol)
+        self.dir.identity(symbol)
     }
 }
 
-/// Reads bars from a Parquet file's bytes (`shown`: where they came from, for errors); does
-/// not validate them.
-pub fn read_parquet(
-    symbol: &str,
-    shown: &str,
-    reader: impl parquet::file::reader::ChunkReader + 'static,
-) -> Result<Bars, DataError> {
-    let io = |m: String| DataError::Io {
-        path: shown.to_string(),
-        message: m,
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(reader)
-        .and_then(|b| b.build())
-        .map_err(|e| io(e.to_string()))?;
-    let mut bars = Bars::new(symbol);
-    for batch in reader {
-        let batch = batch.map_err(|e| io(e.to_string()))?;
-        append_batch(symbol, &batch, &mut bars)?;
+/// A date as data files write it: ISO `YYYY-MM-DD`, the compact `YYYYMMDD` of A-share
+/// vendors, or either followed by a time of day (`2024-01-02 00:00:00`, `...T15:00`), whose
+/// day is the bar's.
+pub fn parse_data_date(text: &str) -> Option<Date> {
+    let text = text.trim();
+    let day = text.split([' ', 'T']).next().unwrap_or(text);
+    if day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_date(&format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..]));
     }
-    Ok(bars)
-}
-
-pub(crate) fn append_batch(
-    symbol: &str,
-    batch: &RecordBatch,
-    bars: &mut Bars,
-) -> Result<(), DataError> {
-    let column = |name: &'static str| -> Result<&ArrayRef, DataError> {
-        batch
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name().eq_ignore_ascii_case(name))
-            .map(|i| batch.column(i))
-            .ok_or(DataError::MissingColumn {
-                symbol: symbol.to_string(),
-                column: name,
-            })
-    };
-    let offset = bars.len();
-    let dates = column("date")?;
-    match dates.data_type() {
-        DataType::Date32 => {
-            let a = dates
-                .as_any()
-                .downcast_ref::<Date32Array>()
-                .expect("checked type");
-            for i in 0..a.len() {
-                if a.is_null(i) {
-                    return Err(parse_error(symbol, offset + i, "date", "null", "a date"));
-                }
-                bars.dates.push(a.value(i));
-            }
-        }
-        _ => {
-            let text = arrow::compute::cast(dates, &DataType::Utf8).map_err(|_| {
-                parse_error(
-                    symbol,
-                    offset,
-                    "date",
-                    &format!("{}", dates.data_type()),
-                    "date32 or ISO text",
-                )
-            })?;
-            let a = text
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("cast to Utf8");
-            for i in 0..a.len() {
-                let value = if a.is_null(i) { "null" } else { a.value(i) };
-                let d = parse_date(value).ok_or_else(|| {
-                    parse_error(symbol, offset + i, "date", value, "a date YYYY-MM-DD")
-                })?;
-                bars.dates.push(d);
-            }
-        }
-    }
-    for (k, name) in BAR_COLUMNS.iter().enumerate().skip(1) {
-        let raw = column(name)?;
-        let cast = arrow::compute::cast(raw, &DataType::Float64).map_err(|_| {
-            parse_error(
-                symbol,
-                offset,
-                name,
-                &format!("{}", raw.data_type()),
-                "a number",
-            )
-        })?;
-        let a = cast
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("cast to Float64");
-        let out = match k {
-            1 => &mut bars.open,
-            2 => &mut bars.high,
-            3 => &mut bars.low,
-            4 => &mut bars.close,
-            _ => &mut bars.volume,
-        };
-        for i in 0..a.len() {
-            if a.is_null(i) {
-                return Err(parse_error(symbol, offset + i, name, "null", "a number"));
-            }
-            out.push(a.value(i));
-        }
-    }
-    Ok(())
-}
-
-fn parse_error(
-    symbol: &str,
-    row: usize,
-    column: &'static str,
-    value: &str,
-    expected: &'static str,
-) -> DataError {
-    DataError::Parse {
-        symbol: symbol.to_string(),
-        at: format!("row {}", row + 1),
-        column,
-        value: value.to_string(),
-        expected,
-    }
-}
-
-/// Writes bars as Parquet (`date` as `date32`, the rest `float64`).
-pub fn write_parquet(
-    bars: &Bars,
-    writer: impl std::io::Write + Send,
-) -> parquet::errors::Result<()> {
-    let schema = Arc::new(Schema::new(
-        std::iter::once(Field::new("date", DataType::Date32, false))
-            .chain(
-                BAR_COLUMNS[1..]
-                    .iter()
-                    .map(|c| Field::new(*c, DataType::Float64, false)),
-            )
-            .collect::<Vec<_>>(),
-    ));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from(bars.dates.clone())),
-        Arc::new(Float64Array::from(bars.open.clone())),
-        Arc::new(Float64Array::from(bars.high.clone())),
-        Arc::new(Float64Array::from(bars.low.clone())),
-        Arc::new(Float64Array::from(bars.close.clone())),
-        Arc::new(Float64Array::from(bars.volume.clone())),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut w = ArrowWriter::try_new(writer, schema, None)?;
-    w.write(&batch)?;
-    w.close()?;
-    Ok(())
+    parse_date(day)
 }
 
 #[cfg(test)]
@@ -649,10 +449,19 @@ mod tests {
             .to_string();
         assert!(e.contains("missing column \"volume\""), "{e}");
         // Dates alone do not look at prices, but still name a bad date and its row.
-        assert_eq!(read_csv_dates("AAA", text.as_bytes()).unwrap().len(), 2);
-        let e = read_csv_dates("AAA", "date,open\n2024-01-02,1\n2024-13-01,1\n".as_bytes())
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            read_csv_dates("AAA", text.as_bytes(), &Default::default())
+                .unwrap()
+                .len(),
+            2
+        );
+        let e = read_csv_dates(
+            "AAA",
+            "date,open\n2024-01-02,1\n2024-13-01,1\n".as_bytes(),
+            &Default::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 3") && e.contains("2024-13-01"), "{e}");
         let e = dates_in_range("AAA", &[5, 4], None, None)
             .unwrap_err()
