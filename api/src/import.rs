@@ -1,17 +1,28 @@
-//! `xt data import`: converts a CSV directory or Qlib's layout into one Parquet file per
-//! symbol, with a progress bar and a report of every row left out.
+//! `xt data import`: converts a CSV directory or Qlib's layout into one Arrow IPC (or
+//! Parquet) file per symbol, with a progress bar and a report of every row left out.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use xt_shared::import::{Input, Report, import, write_rejected};
+use xt_shared::layout::Format;
 
 /// The report's file name in the destination when none is given.
 pub const REPORT: &str = "xt-import-rejected.csv";
 
 /// Runs the import, prints what it did, and fails when an input could not be read at all.
-pub fn data_import(src: &Path, dst: &Path, report_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn data_import(
+    src: &Path,
+    dst: &Path,
+    format: &str,
+    report_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let format = match format {
+        "arrow" => Format::Arrow,
+        "parquet" => Format::Parquet,
+        other => anyhow::bail!("--format: {other:?} is not arrow or parquet"),
+    };
     let input = Input::detect(src).with_context(|| format!("{}", src.display()))?;
     let kind = match &input {
         Input::Csv(..) => "CSV files",
@@ -27,16 +38,20 @@ pub fn data_import(src: &Path, dst: &Path, report_path: Option<PathBuf>) -> anyh
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("importing {kind}"));
-    let report: Report = import(&input, dst, |done, total| {
+    let report: Report = import(&input, dst, format, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
     println!(
-        "imported {} symbols, {} bars from {kind} into {} (one Parquet file per symbol)",
+        "imported {} symbols, {} bars from {kind} into {} (one {} file per symbol)",
         report.symbols,
         report.bars,
-        dst.display()
+        dst.display(),
+        match format {
+            Format::Parquet => "Parquet",
+            _ => "Arrow IPC",
+        }
     );
     let report_path = report_path.unwrap_or_else(|| dst.join(REPORT));
     if report.rejected.is_empty() {

@@ -83,7 +83,7 @@ fn importing_the_csi300_csv_files_keeps_every_bar_and_every_result() {
     );
     // Files whose bars are all valid come through bar for bar; the report lists the rows
     // of the others, and no more.
-    let imported = xt_shared::ParquetDir::open(&dst).unwrap();
+    let imported = xt_shared::open::open_source(&DataSpec::Dir(dst.clone())).unwrap();
     let report = std::fs::read_to_string(dst.join(api_report())).unwrap_or_default();
     for s in &symbols {
         match csv.load(s) {

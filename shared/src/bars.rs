@@ -28,22 +28,31 @@ pub struct BarsError {
 }
 
 impl Bars {
-    /// A content hash of the bars (FNV-1a over each bar's date and the bits of its five
-    /// prices and volume): equal bars, equal hash, wherever and however they were read.
-    /// Identifies the data a result was computed from (SEMANTICS section 9's provenance).
+    /// A content hash of the bars: equal bars, equal hash, wherever and however they were
+    /// read. Identifies the data a result was computed from (SEMANTICS section 9's
+    /// provenance). One FNV-1a lane per column over whole 64-bit words (a date, a price's
+    /// bits), the six lanes side by side in one loop and then hashed together with the
+    /// length: a bytewise hash over one chain took a quarter of a warm batch's CPU.
     pub fn content_hash(&self) -> u64 {
-        let mut h = Fnv::default();
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut lanes = [Fnv::default().0; 6];
         for t in 0..self.len() {
-            h.write(&self.dates[t].to_le_bytes());
-            for v in [
-                self.open[t],
-                self.high[t],
-                self.low[t],
-                self.close[t],
-                self.volume[t],
-            ] {
-                h.write(&v.to_bits().to_le_bytes());
+            let words = [
+                u64::from(self.dates[t] as u32),
+                self.open[t].to_bits(),
+                self.high[t].to_bits(),
+                self.low[t].to_bits(),
+                self.close[t].to_bits(),
+                self.volume[t].to_bits(),
+            ];
+            for (h, w) in lanes.iter_mut().zip(words) {
+                *h = (*h ^ w).wrapping_mul(PRIME);
             }
+        }
+        let mut h = Fnv::default();
+        h.write(&(self.len() as u64).to_le_bytes());
+        for lane in lanes {
+            h.write(&lane.to_le_bytes());
         }
         h.0
     }
@@ -298,6 +307,26 @@ impl Fnv {
 mod tests {
     use super::*;
     use crate::date::parse_date;
+
+    #[test]
+    fn the_content_hash_tells_any_change_apart() {
+        let bars = crate::SyntheticMarket::new(1, 2, 5).generate(0);
+        let h = bars.content_hash();
+        assert_eq!(bars.clone().content_hash(), h);
+        let mut other = bars.clone();
+        other.volume[100] = f64::from_bits(other.volume[100].to_bits() ^ 1);
+        assert_ne!(other.content_hash(), h, "the lowest bit of one volume");
+        let mut other = bars.clone();
+        other.close.swap(3, 4);
+        assert_ne!(other.content_hash(), h, "two closes swapped");
+        let mut other = bars.clone();
+        (other.open[7], other.close[7]) = (other.close[7], other.open[7]);
+        assert_ne!(other.content_hash(), h, "a bar's open and close swapped");
+        let mut other = bars.clone();
+        other.dates[9] += 1;
+        assert_ne!(other.content_hash(), h, "a date");
+        assert_ne!(bars.in_range(None, Some(bars.dates[500])).content_hash(), h);
+    }
 
     fn bars() -> Bars {
         let mut b = Bars::new("AAA");

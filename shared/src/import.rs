@@ -1,6 +1,6 @@
 //! `xt data import`: market data in the layouts users have (a directory of CSV files, one
 //! per symbol; Qlib's binary layout) converted to the layout batches read fastest, one
-//! Parquet file per symbol. Every row that is not a bar by SEMANTICS section 1 is left out
+//! Arrow IPC file per symbol (or Parquet, when asked: smaller when prices compress). Every row that is not a bar by SEMANTICS section 1 is left out
 //! and reported with the rule it breaks: nothing is dropped silently.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::bars::Bars;
 use crate::date::{Date, format_date};
 use crate::layout::{ColumnMap, Format, Layout};
-use crate::source::{CsvRows, DataError, check_symbol, write_parquet};
+use crate::source::{CsvRows, DataError, check_symbol, write_ipc, write_parquet};
 
 /// What an import did.
 #[derive(Debug, Default)]
@@ -69,13 +69,21 @@ impl Input {
 /// volume])`, or where and why a row could not be read.
 type Rows = Vec<(String, Result<(Date, [f64; 5]), String>)>;
 
-/// Converts `input` into one Parquet file per symbol under `dst` (created; files of the
-/// same symbols replaced), calling `progress(done, total)` as symbols finish.
+/// Converts `input` into one file per symbol under `dst` (created; files of the same
+/// symbols replaced), in `format` (Arrow or Parquet), calling `progress(done, total)` as
+/// symbols finish.
 pub fn import(
     input: &Input,
     dst: &Path,
+    format: Format,
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<Report, DataError> {
+    if format == Format::Csv {
+        return Err(DataError::Io {
+            path: dst.display().to_string(),
+            message: "imports write Arrow or Parquet files".into(),
+        });
+    }
     let io = |path: &Path, e: std::io::Error| DataError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -115,11 +123,15 @@ pub fn import(
             let out = rows.and_then(|rows| {
                 let (bars, rejected) = keep_bars(&file, &symbol, rows);
                 if !bars.is_empty() {
-                    let path = dst.join(format!("{symbol}.parquet"));
+                    let path = dst.join(format!("{symbol}.{}", format.extensions()[0]));
                     let f = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-                    write_parquet(&bars, f).map_err(|e| DataError::Io {
+                    let written = match format {
+                        Format::Parquet => write_parquet(&bars, f).map_err(|e| e.to_string()),
+                        _ => write_ipc(&bars, f).map_err(|e| e.to_string()),
+                    };
+                    written.map_err(|message| DataError::Io {
                         path: path.display().to_string(),
-                        message: e.to_string(),
+                        message,
                     })?;
                 }
                 Ok((bars.len() as u64, rejected))

@@ -1,10 +1,11 @@
-//! `xt data import`'s conversion: CSV directories and Qlib's binary layout to one Parquet
-//! file per symbol, every row that is not a bar reported with its rule.
+//! `xt data import`'s conversion: CSV directories and Qlib's binary layout to one Arrow or
+//! Parquet file per symbol, every row that is not a bar reported with its rule.
 
 use std::path::{Path, PathBuf};
 
 use xt_shared::import::{Input, Rejected, import, qlib};
-use xt_shared::source::{ParquetDir, write_csv};
+use xt_shared::layout::Format;
+use xt_shared::source::{ColumnarDir, write_csv};
 use xt_shared::{BarSource, Bars, SyntheticMarket};
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,7 +25,10 @@ fn market() -> Vec<Bars> {
 }
 
 fn imported(dst: &Path, symbol: &str) -> Bars {
-    ParquetDir::open(dst).unwrap().load(symbol).unwrap()
+    xt_shared::open::open_source(&xt_shared::spec::DataSpec::Dir(dst.to_path_buf()))
+        .unwrap()
+        .load(symbol)
+        .unwrap()
 }
 
 #[test]
@@ -77,7 +81,7 @@ fn csv_rows_that_are_not_bars_are_reported_and_the_rest_imported() {
     let input = Input::detect(&src).unwrap();
     assert!(matches!(input, Input::Csv(..)));
     let calls = std::sync::atomic::AtomicUsize::new(0);
-    let report = import(&input, &dst, |_, total| {
+    let report = import(&input, &dst, Format::Arrow, |_, total| {
         assert_eq!(total, 3, "the universe file is not a symbol");
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
@@ -154,7 +158,7 @@ fn csv_rows_that_are_not_bars_are_reported_and_the_rest_imported() {
         "{:?}",
         report.failed
     );
-    assert!(!dst.join(format!("{}.parquet", bars[1].symbol)).exists());
+    assert!(!dst.join(format!("{}.arrow", bars[1].symbol)).exists());
     assert_eq!(
         std::fs::read_to_string(dst.join("universe.csv")).unwrap(),
         "symbol\nAAA\n"
@@ -227,14 +231,16 @@ fn qlib_binary_layout_is_imported_with_days_not_traded_reported() {
     let dst = scratch("qlib-dst");
     let input = Input::detect(&src).unwrap();
     assert!(matches!(input, Input::Qlib(_)));
-    let report = import(&input, &dst, |_, _| {}).unwrap();
+    // Parquet when asked.
+    let report = import(&input, &dst, Format::Parquet, |_, _| {}).unwrap();
+    let files = ColumnarDir::open(&dst).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.symbols, 2);
     assert_eq!(qlib::symbol("SH600000"), "600000.SH");
     // Values as Qlib stores them (f32); bars that f32 rounding leaves invalid are reported.
     let f32s = |v: &[f64]| v.iter().map(|x| f64::from(*x as f32)).collect::<Vec<f64>>();
     for (name, want) in [("600000.SH", &bars[0]), ("AAPL", &sparse)] {
-        let got = imported(&dst, name);
+        let got = files.load(name).unwrap();
         assert_eq!(got.dates, want.dates, "{name}");
         assert_eq!(got.close, f32s(&want.close), "{name}");
         assert_eq!(got.volume, f32s(&want.volume), "{name}");

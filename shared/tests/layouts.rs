@@ -185,3 +185,54 @@ fn a_long_dataset_is_indexed_once_and_again_when_its_files_change() {
         DataError::UnknownSymbol { .. }
     ));
 }
+
+#[test]
+fn decimal_prices_and_timestamp_dates_are_read() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    // Prices as decimal(12, 2) and dates as timestamps at midnight, as databases export them.
+    let bars = &market(9)[0];
+    let cents = |v: &[f64]| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from_iter_values(v.iter().map(|x| (x * 100.0).round() as i128))
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
+        )
+    };
+    let mut fields = vec![Field::new(
+        "date",
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    )];
+    for name in ["open", "high", "low", "close", "volume"] {
+        fields.push(Field::new(name, DataType::Decimal128(12, 2), false));
+    }
+    let day_ms = 86_400_000i64;
+    let columns = vec![
+        Arc::new(TimestampMillisecondArray::from_iter_values(
+            bars.dates.iter().map(|d| i64::from(*d) * day_ms),
+        )) as ArrayRef,
+        cents(&bars.open),
+        cents(&bars.high),
+        cents(&bars.low),
+        cents(&bars.close),
+        cents(&bars.volume),
+    ];
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let dir = scratch("decimal");
+    let file = std::fs::File::create(dir.join(format!("{}.parquet", bars.symbol))).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let got = open(&dir).read(&bars.symbol).unwrap();
+    let rounded = |v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .map(|x| (x * 100.0).round() as i128 as f64 / 100.0)
+            .collect()
+    };
+    assert_eq!(got.dates, bars.dates);
+    assert_eq!(got.close, rounded(&bars.close));
+    assert_eq!(got.volume, rounded(&bars.volume));
+}

@@ -112,11 +112,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DataCommand {
     /// Convert SRC (a directory of CSV files, one per symbol, or Qlib's binary layout) into
-    /// DST, one Parquet file per symbol; rows that are not valid bars are left out and
-    /// listed, each with its rule, in the report.
+    /// DST, one file per symbol in the layout read fastest; rows that are not valid bars are
+    /// left out and listed, each with its rule, in the report.
     Import {
         src: PathBuf,
         dst: PathBuf,
+        /// arrow (Arrow IPC, read fastest) or parquet (smaller when prices compress).
+        #[arg(long, default_value = "arrow")]
+        format: String,
         /// Where the rejected rows go (CSV: file, at, date, rule); default
         /// DST/xt-import-rejected.csv.
         #[arg(long)]
@@ -176,8 +179,14 @@ fn main() -> ExitCode {
             params.as_deref(),
         )),
         Command::Data {
-            command: DataCommand::Import { src, dst, report },
-        } => xt_api::import::data_import(&src, &dst, report),
+            command:
+                DataCommand::Import {
+                    src,
+                    dst,
+                    format,
+                    report,
+                },
+        } => xt_api::import::data_import(&src, &dst, &format, report),
         Command::Token(args) => client::token(&args).map(|t| println!("{t}")),
         Command::Serve(args) => runtime().block_on(client::serve(&args)),
         Command::DevCa { out, hosts, days } => {
