@@ -236,3 +236,44 @@ fn decimal_prices_and_timestamp_dates_are_read() {
     assert_eq!(got.close, rounded(&bars.close));
     assert_eq!(got.volume, rounded(&bars.volume));
 }
+
+#[test]
+fn a_column_of_a_type_that_cannot_be_read_is_named() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, BinaryArray, Date32Array, Float64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let bars = &market(2)[0];
+    let floats = |v: &[f64]| Arc::new(Float64Array::from(v.to_vec())) as ArrayRef;
+    let bytes: Vec<&[u8]> = bars.close.iter().map(|_| b"\x01\x02".as_slice()).collect();
+    let schema = Schema::new(vec![
+        Field::new("date", DataType::Date32, false),
+        Field::new("open", DataType::Float64, false),
+        Field::new("high", DataType::Float64, false),
+        Field::new("low", DataType::Float64, false),
+        Field::new("close", DataType::Binary, false),
+        Field::new("volume", DataType::Float64, false),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Date32Array::from(bars.dates.clone())),
+            floats(&bars.open),
+            floats(&bars.high),
+            floats(&bars.low),
+            Arc::new(BinaryArray::from(bytes)),
+            floats(&bars.volume),
+        ],
+    )
+    .unwrap();
+    let dir = scratch("binary");
+    let file = std::fs::File::create(dir.join(format!("{}.arrow", bars.symbol))).unwrap();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(file, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let e = open(&dir).load(&bars.symbol).unwrap_err().to_string();
+    assert!(
+        e.contains("column close") && e.contains("Binary") && e.contains("a number"),
+        "{e}"
+    );
+}
