@@ -277,3 +277,51 @@ fn a_column_of_a_type_that_cannot_be_read_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn reading_many_symbols_decodes_each_chunk_once_and_gives_the_same_bars() {
+    let bars = market(4);
+    let names: Vec<&str> = bars.iter().map(|b| b.symbol.as_str()).collect();
+    // Row groups of 300 rows, each holding parts of two symbols; partitions by symbol;
+    // Arrow record batches of a symbol each.
+    let grouped = scratch("many-grouped");
+    write_long(&bars, &grouped.join("bars.parquet"), 300).unwrap();
+    let partitioned = scratch("many-partitioned");
+    for b in &bars {
+        let dir = partitioned.join(format!("symbol={}", b.symbol));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = std::fs::File::create(dir.join("part.parquet")).unwrap();
+        xt_shared::source::write_parquet(b, f).unwrap();
+    }
+    let arrow = scratch("many-arrow");
+    write_long_ipc(&bars, &arrow.join("bars.arrow")).unwrap();
+    for dir in [&grouped, &partitioned, &arrow] {
+        let d = LongDataset::open(dir).unwrap();
+        let mut asked = names.clone();
+        asked.reverse();
+        asked.insert(1, "NOPE");
+        let got = d.read_many(&asked).unwrap();
+        assert_eq!(got.len(), asked.len());
+        for (s, r) in asked.iter().zip(got) {
+            match *s {
+                "NOPE" => assert!(matches!(r, Err(DataError::UnknownSymbol { .. }))),
+                s => assert_eq!(r.unwrap(), d.read(s).unwrap(), "{} {s}", dir.display()),
+            }
+        }
+    }
+    // Through the cache, planning's prefetch leaves every symbol's dates to be hits.
+    age(&grouped);
+    let cache = xt_shared::cache::BarCache::new(1 << 30);
+    let cached = xt_shared::cache::Cached::new(
+        std::sync::Arc::new(LongDataset::open(&grouped).unwrap()),
+        cache.clone(),
+    );
+    cached.prefetch(&names);
+    let before = cache.stats();
+    assert_eq!(before.entries, names.len() as u64, "{before:?}");
+    for b in &bars {
+        assert_eq!(cached.dates(&b.symbol, None, None).unwrap(), b.dates);
+    }
+    assert_eq!(cache.stats().hits, before.hits + names.len() as u64);
+    assert_eq!(cache.stats().misses, before.misses);
+}
