@@ -84,16 +84,6 @@ impl Bars {
         self.dates.is_empty()
     }
 
-    /// Appends `other`'s bars after these.
-    pub fn extend(&mut self, other: &Bars) {
-        self.dates.extend_from_slice(&other.dates);
-        self.open.extend_from_slice(&other.open);
-        self.high.extend_from_slice(&other.high);
-        self.low.extend_from_slice(&other.low);
-        self.close.extend_from_slice(&other.close);
-        self.volume.extend_from_slice(&other.volume);
-    }
-
     pub fn push(&mut self, date: Date, open: f64, high: f64, low: f64, close: f64, volume: f64) {
         self.dates.push(date);
         self.open.push(open);

@@ -109,12 +109,6 @@ impl BarCache {
         }
     }
 
-    /// Whether the cache holds `key` at `version` (neither a hit nor a miss).
-    pub fn holds(&self, key: &str, version: &str) -> bool {
-        let lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
-        lru.entries.get(key).is_some_and(|e| e.version == version)
-    }
-
     /// The bars stored at `key` in `version`: from memory when they are there in that
     /// version, else from `read` (and kept, if they fit). A read that fails is not kept.
     pub fn get_or_read(
@@ -255,33 +249,6 @@ impl BarSource for Cached {
 
     fn side_file(&self, name: &str) -> Result<Option<Vec<u8>>, DataError> {
         self.inner.side_file(name)
-    }
-
-    fn read_many(&self, symbols: &[&str]) -> Option<Vec<Result<Bars, DataError>>> {
-        self.inner.read_many(symbols)
-    }
-
-    /// The symbols not in the cache, read together when the source can (else left to be
-    /// read one by one), and kept under their identities.
-    fn prefetch(&self, symbols: &[&str]) {
-        let missing: Vec<(&str, (String, String))> = symbols
-            .iter()
-            .filter_map(|s| Some((*s, self.inner.identity(s)?)))
-            .filter(|(_, (key, version))| !self.cache.holds(key, version))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let names: Vec<&str> = missing.iter().map(|(s, _)| *s).collect();
-        let Some(read) = self.inner.read_many(&names) else {
-            return;
-        };
-        for ((_, (key, version)), bars) in missing.into_iter().zip(read) {
-            // A symbol that fails is left to its own read, which reports the error.
-            if let Ok(bars) = bars {
-                let _ = self.cache.get_or_read(&key, &version, || Ok(bars));
-            }
-        }
     }
 
     fn identity(&self, symbol: &str) -> Option<(String, String)> {

@@ -105,8 +105,6 @@ pub fn plan(
     universe: &Universe,
 ) -> Result<BatchPlan, SpecError> {
     let (start, end) = spec.range()?;
-    let symbols: Vec<&str> = universe.members.iter().map(|m| m.symbol.as_str()).collect();
-    source.prefetch(&symbols);
     let loaded: Vec<Result<Vec<Date>, String>> = universe
         .members
         .par_iter()

@@ -235,75 +235,6 @@ impl DatasetFile {
         Ok(())
     }
 
-    /// Chunk `chunk` of the file decoded once: the rows of each symbol of `wanted` (its
-    /// index there) in it, as bars in file order.
-    pub(super) fn read_chunk(
-        &self,
-        chunk: usize,
-        wanted: &HashMap<&str, usize>,
-        columns: &ColumnMap,
-    ) -> Result<HashMap<usize, Bars>, DataError> {
-        let io = |m: String| DataError::Io {
-            path: self.shown.clone(),
-            message: m,
-        };
-        let file = File::open(&self.path).map_err(|e| io(e.to_string()))?;
-        let batches: Vec<RecordBatch> = match &self.kind {
-            Kind::Parquet(meta) => {
-                ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
-                    .with_row_groups(vec![chunk])
-                    .build()
-                    .map_err(|e| io(e.to_string()))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| io(e.to_string()))?
-            }
-            Kind::Arrow => {
-                let mut reader = arrow::ipc::reader::FileReader::try_new(file, None)
-                    .map_err(|e| io(e.to_string()))?;
-                reader.set_index(chunk).map_err(|e| io(e.to_string()))?;
-                reader
-                    .next()
-                    .transpose()
-                    .map_err(|e| io(e.to_string()))?
-                    .into_iter()
-                    .collect()
-            }
-        };
-        let mut out: HashMap<usize, Bars> = HashMap::new();
-        for batch in batches {
-            if let Some(p) = &self.partition {
-                if let Some(&i) = wanted.get(p.as_str()) {
-                    let bars = out.entry(i).or_insert_with(|| Bars::new(p.as_str()));
-                    crate::source::append_batch(p, &batch, bars, columns)?;
-                }
-                continue;
-            }
-            let symbols = column("", &batch, "symbol", columns)?;
-            let text =
-                arrow::compute::cast(symbols, &DataType::Utf8).map_err(|e| io(e.to_string()))?;
-            let text = text.as_string::<i32>();
-            let mut rows: HashMap<usize, Vec<u32>> = HashMap::new();
-            for r in 0..text.len() {
-                if text.is_valid(r)
-                    && let Some(&i) = wanted.get(text.value(r))
-                {
-                    rows.entry(i).or_default().push(r as u32);
-                }
-            }
-            for (i, rows) in rows {
-                let symbol = text.value(rows[0] as usize);
-                let mine = arrow::compute::take_record_batch(
-                    &batch,
-                    &arrow::array::UInt32Array::from(rows),
-                )
-                .map_err(|e| io(e.to_string()))?;
-                let bars = out.entry(i).or_insert_with(|| Bars::new(symbol));
-                crate::source::append_batch(symbol, &mine, bars, columns)?;
-            }
-        }
-        Ok(out)
-    }
-
     /// `batch`'s rows of `symbol` (all of them in a symbol's partition).
     fn rows_of(
         &self,
@@ -331,6 +262,10 @@ impl DatasetFile {
 /// The bars in date order (a dataset's files need not be); two rows of one date are an
 /// error naming it, not a silent choice between them.
 pub(super) fn sort_by_date(symbol: &str, bars: Bars) -> Result<Bars, DataError> {
+    // Most tables are in date order already: nothing to move.
+    if bars.dates.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(bars);
+    }
     let mut order: Vec<usize> = (0..bars.len()).collect();
     order.sort_by_key(|&i| bars.dates[i]);
     if let Some(w) = order

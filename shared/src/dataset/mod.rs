@@ -205,79 +205,6 @@ impl BarSource for LongDataset {
         Ok(self.snapshot().index.keys().cloned().collect())
     }
 
-    /// Every chunk holding any of `symbols` decoded once, on the rayon pool, its rows
-    /// shared out: a chunk holds several symbols, and reading them one by one decoded it
-    /// once for each.
-    fn read_many(&self, symbols: &[&str]) -> Option<Vec<Result<Bars, DataError>>> {
-        let mut state = self.snapshot();
-        if symbols.iter().any(|s| {
-            state
-                .index
-                .get(*s)
-                .is_none_or(|parts| !current(&state, parts))
-        }) {
-            state = match self.refresh() {
-                Ok(s) => s,
-                Err(e) => return Some(symbols.iter().map(|_| Err(clone_error(&e))).collect()),
-            };
-        }
-        let wanted: HashMap<&str, usize> =
-            symbols.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-        let mut chunks: BTreeMap<(usize, usize), ()> = BTreeMap::new();
-        for s in symbols {
-            for (k, groups) in state.index.get(*s).into_iter().flatten() {
-                for g in groups {
-                    chunks.insert((*k, *g), ());
-                }
-            }
-        }
-        use rayon::prelude::*;
-        let pieces: Vec<(usize, Result<Pieces, DataError>)> = chunks
-            .into_keys()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|(k, g)| (k, state.files[k].read_chunk(g, &wanted, &self.columns)))
-            .collect();
-        let mut out: Vec<Result<Bars, DataError>> =
-            symbols.iter().map(|s| Ok(Bars::new(*s))).collect();
-        for (k, piece) in pieces {
-            match piece {
-                Ok(parts) => {
-                    for (i, part) in parts {
-                        if let Ok(bars) = &mut out[i] {
-                            bars.extend(&part);
-                        }
-                    }
-                }
-                // Every symbol with rows in the file gets its error.
-                Err(e) => {
-                    for (i, s) in symbols.iter().enumerate() {
-                        let here = state.index.get(*s).into_iter().flatten();
-                        if here.clone().any(|(f, _)| *f == k) {
-                            out[i] = Err(clone_error(&e));
-                        }
-                    }
-                }
-            }
-        }
-        Some(
-            symbols
-                .iter()
-                .zip(out)
-                .map(|(s, bars)| {
-                    if !state.index.contains_key(*s) {
-                        return Err(DataError::UnknownSymbol {
-                            symbol: s.to_string(),
-                            path: "no row of the dataset".into(),
-                        });
-                    }
-                    check_symbol(s)?;
-                    files::sort_by_date(s, bars?)
-                })
-                .collect(),
-        )
-    }
-
     /// The dataset's root and symbol, versioned by the size and time of every file holding
     /// the symbol now (none while one of them is within the racy window).
     fn identity(&self, symbol: &str) -> Option<(String, String)> {
@@ -292,23 +219,6 @@ impl BarSource for LongDataset {
             version += &format!("{}:{len}:{nanos};", f.shown);
         }
         Some((format!("{}#{symbol}", self.root.display()), version))
-    }
-}
-
-/// A chunk's rows by symbol: each symbol's index among those asked for, and its rows.
-type Pieces = HashMap<usize, Bars>;
-
-/// A copy of a read's error for each symbol it fails (the error type holds no clone).
-fn clone_error(e: &DataError) -> DataError {
-    match e {
-        DataError::Io { path, message } => DataError::Io {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        other => DataError::Io {
-            path: "dataset".into(),
-            message: other.to_string(),
-        },
     }
 }
 

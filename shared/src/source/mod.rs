@@ -103,19 +103,6 @@ pub trait BarSource: Send + Sync {
         let _ = name;
         Ok(None)
     }
-
-    /// Several symbols' full histories at once, as [`BarSource::read`] gives them, from a
-    /// source that reads them together for less than one by one (a long dataset decodes
-    /// each chunk once for all the symbols in it); `None` from the others.
-    fn read_many(&self, symbols: &[&str]) -> Option<Vec<Result<Bars, DataError>>> {
-        let _ = symbols;
-        None
-    }
-
-    /// Reads ahead what a batch will ask for, where the source keeps it (the bar cache).
-    fn prefetch(&self, symbols: &[&str]) {
-        let _ = symbols;
-    }
 }
 
 /// The columns every bar file has.
