@@ -62,13 +62,9 @@ pub fn data_import(
             .with_context(|| format!("writing {}", report_path.display()))?;
         let mut rules: std::collections::BTreeMap<String, usize> = Default::default();
         for r in &report.rejected {
-            // The rule without its values: "low 9.5 is above ..." counts as "low is above".
-            let kind: Vec<&str> = r
-                .rule
-                .split(' ')
-                .filter(|w| w.parse::<f64>().is_err() && !w.starts_with('"'))
-                .collect();
-            *rules.entry(kind.join(" ")).or_default() += 1;
+            // Counted by rule, its values (", got ...") aside.
+            let rule = r.rule.split(", got ").next().unwrap_or(&r.rule);
+            *rules.entry(rule.to_string()).or_default() += 1;
         }
         println!(
             "{} rows rejected (each with its rule in {}):",

@@ -84,7 +84,7 @@ fn importing_the_csi300_csv_files_keeps_every_bar_and_every_result() {
     // Files whose bars are all valid come through bar for bar; the report lists the rows
     // of the others, and no more.
     let imported = xt_shared::open::open_source(&DataSpec::Dir(dst.clone())).unwrap();
-    let report = std::fs::read_to_string(dst.join(api_report())).unwrap_or_default();
+    let report = std::fs::read_to_string(dst.join(xt_api::import::REPORT)).unwrap_or_default();
     for s in &symbols {
         match csv.load(s) {
             Ok(bars) => assert_eq!(imported.load(s).unwrap(), bars, "{s}"),
@@ -103,10 +103,6 @@ fn importing_the_csi300_csv_files_keeps_every_bar_and_every_result() {
         metrics(&dst, &universe, "import-csi300-parquet"),
         "the imported files give the batch of the CSV files"
     );
-}
-
-fn api_report() -> &'static str {
-    xt_api::import::REPORT
 }
 
 #[test]

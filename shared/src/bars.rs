@@ -178,39 +178,16 @@ impl Bars {
     }
 
     fn check_bar(&self, t: usize) -> Result<(), BarsError> {
-        for (name, v) in [
-            ("open", self.open[t]),
-            ("high", self.high[t]),
-            ("low", self.low[t]),
-            ("close", self.close[t]),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(self.error(t, format!("{name} must be finite and > 0, got {v}")));
-            }
-        }
-        let (o, h, l, c, v) = (
+        match broken_rule(
             self.open[t],
             self.high[t],
             self.low[t],
             self.close[t],
             self.volume[t],
-        );
-        if l > o.min(c) {
-            return Err(self.error(
-                t,
-                format!("low must be <= min(open, close), got low {l}, open {o}, close {c}"),
-            ));
+        ) {
+            Some(rule) => Err(self.error(t, rule)),
+            None => Ok(()),
         }
-        if h < o.max(c) {
-            return Err(self.error(
-                t,
-                format!("high must be >= max(open, close), got high {h}, open {o}, close {c}"),
-            ));
-        }
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(self.error(t, format!("volume must be finite and >= 0, got {v}")));
-        }
-        Ok(())
     }
 
     fn error(&self, row: usize, rule: String) -> BarsError {
@@ -246,6 +223,31 @@ impl Bars {
             volume: self.volume[lo..hi].to_vec(),
         }
     }
+}
+
+/// The SEMANTICS section 1 rule a bar's values break, if any, as `RULE, got VALUES`: prices
+/// finite and > 0, low at most and high at least the open and close, volume finite and
+/// >= 0.
+pub fn broken_rule(o: f64, h: f64, l: f64, c: f64, v: f64) -> Option<String> {
+    for (name, p) in [("open", o), ("high", h), ("low", l), ("close", c)] {
+        if !(p.is_finite() && p > 0.0) {
+            return Some(format!("{name} must be finite and > 0, got {p}"));
+        }
+    }
+    if l > o.min(c) {
+        return Some(format!(
+            "low must be <= min(open, close), got low {l}, open {o}, close {c}"
+        ));
+    }
+    if h < o.max(c) {
+        return Some(format!(
+            "high must be >= max(open, close), got high {h}, open {o}, close {c}"
+        ));
+    }
+    if !(v.is_finite() && v >= 0.0) {
+        return Some(format!("volume must be finite and >= 0, got {v}"));
+    }
+    None
 }
 
 /// Fails on the first date that does not strictly follow the one before it.

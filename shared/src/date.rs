@@ -18,12 +18,31 @@ pub fn parse_date(text: &str) -> Option<Date> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
+    from_digits(&b[..4], &b[5..7], &b[8..])
+}
+
+/// A date as data files write it: ISO `YYYY-MM-DD`, the compact `YYYYMMDD` of A-share
+/// vendors, or either followed by a time of day (`2024-01-02 00:00:00`, `...T15:00`), whose
+/// day is the bar's.
+pub fn parse_data_date(text: &str) -> Option<Date> {
+    let text = text.trim();
+    let day = text.split([' ', 'T']).next().unwrap_or(text);
+    let b = day.as_bytes();
+    if b.len() == 8 {
+        return from_digits(&b[..4], &b[4..6], &b[6..]);
+    }
+    parse_date(day)
+}
+
+/// The date of year, month and day given as ASCII digits; `None` unless all are digits and
+/// the day exists.
+fn from_digits(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
     let number = |digits: &[u8]| {
         digits.iter().try_fold(0u32, |n, &c| {
             c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
         })
     };
-    let (year, month, day) = (number(&b[..4])?, number(&b[5..7])?, number(&b[8..])?);
+    let (year, month, day) = (number(year)?, number(month)?, number(day)?);
     if year == 0 || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::bars::Bars;
+use crate::bars::{Bars, broken_rule};
 use crate::date::{Date, format_date};
 use crate::layout::{ColumnMap, Format, Layout};
 use crate::source::{CsvRows, DataError, check_symbol, write_ipc, write_parquet};
@@ -89,19 +89,18 @@ pub fn import(
         message: e.to_string(),
     };
     std::fs::create_dir_all(dst).map_err(|e| io(dst, e))?;
-    let symbols = match input {
+    // Universe files (CSV with a `symbol` column and no prices) are not symbols; they go
+    // along, so that batches over the new directory find them as they found the old ones.
+    let (symbols, calendar, universes) = match input {
         Input::Csv(dir, columns) => {
-            let universes = universe_files(dir);
+            let real = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            let universes = crate::open::universe_files(&[real]);
             let mut symbols = crate::source::CsvDir::with_columns(dir, columns.clone())
                 .and_then(|d| crate::source::BarSource::symbols(&d))?;
             symbols.retain(|s| !universes.contains(&format!("{s}.csv")));
-            symbols
+            (symbols, Vec::new(), universes)
         }
-        Input::Qlib(dir) => qlib::instruments(dir)?,
-    };
-    let calendar = match input {
-        Input::Qlib(dir) => qlib::calendar(dir)?,
-        Input::Csv(..) => Vec::new(),
+        Input::Qlib(dir) => (qlib::instruments(dir)?, qlib::calendar(dir)?, Vec::new()),
     };
     let total = symbols.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -153,7 +152,9 @@ pub fn import(
         }
     }
     if let Input::Csv(dir, _) = input {
-        copy_universe_files(dir, dst)?;
+        for name in universes.iter().filter(|n| !n.contains('/')) {
+            std::fs::copy(dir.join(name), dst.join(name)).map_err(|e| io(Path::new(name), e))?;
+        }
     }
     Ok(report)
 }
@@ -173,7 +174,7 @@ fn csv_rows(path: &Path, symbol: &str, columns: &ColumnMap) -> Result<Rows, Data
                 value,
                 expected,
                 ..
-            } => format!("column {column}: cannot read {value:?} as {expected}"),
+            } => format!("column {column} must be {expected}, got {value:?}"),
             other => other.to_string(),
         });
         rows.push((format!("line {line}"), row));
@@ -181,10 +182,9 @@ fn csv_rows(path: &Path, symbol: &str, columns: &ColumnMap) -> Result<Rows, Data
     Ok(rows)
 }
 
-/// The bars among `rows` (sorted by date), and every other row with the rule it breaks:
-/// unreadable, a price not finite and > 0, low above the open or close, high below them,
-/// a volume not finite and >= 0, or a date that appears more than once (all its rows:
-/// which one is right cannot be told).
+/// The bars among `rows` (sorted by date), and every other row with the rule it breaks, as
+/// `RULE, got VALUES`: unreadable, a bar's values breaking [`broken_rule`], or a date that
+/// appears more than once (all its rows: which one is right cannot be told).
 fn keep_bars(file: &str, symbol: &str, rows: Rows) -> (Bars, Vec<Rejected>) {
     let mut rejected = Vec::new();
     let mut good: Vec<(String, Date, [f64; 5])> = Vec::new();
@@ -196,14 +196,14 @@ fn keep_bars(file: &str, symbol: &str, rows: Rows) -> (Bars, Vec<Rejected>) {
                 date: None,
                 rule,
             }),
-            Ok((date, v)) => match broken_rule(&v) {
+            Ok((date, [o, h, l, c, v])) => match broken_rule(o, h, l, c, v) {
                 Some(rule) => rejected.push(Rejected {
                     file: file.to_string(),
                     at,
                     date: Some(date),
                     rule,
                 }),
-                None => good.push((at, date, v)),
+                None => good.push((at, date, [o, h, l, c, v])),
             },
         }
     }
@@ -222,8 +222,7 @@ fn keep_bars(file: &str, symbol: &str, rows: Rows) -> (Bars, Vec<Rejected>) {
                     at: at.clone(),
                     date: Some(*date),
                     rule: format!(
-                        "date {} appears {} times (dates must strictly ascend)",
-                        format_date(*date),
+                        "duplicate date, got {} rows of it (which is right cannot be told)",
                         j - i
                     ),
                 });
@@ -235,58 +234,6 @@ fn keep_bars(file: &str, symbol: &str, rows: Rows) -> (Bars, Vec<Rejected>) {
         i = j;
     }
     (bars, rejected)
-}
-
-/// The SEMANTICS section 1 rule a bar's values break, if any.
-fn broken_rule(v: &[f64; 5]) -> Option<String> {
-    let [open, high, low, close, volume] = *v;
-    for (name, p) in [
-        ("open", open),
-        ("high", high),
-        ("low", low),
-        ("close", close),
-    ] {
-        if p.is_nan() {
-            return Some(format!("{name} is missing"));
-        }
-        if !p.is_finite() || p <= 0.0 {
-            return Some(format!("{name} {p} is not a finite price > 0"));
-        }
-    }
-    if low > open.min(close) {
-        return Some(format!("low {low} is above min(open, close)"));
-    }
-    if high < open.max(close) {
-        return Some(format!("high {high} is below max(open, close)"));
-    }
-    if volume.is_nan() {
-        return Some("volume is missing".into());
-    }
-    if !volume.is_finite() || volume < 0.0 {
-        return Some(format!("volume {volume} is not finite and >= 0"));
-    }
-    None
-}
-
-/// Universe files (CSV with a `symbol` column and no prices) go along, so that batches over
-/// the new directory find its `universe.csv` as they found the old one's.
-fn copy_universe_files(src: &Path, dst: &Path) -> Result<(), DataError> {
-    for name in universe_files(src) {
-        if name.contains('/') {
-            continue;
-        }
-        std::fs::copy(src.join(&name), dst.join(&name)).map_err(|e| DataError::Io {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
-    }
-    Ok(())
-}
-
-/// The universe files in `dir`, relative to it.
-fn universe_files(dir: &Path) -> Vec<String> {
-    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    crate::open::universe_files(&[real])
 }
 
 /// Writes the report's rejected rows as CSV: `file,at,date,rule`.

@@ -63,12 +63,36 @@ impl Format {
         }
     }
 
+    /// Formats in the order detection prefers them when a directory has files of several.
+    pub const PREFERRED: [Format; 3] = [Format::Parquet, Format::Arrow, Format::Csv];
+
     /// The format of a file named `path`, by its extension.
     pub fn of(path: &Path) -> Option<Format> {
         let ext = path.extension()?.to_str()?;
-        [Format::Parquet, Format::Arrow, Format::Csv]
+        Self::PREFERRED
             .into_iter()
             .find(|f| f.extensions().contains(&ext))
+    }
+
+    /// The first of the format's extensions that one of the file `names` has.
+    pub fn extension_among<'a>(
+        self,
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<&'static str> {
+        self.extensions().iter().copied().find(|ext| {
+            names
+                .clone()
+                .any(|n| n.strip_suffix(ext).is_some_and(|s| s.ends_with('.')))
+        })
+    }
+
+    /// The preferred format among the file `names`, and its extension found there.
+    pub fn among<'a>(
+        names: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<(Format, &'static str)> {
+        Self::PREFERRED
+            .into_iter()
+            .find_map(|f| Some((f, f.extension_among(names.clone())?)))
     }
 }
 
@@ -102,6 +126,22 @@ impl ColumnMap {
         ALIASES[k]
             .iter()
             .find_map(|a| names.clone().position(|n| n.eq_ignore_ascii_case(a)))
+    }
+
+    /// The index among `names` of our column `ours`, or the error naming what was looked
+    /// for (`symbol`'s bars being read).
+    pub fn require<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        ours: &'static str,
+        symbol: &str,
+    ) -> Result<usize, DataError> {
+        self.find(names, ours)
+            .ok_or_else(|| DataError::MissingColumn {
+                symbol: symbol.to_string(),
+                column: ours,
+                looked_for: self.looked_for(ours),
+            })
     }
 
     /// What a missing column was looked for as, for errors.
@@ -177,7 +217,14 @@ pub fn describe(dir: &Path) -> Result<Described, DataError> {
         message: format!("cannot open data directory: {e}"),
     };
     let mut partitioned = false;
-    let mut firsts: BTreeMap<u8, std::path::PathBuf> = BTreeMap::new();
+    // The first file of each format, by the format's place in `Format::PREFERRED`.
+    let mut firsts: BTreeMap<usize, (Format, std::path::PathBuf)> = BTreeMap::new();
+    let mut note = |path: std::path::PathBuf| {
+        if let Some(f) = Format::of(&path) {
+            let rank = Format::PREFERRED.iter().position(|p| *p == f).unwrap_or(0);
+            firsts.entry(rank).or_insert((f, path));
+        }
+    };
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
         .flatten()
@@ -189,15 +236,13 @@ pub fn describe(dir: &Path) -> Result<Described, DataError> {
         if p.is_dir() && name.contains('=') {
             partitioned = true;
             if let Some(f) = first_file_under(&p, 0) {
-                firsts.entry(rank(Format::of(&f))).or_insert(f);
+                note(f);
             }
-        } else if p.is_file() && name != MANIFEST {
-            firsts.entry(rank(Format::of(&p))).or_insert(p);
+        } else if p.is_file() {
+            note(p);
         }
     }
-    let found = firsts
-        .iter()
-        .find_map(|(_, p)| Format::of(p).map(|f| (f, p.clone())));
+    let found = firsts.into_values().next();
     let format = match (manifest.format, &found) {
         (Some(f), _) => f,
         (None, Some((f, _))) => *f,
@@ -228,16 +273,6 @@ pub fn describe(dir: &Path) -> Result<Described, DataError> {
         format,
         columns,
     })
-}
-
-/// Formats in the order detection prefers them; other files last.
-fn rank(format: Option<Format>) -> u8 {
-    match format {
-        Some(Format::Parquet) => 0,
-        Some(Format::Arrow) => 1,
-        Some(Format::Csv) => 2,
-        None => 3,
-    }
 }
 
 fn first_file_under(dir: &Path, depth: usize) -> Option<std::path::PathBuf> {

@@ -120,7 +120,8 @@ fn same_bars(dir: &Path, bars: &[Bars]) -> LongDataset {
     for b in bars {
         assert_eq!(&d.load(&b.symbol).unwrap(), b, "{}", b.symbol);
     }
-    assert!(LongDataset::detect(dir), "{}", dir.display());
+    let layout = xt_shared::layout::describe(dir).unwrap().layout;
+    assert_eq!(layout, xt_shared::layout::Layout::Long, "{}", dir.display());
     // A batch's `data: file://DIR` opens it as a dataset.
     let opened =
         xt_shared::open::open_source(&xt_shared::spec::DataSpec::Dir(dir.to_path_buf())).unwrap();

@@ -98,14 +98,15 @@ fn csv_rows_that_are_not_bars_are_reported_and_the_rest_imported() {
             )
         })
         .collect();
+    // The rules as a job's validation words them (SEMANTICS section 1).
     let expect = [
-        (day(11), "open -1 is not a finite price > 0"),
-        (day(12), "low 10.5 is above min(open, close)"),
-        (day(13), "high 10.5 is below max(open, close)"),
-        (day(14), "volume -5 is not finite and >= 0"),
-        (day(15), "volume is missing"),
-        (day(29), "appears 2 times"),
-        (day(29), "appears 2 times"),
+        (day(11), "open must be finite and > 0, got -1"),
+        (day(12), "low must be <= min(open, close), got low 10.5"),
+        (day(13), "high must be >= max(open, close), got high 10.5"),
+        (day(14), "volume must be finite and >= 0, got -5"),
+        (day(15), "volume must be finite and >= 0, got NaN"),
+        (day(29), "duplicate date, got 2 rows"),
+        (day(29), "duplicate date, got 2 rows"),
     ];
     for (date, rule) in expect {
         assert!(

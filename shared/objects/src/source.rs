@@ -59,12 +59,9 @@ impl ObjectDir {
             .iter()
             .filter_map(|o| o.location.filename().map(str::to_string))
             .collect();
-        let has = |ext: &str| names.iter().any(|n| n.ends_with(&format!(".{ext}")));
-        let found = [Format::Parquet, Format::Arrow, Format::Csv]
-            .into_iter()
-            .flat_map(|f| f.extensions().iter().map(move |e| (f, *e)))
-            .find(|(_, e)| has(e));
-        let mut dir = ObjectDir {
+        let found = Format::among(names.iter().map(String::as_str));
+        // Laid out once the manifest, an object under the prefix, is read through it.
+        let dir = ObjectDir {
             url: url.clone(),
             store,
             prefix,
@@ -77,12 +74,13 @@ impl ObjectDir {
             range: RANGE,
         };
         let manifest = match names.iter().any(|n| n == MANIFEST) {
-            true => match dir.fetch(MANIFEST)? {
-                Some(bytes) => Manifest::parse(&bytes)?,
-                None => Manifest::default(),
-            },
-            false => Manifest::default(),
-        };
+            true => dir
+                .fetch(MANIFEST)?
+                .map(|b| Manifest::parse(&b))
+                .transpose()?,
+            false => None,
+        }
+        .unwrap_or_default();
         if manifest.layout == Some(Layout::Long) {
             return Err(io(
                 &url,
@@ -90,8 +88,11 @@ impl ObjectDir {
             ));
         }
         let (format, ext) = match (manifest.format, found) {
-            (Some(f), Some((g, e))) if f == g => (f, e),
-            (Some(f), _) => (f, f.extensions()[0]),
+            (Some(f), _) => (
+                f,
+                f.extension_among(names.iter().map(String::as_str))
+                    .unwrap_or(f.extensions()[0]),
+            ),
             (None, Some(found)) => found,
             (None, None) => (Format::Csv, "csv"),
         };
@@ -108,11 +109,13 @@ impl ObjectDir {
                 "no SYMBOL.csv, SYMBOL.parquet or SYMBOL.arrow objects under it".into(),
             ));
         }
-        dir.ext = ext;
-        dir.format = format;
-        dir.columns = manifest.columns;
-        dir.symbols = symbols;
-        Ok(dir)
+        Ok(ObjectDir {
+            ext,
+            format,
+            columns: manifest.columns,
+            symbols,
+            ..dir
+        })
     }
 
     /// Fetches objects larger than `bytes` in ranges of `bytes` (8 MiB unless told).

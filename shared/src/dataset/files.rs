@@ -6,20 +6,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 
 use crate::bars::Bars;
 use crate::layout::{ColumnMap, Format};
-use crate::source::{BAR_COLUMNS, DataError, column};
+use crate::source::{DataError, Version, column, file_version};
 
 /// Deepest directory nesting walked under a dataset's root.
 const MAX_DEPTH: usize = 6;
-
-/// A file's version: its size and modification time in nanoseconds.
-pub(super) type Version = (u64, u128);
 
 /// What a file was when it was indexed.
 pub(super) struct Listed {
@@ -42,21 +39,6 @@ pub(super) struct DatasetFile {
     /// The `symbol=` partition its directory names, if any.
     pub partition: Option<String>,
     pub kind: Kind,
-}
-
-/// The version of the file at `path` now, and whether it is too fresh to be trusted
-/// ([`crate::source::RACY`]).
-pub(super) fn version_of(path: &Path) -> Option<(Version, bool)> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta.modified().ok()?;
-    let racy = modified
-        .elapsed()
-        .map_or(true, |age| age < crate::source::RACY);
-    let nanos = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some(((meta.len(), nanos), racy))
 }
 
 /// The files of `format` under `dir`, with their versions; none outside `root` once links
@@ -84,7 +66,7 @@ pub(super) fn walk(
         if real.is_dir() && depth < MAX_DEPTH {
             walk(root, &real, format, depth + 1, out, racy)?;
         } else if real.is_file() && Format::of(&real) == Some(format) {
-            let Some((version, fresh)) = version_of(&real) else {
+            let Some((version, fresh)) = file_version(&real) else {
                 continue;
             };
             *racy |= fresh;
@@ -129,10 +111,15 @@ pub(super) fn index_file(
             .map_err(|_| io("the symbol column is not text".into()))?;
         let text = text.as_string::<i32>();
         for i in 0..text.len() {
-            if text.is_valid(i) {
-                let groups = symbols.entry(text.value(i).to_string()).or_default();
-                if groups.last() != Some(&g) {
-                    groups.push(g);
+            if !text.is_valid(i) {
+                continue;
+            }
+            // Looked up before inserting: a key is allocated once per symbol, not per row.
+            match symbols.get_mut(text.value(i)) {
+                Some(groups) if groups.last() == Some(&g) => {}
+                Some(groups) => groups.push(g),
+                None => {
+                    symbols.insert(text.value(i).to_string(), vec![g]);
                 }
             }
         }
@@ -292,33 +279,17 @@ pub(super) fn sort_by_date(symbol: &str, bars: Bars) -> Result<Bars, DataError> 
     })
 }
 
-/// `bars` as one long record batch: `symbol, date, open, high, low, close, volume`.
+/// `bars` as one long record batch: `symbol`, then the columns of a per-symbol file.
 pub(super) fn long_batch(bars: &Bars) -> Result<RecordBatch, arrow::error::ArrowError> {
-    use arrow::array::{Date32Array, Float64Array, StringArray};
-    let floats = |v: &[f64]| Arc::new(Float64Array::from(v.to_vec())) as ArrayRef;
-    RecordBatch::try_new(
-        long_schema(),
-        vec![
-            Arc::new(StringArray::from(vec![bars.symbol.as_str(); bars.len()])),
-            Arc::new(Date32Array::from(bars.dates.clone())),
-            floats(&bars.open),
-            floats(&bars.high),
-            floats(&bars.low),
-            floats(&bars.close),
-            floats(&bars.volume),
-        ],
-    )
+    let batch = crate::source::bars_batch(bars)?;
+    let symbol: ArrayRef = Arc::new(StringArray::from(vec![bars.symbol.as_str(); bars.len()]));
+    let columns = std::iter::once(symbol).chain(batch.columns().iter().cloned());
+    RecordBatch::try_new(long_schema(), columns.collect())
 }
 
+/// The long table's schema: `symbol`, then a per-symbol file's fields.
 pub(super) fn long_schema() -> Arc<Schema> {
-    let mut fields = vec![
-        Field::new("symbol", DataType::Utf8, false),
-        Field::new("date", DataType::Date32, false),
-    ];
-    fields.extend(
-        BAR_COLUMNS[1..]
-            .iter()
-            .map(|c| Field::new(*c, DataType::Float64, false)),
-    );
-    Arc::new(Schema::new(fields))
+    let symbol = Field::new("symbol", DataType::Utf8, false);
+    let all = std::iter::once(symbol).chain(crate::source::bars_fields());
+    Arc::new(Schema::new(all.collect::<Vec<_>>()))
 }

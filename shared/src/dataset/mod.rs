@@ -13,17 +13,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::bars::Bars;
-use crate::layout::{ColumnMap, Format, Layout};
+use crate::layout::{ColumnMap, Format};
+use crate::source::file_version;
 use crate::source::{BarSource, DataError, check_symbol};
-use files::{DatasetFile, Listed, Version, version_of};
+use files::{DatasetFile, Listed};
 
 /// A dataset's files and where each symbol's rows are.
 struct Indexed {
     files: Vec<DatasetFile>,
     /// Per symbol: the files and chunks holding its rows.
     index: BTreeMap<String, Vec<(usize, Vec<usize>)>>,
-    /// Every file's path and version when it was indexed.
-    fingerprint: Vec<(PathBuf, Version)>,
+}
+
+impl Indexed {
+    /// Whether `listed` are the very files, in their versions, the index was built from.
+    fn built_from(&self, listed: &[Listed]) -> bool {
+        self.files.len() == listed.len()
+            && self
+                .files
+                .iter()
+                .zip(listed)
+                .all(|(f, l)| f.path == l.path && f.version == l.version)
+    }
 }
 
 /// A long dataset under one root directory.
@@ -74,11 +85,6 @@ impl LongDataset {
         })
     }
 
-    /// Whether `dir` holds a long dataset rather than one file per symbol.
-    pub fn detect(dir: &Path) -> bool {
-        crate::layout::describe(dir).is_ok_and(|d| d.layout == Layout::Long)
-    }
-
     /// The chunks (row groups, record batches) a read of `symbol` opens, over all files.
     pub fn row_groups(&self, symbol: &str) -> usize {
         self.snapshot()
@@ -115,24 +121,22 @@ fn index(root: &Path, format: Format, columns: &ColumnMap) -> Result<Arc<Indexed
         return Err(DataError::Io {
             path: root.display().to_string(),
             message: format!(
-                "no {} file in the dataset",
+                "no .{} file in the dataset",
                 format.extensions().join(" or .")
             ),
         });
     }
-    let fingerprint: Vec<(PathBuf, Version)> =
-        listed.iter().map(|l| (l.path.clone(), l.version)).collect();
     let key = (root.to_path_buf(), format, columns.clone());
     if !racy
         && let Some(kept) = opened()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .filter(|kept| kept.fingerprint == fingerprint)
+            .filter(|kept| kept.built_from(&listed))
     {
         return Ok(kept.clone());
     }
-    let built = Arc::new(build(root, &listed, format, columns, fingerprint)?);
+    let built = Arc::new(build(root, &listed, format, columns)?);
     if !racy {
         let mut opened = opened().lock().unwrap_or_else(|e| e.into_inner());
         if opened.len() >= MAX_OPENED {
@@ -148,7 +152,6 @@ fn build(
     listed: &[Listed],
     format: Format,
     columns: &ColumnMap,
-    fingerprint: Vec<(PathBuf, Version)>,
 ) -> Result<Indexed, DataError> {
     let mut files = Vec::new();
     let mut index: BTreeMap<String, Vec<(usize, Vec<usize>)>> = BTreeMap::new();
@@ -160,18 +163,14 @@ fn build(
         }
         files.push(file);
     }
-    Ok(Indexed {
-        files,
-        index,
-        fingerprint,
-    })
+    Ok(Indexed { files, index })
 }
 
 /// Whether every file holding `parts` is still the version the index was built from.
 fn current(state: &Indexed, parts: &[(usize, Vec<usize>)]) -> bool {
     parts.iter().all(|(k, _)| {
         let f = &state.files[*k];
-        version_of(&f.path).is_some_and(|(v, _)| v == f.version)
+        file_version(&f.path).is_some_and(|(v, _)| v == f.version)
     })
 }
 
@@ -212,7 +211,7 @@ impl BarSource for LongDataset {
         let mut version = String::new();
         for (k, _) in state.index.get(symbol)? {
             let f = &state.files[*k];
-            let ((len, nanos), racy) = version_of(&f.path)?;
+            let ((len, nanos), racy) = file_version(&f.path)?;
             if racy {
                 return None;
             }

@@ -27,12 +27,7 @@ pub fn read_parquet(
     let reader = ParquetRecordBatchReaderBuilder::try_new(reader)
         .and_then(|b| b.build())
         .map_err(|e| io(e.to_string()))?;
-    let mut bars = Bars::new(symbol);
-    for batch in reader {
-        let batch = batch.map_err(|e| io(e.to_string()))?;
-        append_batch(symbol, &batch, &mut bars, columns)?;
-    }
-    Ok(bars)
+    read_batches(symbol, shown, reader, columns)
 }
 
 /// Reads bars from an Arrow IPC file (Feather v2); does not validate them.
@@ -48,9 +43,22 @@ pub fn read_ipc(
     };
     let reader =
         arrow::ipc::reader::FileReader::try_new(reader, None).map_err(|e| io(e.to_string()))?;
+    read_batches(symbol, shown, reader, columns)
+}
+
+/// The bars of a file's record batches, as they come.
+fn read_batches(
+    symbol: &str,
+    shown: &str,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>,
+    columns: &ColumnMap,
+) -> Result<Bars, DataError> {
     let mut bars = Bars::new(symbol);
-    for batch in reader {
-        let batch = batch.map_err(|e| io(e.to_string()))?;
+    for batch in batches {
+        let batch = batch.map_err(|e| DataError::Io {
+            path: shown.to_string(),
+            message: e.to_string(),
+        })?;
         append_batch(symbol, &batch, &mut bars, columns)?;
     }
     Ok(bars)
@@ -64,14 +72,8 @@ pub(crate) fn column<'a>(
     columns: &ColumnMap,
 ) -> Result<&'a ArrayRef, DataError> {
     let schema = batch.schema_ref();
-    columns
-        .find(schema.fields().iter().map(|f| f.name().as_str()), name)
-        .map(|i| batch.column(i))
-        .ok_or_else(|| DataError::MissingColumn {
-            symbol: symbol.to_string(),
-            column: name,
-            looked_for: columns.looked_for(name),
-        })
+    let names = schema.fields().iter().map(|f| f.name().as_str());
+    Ok(batch.column(columns.require(names, name, symbol)?))
 }
 
 /// Appends `batch`'s rows to `bars`: dates as date32, date64 or timestamps (their day), or
@@ -184,16 +186,7 @@ pub fn write_parquet(
 }
 
 /// `bars` as one record batch: `date` as `date32`, the rest `float64`.
-fn bars_batch(bars: &Bars) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let schema = Arc::new(Schema::new(
-        std::iter::once(Field::new("date", DataType::Date32, false))
-            .chain(
-                BAR_COLUMNS[1..]
-                    .iter()
-                    .map(|c| Field::new(*c, DataType::Float64, false)),
-            )
-            .collect::<Vec<_>>(),
-    ));
+pub(crate) fn bars_batch(bars: &Bars) -> Result<RecordBatch, arrow::error::ArrowError> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Date32Array::from(bars.dates.clone())),
         Arc::new(Float64Array::from(bars.open.clone())),
@@ -202,7 +195,18 @@ fn bars_batch(bars: &Bars) -> Result<RecordBatch, arrow::error::ArrowError> {
         Arc::new(Float64Array::from(bars.close.clone())),
         Arc::new(Float64Array::from(bars.volume.clone())),
     ];
-    RecordBatch::try_new(schema, columns)
+    RecordBatch::try_new(Arc::new(Schema::new(bars_fields())), columns)
+}
+
+/// The fields of bars written to a file: `date` as `date32`, the rest `float64`.
+pub(crate) fn bars_fields() -> Vec<Field> {
+    std::iter::once(Field::new("date", DataType::Date32, false))
+        .chain(
+            BAR_COLUMNS[1..]
+                .iter()
+                .map(|c| Field::new(*c, DataType::Float64, false)),
+        )
+        .collect()
 }
 
 /// Writes bars as an Arrow IPC file (the columns [`write_parquet`] writes), uncompressed.

@@ -7,13 +7,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::bars::{Bars, BarsError, dates_in_range};
-use crate::date::{Date, parse_date};
+use crate::date::Date;
 use crate::layout::{ColumnMap, Format};
 
 mod columns;
 mod text;
 
-pub(crate) use columns::{append_batch, column};
+pub use crate::date::parse_data_date;
+pub(crate) use columns::{append_batch, bars_batch, bars_fields, column};
 pub use columns::{read_ipc, read_parquet, write_ipc, write_parquet};
 pub use text::{CsvRow, CsvRows, read_csv, read_csv_dates, read_csv_mapped, write_csv};
 
@@ -130,6 +131,22 @@ pub fn check_symbol(symbol: &str) -> Result<(), DataError> {
 /// version.
 pub const RACY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A file's version: its size and modification time in nanoseconds.
+pub(crate) type Version = (u64, u128);
+
+/// The version of the file at `path` now, and whether it is too fresh to be trusted (see
+/// [`RACY`]).
+pub(crate) fn file_version(path: &Path) -> Option<(Version, bool)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?;
+    let racy = modified.elapsed().map_or(true, |age| age < RACY);
+    let nanos = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(((meta.len(), nanos), racy))
+}
+
 /// A directory of `SYMBOL.<ext>` files.
 #[derive(Debug, Clone)]
 struct SymbolDir {
@@ -176,19 +193,11 @@ impl SymbolDir {
     /// the version unchanged (git's "racily clean" files, handled the same way).
     fn identity(&self, symbol: &str) -> Option<(String, String)> {
         let path = self.path_of(symbol).ok()?;
-        let meta = std::fs::metadata(&path).ok()?;
-        let modified = meta.modified().ok()?;
-        if modified.elapsed().map_or(true, |age| age < RACY) {
+        let ((len, nanos), racy) = file_version(&path)?;
+        if racy {
             return None;
         }
-        let modified = modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_nanos();
-        Some((
-            path.display().to_string(),
-            format!("{}:{modified}", meta.len()),
-        ))
+        Some((path.display().to_string(), format!("{len}:{nanos}")))
     }
 
     /// `symbol`'s file, opened, and how errors name it.
@@ -252,11 +261,7 @@ impl CsvDir {
 
 impl BarSource for CsvDir {
     fn read(&self, symbol: &str) -> Result<Bars, DataError> {
-        let path = self.0.path_of(symbol)?;
-        let file = File::open(&path).map_err(|e| DataError::Io {
-            path: self.0.shown(symbol),
-            message: e.to_string(),
-        })?;
+        let (file, _) = self.0.file(symbol)?;
         read_csv_mapped(symbol, file, &self.0.columns)
     }
 
@@ -266,11 +271,7 @@ impl BarSource for CsvDir {
         start: Option<Date>,
         end: Option<Date>,
     ) -> Result<Vec<Date>, DataError> {
-        let path = self.0.path_of(symbol)?;
-        let file = File::open(&path).map_err(|e| DataError::Io {
-            path: self.0.shown(symbol),
-            message: e.to_string(),
-        })?;
+        let (file, _) = self.0.file(symbol)?;
         let dates = read_csv_dates(symbol, file, &self.0.columns)?;
         Ok(dates_in_range(symbol, &dates, start, end)?)
     }
@@ -310,17 +311,14 @@ impl ColumnarDir {
         columns: ColumnMap,
     ) -> Result<Self, DataError> {
         let root = root.as_ref();
-        let has = |ext: &str| {
-            std::fs::read_dir(root).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == ext))
-            })
-        };
+        let names: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
         let ext = format
-            .extensions()
-            .iter()
-            .copied()
-            .find(|ext| has(ext))
+            .extension_among(names.iter().map(String::as_str))
             .unwrap_or(format.extensions()[0]);
         let dir = SymbolDir::open(root, ext, columns)?;
         Ok(ColumnarDir { dir, format })
@@ -343,18 +341,6 @@ impl BarSource for ColumnarDir {
     fn identity(&self, symbol: &str) -> Option<(String, String)> {
         self.dir.identity(symbol)
     }
-}
-
-/// A date as data files write it: ISO `YYYY-MM-DD`, the compact `YYYYMMDD` of A-share
-/// vendors, or either followed by a time of day (`2024-01-02 00:00:00`, `...T15:00`), whose
-/// day is the bar's.
-pub fn parse_data_date(text: &str) -> Option<Date> {
-    let text = text.trim();
-    let day = text.split([' ', 'T']).next().unwrap_or(text);
-    if day.len() == 8 && day.bytes().all(|b| b.is_ascii_digit()) {
-        return parse_date(&format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..]));
-    }
-    parse_date(day)
 }
 
 #[cfg(test)]

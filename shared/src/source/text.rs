@@ -28,14 +28,7 @@ impl<R: std::io::Read> CsvRows<R> {
         let headers = csv.headers().map_err(|e| csv_io(symbol, e))?.clone();
         let mut idx = [0usize; 6];
         for (slot, column) in idx.iter_mut().zip(BAR_COLUMNS) {
-            *slot =
-                columns
-                    .find(headers.iter(), column)
-                    .ok_or_else(|| DataError::MissingColumn {
-                        symbol: symbol.to_string(),
-                        column,
-                        looked_for: columns.looked_for(column),
-                    })?;
+            *slot = columns.require(headers.iter(), column, symbol)?;
         }
         Ok(CsvRows {
             symbol: symbol.to_string(),
@@ -114,13 +107,8 @@ pub fn read_csv_dates(
     let mut csv = csv::ReaderBuilder::new()
         .trim(csv::Trim::Headers)
         .from_reader(reader);
-    let column = columns
-        .find(csv.headers().map_err(|e| csv_io(symbol, e))?.iter(), "date")
-        .ok_or_else(|| DataError::MissingColumn {
-            symbol: symbol.to_string(),
-            column: "date",
-            looked_for: columns.looked_for("date"),
-        })?;
+    let headers = csv.headers().map_err(|e| csv_io(symbol, e))?;
+    let column = columns.require(headers.iter(), "date", symbol)?;
     let mut dates = Vec::new();
     let mut record = csv::ByteRecord::new();
     while csv
