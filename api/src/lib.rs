@@ -10,4 +10,5 @@ pub mod import;
 pub mod json;
 pub mod local;
 pub mod serve;
+pub mod strategy;
 pub mod summary;

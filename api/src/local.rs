@@ -29,8 +29,12 @@ pub struct LocalArgs {
     #[arg(long, env = "XT_SEED", default_value_t = 42)]
     pub seed: u64,
     /// buy_and_hold, sma_cross, macd, bollinger, rsi or turtle.
-    #[arg(long, env = "XT_STRATEGY")]
-    pub strategy: String,
+    #[arg(long, env = "XT_STRATEGY", required_unless_present = "strategy_file", conflicts_with = "strategy_file")]
+    pub strategy: Option<String>,
+    /// A strategy written in the strategy language (docs/strategy-language.md), e.g.
+    /// examples/strategies/macd.xts; --params and --grid name its parameters.
+    #[arg(long, env = "XT_STRATEGY_FILE")]
+    pub strategy_file: Option<PathBuf>,
     /// One parameter set as JSON, e.g. '{"fast":12,"slow":26,"signal":9}'.
     #[arg(long, env = "XT_PARAMS", conflicts_with = "grid")]
     pub params: Option<String>,
@@ -101,6 +105,29 @@ fn json_arg<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// A strategy file's source, bounded before it is read whole.
+pub fn read_strategy(path: &std::path::Path) -> Result<String> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("--strategy-file {}", path.display()))?
+        .len();
+    let most = xt_shared::lang::MAX_SOURCE;
+    if size > most as u64 {
+        bail!(
+            "--strategy-file {}: {size} bytes; a strategy's source is at most {most}",
+            path.display()
+        );
+    }
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("--strategy-file {}", path.display()))?;
+    if !xt_shared::lang::is_source(&source) {
+        bail!(
+            "--strategy-file {}: a strategy's source starts with `strategy NAME` on its first line",
+            path.display()
+        );
+    }
+    Ok(source)
+}
+
 impl LocalArgs {
     /// The batch spec these flags describe.
     pub fn spec(&self) -> Result<BatchSpec> {
@@ -111,7 +138,12 @@ impl LocalArgs {
                 self.synthetic, self.years, self.seed
             ),
         };
-        let mut spec = BatchSpec::new(data, &self.strategy);
+        let strategy = match (&self.strategy, &self.strategy_file) {
+            (_, Some(path)) => read_strategy(path)?,
+            (Some(name), None) => name.clone(),
+            (None, None) => bail!("give --strategy NAME or --strategy-file PATH"),
+        };
+        let mut spec = BatchSpec::new(data, strategy);
         spec.universe = self
             .universe
             .as_ref()

@@ -152,6 +152,9 @@ pub fn render(summary: &Value) -> String {
         );
     }
     let p = &summary["provenance"];
+    if let Some(hash) = p["strategy_hash"].as_str() {
+        out += &format!("strategy {} version {hash}\n", text(&p["strategy"]));
+    }
     if p.is_object() {
         out += &format!(
             "made by {} from data {} ({} symbols), {} market rules ({})\n",

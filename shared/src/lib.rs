@@ -12,6 +12,7 @@ pub mod date;
 pub mod funding;
 pub mod import;
 pub mod job;
+pub mod lang;
 pub mod layout;
 pub mod market;
 pub mod metrics;

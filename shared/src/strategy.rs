@@ -3,10 +3,13 @@
 //! spec's `params` or `grid` into checked parameter sets. What a strategy does with them
 //! (its signals) is the engine's; the coordinator and the API need only this.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::lang::{Plan, Script};
 use crate::spec::SpecError;
 
 /// Whether a parameter takes integers (periods) or any number.
@@ -14,13 +17,15 @@ use crate::spec::SpecError;
 pub enum ParamKind {
     /// An integer >= 1.
     Period,
+    /// Any integer (a strategy language's `int`).
+    Integer,
     Number,
 }
 
 /// One parameter of a strategy.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ParamDef {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub kind: ParamKind,
     pub default: f64,
 }
@@ -28,14 +33,30 @@ pub struct ParamDef {
 impl ParamDef {
     pub const fn period(name: &'static str, default: usize) -> Self {
         ParamDef {
-            name,
+            name: Cow::Borrowed(name),
             kind: ParamKind::Period,
             default: default as f64,
         }
     }
     pub const fn number(name: &'static str, default: f64) -> Self {
         ParamDef {
-            name,
+            name: Cow::Borrowed(name),
+            kind: ParamKind::Number,
+            default,
+        }
+    }
+    /// A written strategy's `int` parameter.
+    pub fn integer(name: String, default: f64) -> Self {
+        ParamDef {
+            name: Cow::Owned(name),
+            kind: ParamKind::Integer,
+            default,
+        }
+    }
+    /// A written strategy's `float` parameter.
+    pub fn float(name: String, default: f64) -> Self {
+        ParamDef {
+            name: Cow::Owned(name),
             kind: ParamKind::Number,
             default,
         }
@@ -47,19 +68,19 @@ impl ParamDef {
 /// integers), e.g. `{"fast":12,"signal":9,"slow":26}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSet {
-    defs: &'static [ParamDef],
+    defs: Arc<[ParamDef]>,
     values: Vec<f64>,
     json: String,
 }
 
 impl ParamSet {
-    pub fn new(defs: &'static [ParamDef], values: Vec<f64>) -> Self {
+    pub fn new(defs: Arc<[ParamDef]>, values: Vec<f64>) -> Self {
         let map: serde_json::Map<String, Value> = defs
             .iter()
             .zip(&values)
             .map(|(d, &v)| {
                 let value = match d.kind {
-                    ParamKind::Period => Value::from(v as i64),
+                    ParamKind::Period | ParamKind::Integer => Value::from(v as i64),
                     ParamKind::Number => Value::from(v),
                 };
                 (d.name.to_string(), value)
@@ -70,8 +91,17 @@ impl ParamSet {
         ParamSet { defs, values, json }
     }
 
+    /// The set of a strategy without parameters.
+    pub fn empty() -> Self {
+        ParamSet::new(Arc::from(Vec::new()), Vec::new())
+    }
+
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    pub fn defs(&self) -> &[ParamDef] {
+        &self.defs
     }
 
     /// The value of a parameter the strategy declared; asking for another is a bug in the
@@ -84,10 +114,10 @@ impl ParamSet {
     }
 
     /// Each parameter's name and value, in the strategy's order.
-    pub fn entries(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
         self.defs
             .iter()
-            .map(|d| d.name)
+            .map(|d| d.name.as_ref())
             .zip(self.values.iter().copied())
     }
 
@@ -206,24 +236,105 @@ pub fn find(name: &str) -> Option<&'static StrategyDef> {
     CATALOG.iter().copied().find(|s| s.name == name)
 }
 
-/// Looks up the strategy and expands its parameters, or says which field is wrong.
+/// A batch's strategy: a built-in, or one written in the strategy language with its
+/// plan for each parameter set (in the order of the sets).
+#[derive(Debug, Clone)]
+pub enum Chosen {
+    Builtin(&'static StrategyDef),
+    Script {
+        script: Arc<Script>,
+        plans: Arc<[Plan]>,
+    },
+}
+
+impl Chosen {
+    /// The name results are labelled with.
+    pub fn name(&self) -> &str {
+        match self {
+            Chosen::Builtin(def) => def.name,
+            Chosen::Script { script, .. } => &script.name,
+        }
+    }
+
+    /// The hash of a written strategy's source: the version a batch ran.
+    pub fn source_hash(&self) -> Option<&str> {
+        match self {
+            Chosen::Builtin(_) => None,
+            Chosen::Script { script, .. } => Some(script.hash()),
+        }
+    }
+
+    /// The most bars any parameter set needs before its first signal can be defined.
+    pub fn lookback(&self) -> Option<usize> {
+        match self {
+            Chosen::Builtin(_) => None,
+            Chosen::Script { plans, .. } => plans.iter().map(|p| p.lookback).max(),
+        }
+    }
+}
+
+/// Looks up (or compiles) the strategy and expands its parameters, or says which field is
+/// wrong. `strategy` is a built-in's name or a written strategy's source.
 pub fn strategy_combos(
-    name: &str,
+    strategy: &str,
     params: Option<&BTreeMap<String, Value>>,
     grid: Option<&BTreeMap<String, Vec<Value>>>,
-) -> Result<(&'static StrategyDef, Vec<ParamSet>), SpecError> {
-    let s = find(name).ok_or_else(|| {
+) -> Result<(Chosen, Vec<ParamSet>), SpecError> {
+    if crate::lang::is_source(strategy) {
+        let script =
+            Script::compile(strategy).map_err(|e| SpecError::new("strategy", e.to_string()))?;
+        let (script, combos, plans) = script_combos(Arc::new(script), params, grid)?;
+        return Ok((Chosen::Script { script, plans }, combos));
+    }
+    let s = find(strategy).ok_or_else(|| {
         let names: Vec<_> = CATALOG.iter().map(|s| s.name).collect();
         SpecError::new(
             "strategy",
             format!(
-                "unknown strategy {name:?}; built-ins are {}",
+                "unknown strategy {strategy:?}; built-ins are {} (or give a strategy's source)",
                 names.join(", ")
             ),
         )
     })?;
     let combos = expand(s, params, grid).map_err(|e| SpecError::new(e.field, e.message))?;
-    Ok((s, combos))
+    Ok((Chosen::Builtin(s), combos))
+}
+
+/// How results name a batch's strategy: a built-in's name, or a written strategy's
+/// declared name and the hash of its source (the exact version that ran).
+pub fn provenance(strategy: &str) -> (String, Option<String>) {
+    if !crate::lang::is_source(strategy) {
+        return (strategy.to_string(), None);
+    }
+    let name = Script::compile(strategy).map_or_else(|_| "(invalid)".into(), |s| s.name);
+    (name, Some(crate::lang::source_hash(strategy)))
+}
+
+/// A compiled script's parameter sets, each checked against its ranges and rules and
+/// resolved into its plan.
+pub fn script_combos(
+    script: Arc<Script>,
+    params: Option<&BTreeMap<String, Value>>,
+    grid: Option<&BTreeMap<String, Vec<Value>>>,
+) -> Result<(Arc<Script>, Vec<ParamSet>, Arc<[Plan]>), SpecError> {
+    let combos = expand_with(
+        &script.name,
+        script.params().clone(),
+        &|_| Ok(()),
+        params,
+        grid,
+    )
+    .map_err(|e| SpecError::new(e.field, e.message))?;
+    let field = if params.is_none() && grid.is_some() {
+        "grid"
+    } else {
+        "params"
+    };
+    let plans = combos
+        .iter()
+        .map(|set| script.resolve(set).map_err(|m| SpecError::new(field, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((script, combos, plans.into()))
 }
 
 /// The most combinations one batch may sweep.
@@ -252,15 +363,33 @@ pub fn expand(
     params: Option<&BTreeMap<String, Value>>,
     grid: Option<&BTreeMap<String, Vec<Value>>>,
 ) -> Result<Vec<ParamSet>, ParamError> {
-    let defs = strategy.params;
+    expand_with(
+        strategy.name,
+        strategy.params.into(),
+        &strategy.check,
+        params,
+        grid,
+    )
+}
+
+/// `expand` for any strategy: its name (for messages), parameters and rules.
+pub fn expand_with(
+    name: &str,
+    defs: Arc<[ParamDef]>,
+    check: &dyn Fn(&ParamSet) -> Result<(), String>,
+    params: Option<&BTreeMap<String, Value>>,
+    grid: Option<&BTreeMap<String, Vec<Value>>>,
+) -> Result<Vec<ParamSet>, ParamError> {
     let known = || {
         if defs.is_empty() {
-            format!("{} takes no parameters", strategy.name)
+            format!("{name} takes no parameters")
         } else {
             format!(
-                "{} takes {}",
-                strategy.name,
-                defs.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                "{name} takes {}",
+                defs.iter()
+                    .map(|d| d.name.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }
     };
@@ -286,9 +415,9 @@ pub fn expand(
         }
     }
     let mut axes: Vec<Vec<f64>> = Vec::with_capacity(defs.len());
-    for def in defs {
+    for def in defs.iter() {
         let path = format!("{field}.{}", def.name);
-        let values = match given.get(def.name) {
+        let values = match given.get(def.name.as_ref()) {
             None => vec![def.default],
             Some(list) if list.is_empty() => {
                 return Err(param_error(path, "the grid lists no values"));
@@ -314,8 +443,8 @@ pub fn expand(
     let mut index = vec![0usize; axes.len()];
     for _ in 0..total {
         let values = index.iter().zip(&axes).map(|(&i, a)| a[i]).collect();
-        let set = ParamSet::new(defs, values);
-        (strategy.check)(&set).map_err(|m| param_error(field, format!("{}: {m}", set.json())))?;
+        let set = ParamSet::new(defs.clone(), values);
+        check(&set).map_err(|m| param_error(field, format!("{}: {m}", set.json())))?;
         sets.push(set);
         for axis in (0..axes.len()).rev() {
             index[axis] += 1;
@@ -341,6 +470,11 @@ fn parse_value(def: &ParamDef, value: &Value) -> Result<f64, String> {
                 return Err(format!(
                     "a period must be an integer in 1..={MAX_PERIOD}, got {value}"
                 ));
+            }
+        }
+        ParamKind::Integer => {
+            if v.fract() != 0.0 || v.abs() > 1e15 {
+                return Err(format!("must be an integer, got {value}"));
             }
         }
         ParamKind::Number => {

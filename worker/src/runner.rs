@@ -59,7 +59,7 @@ pub fn execute(
         writer.push(combos[i].json(), &bars.dates, run, metrics);
         curve(i, &bars.dates, &run.equity);
     })?;
-    let benchmark = [ParamSet::new(&[], Vec::new())];
+    let benchmark = [ParamSet::empty()];
     run_job(
         &sleeve,
         strategy::buy_and_hold(),
@@ -102,7 +102,7 @@ pub use xt_shared::tables::finish_portfolio;
 /// order, with the job's index) and calling `progress(done, total)`.
 fn run_plan(
     spec: &BatchSpec,
-    strategy: &'static dyn Strategy,
+    strategy: &dyn Strategy,
     combos: &[ParamSet],
     plan: &BatchPlan,
     source: &dyn BarSource,
@@ -180,7 +180,7 @@ pub fn run_batch(
     let collected = Mutex::new(Vec::with_capacity(plan.jobs.len()));
     let outcome = run_plan(
         spec,
-        strategy,
+        strategy.as_ref(),
         &combos,
         &plan,
         source,

@@ -90,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Strategies written in the strategy language.
+    Strategy {
+        #[command(subcommand)]
+        command: StrategyCommand,
+    },
     /// Mint a bearer token from the service's secret (for operators).
     Token(TokenArgs),
     /// Run the HTTP API in front of a coordinator.
@@ -124,6 +129,21 @@ enum DataCommand {
         /// DST/xt-import-rejected.csv.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StrategyCommand {
+    /// Compile FILE and check every parameter set of its grid (as a submission does),
+    /// printing each set's longest lookback; exits 2 on the first error.
+    Check {
+        file: PathBuf,
+        /// One parameter set as JSON, e.g. '{"fast":12}'.
+        #[arg(long, conflicts_with = "grid")]
+        params: Option<String>,
+        /// A grid as JSON, a list of values per parameter.
+        #[arg(long)]
+        grid: Option<String>,
     },
 }
 
@@ -187,6 +207,10 @@ fn main() -> ExitCode {
                     report,
                 },
         } => xt_api::import::data_import(&src, &dst, &format, report),
+        Command::Strategy {
+            command: StrategyCommand::Check { file, params, grid },
+        } => xt_api::strategy::check(&file, params.as_deref(), grid.as_deref())
+            .map(|report| print!("{report}")),
         Command::Token(args) => client::token(&args).map(|t| println!("{t}")),
         Command::Serve(args) => runtime().block_on(client::serve(&args)),
         Command::DevCa { out, hosts, days } => {

@@ -38,14 +38,21 @@ pub async fn strategies(_caller: Caller) -> Json<Vec<StrategyInfo>> {
                     .iter()
                     .map(|p| match p.kind {
                         ParamKind::Period => ParamInfo {
-                            name: p.name.into(),
+                            name: p.name.to_string(),
                             r#type: "integer".into(),
                             default: p.default,
                             minimum: Some(1.0),
                             maximum: Some(MAX_PERIOD),
                         },
+                        ParamKind::Integer => ParamInfo {
+                            name: p.name.to_string(),
+                            r#type: "integer".into(),
+                            default: p.default,
+                            minimum: None,
+                            maximum: None,
+                        },
                         ParamKind::Number => ParamInfo {
-                            name: p.name.into(),
+                            name: p.name.to_string(),
                             r#type: "number".into(),
                             default: p.default,
                             minimum: None,

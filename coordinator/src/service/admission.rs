@@ -14,8 +14,9 @@ impl Coordinator {
     ) -> Result<(u64, u32), CoordinatorError> {
         let bad = CoordinatorError::Spec;
         spec.check().map_err(bad)?;
-        let (_, combos) = strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
-            .map_err(bad)?;
+        let (chosen, combos) =
+            strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
+                .map_err(bad)?;
         let spec = match &self.config.data_roots {
             Some(roots) => xt_shared::open::confine(&spec, roots).map_err(bad)?,
             None => spec,
@@ -40,6 +41,7 @@ impl Coordinator {
             .planner
             .install(|| plan(&spec, source.as_ref(), &universe))
             .map_err(bad)?;
+        check_lookback(&chosen, &combos, planned.dates.len(), &spec).map_err(bad)?;
         let jobs: Vec<JobSpec> = planned.jobs.into_iter().map(|j| j.spec).collect();
         let n = jobs.len() as u32;
         self.check_limits(tenant, n as usize)?;
@@ -158,4 +160,28 @@ pub struct BatchView {
     pub name: Option<String>,
     pub submitted_ms: u64,
     pub jobs: usize,
+}
+
+/// A written strategy's parameter set whose windows need more bars than the batch's
+/// calendar holds would never signal: refused, naming the set.
+fn check_lookback(
+    chosen: &Chosen,
+    combos: &[ParamSet],
+    bars: usize,
+    spec: &BatchSpec,
+) -> Result<(), xt_shared::SpecError> {
+    let Chosen::Script { plans, .. } = chosen else {
+        return Ok(());
+    };
+    match plans.iter().zip(combos).find(|(p, _)| p.lookback >= bars) {
+        Some((plan, set)) => Err(xt_shared::SpecError::new(
+            if spec.grid.is_some() { "grid" } else { "params" },
+            format!(
+                "{}: its windows need {} bars before the first signal; the date range holds {bars}",
+                set.json(),
+                plan.lookback + 1
+            ),
+        )),
+        None => Ok(()),
+    }
 }

@@ -252,9 +252,11 @@ fn provenance(spec: &BatchSpec, jobs: &[JobSpec], hashes: &[Option<u64>]) -> Val
     if spec.costs.and_then(|c| c.stamp_duty).is_none() {
         costs["stamp_duty"] = "schedule".into();
     }
+    let (strategy, strategy_hash) = xt_shared::strategy::provenance(&spec.strategy);
     json!({
         "engine": format!("xtrading {}", env!("CARGO_PKG_VERSION")),
-        "strategy": spec.strategy,
+        "strategy": strategy,
+        "strategy_hash": strategy_hash,
         "params": spec.params,
         "grid": spec.grid,
         "market": spec.market.name(),

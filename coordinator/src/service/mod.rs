@@ -61,7 +61,7 @@ use xt_shared::job::{JobSpec, plan};
 use xt_shared::open::{DataRoots, resolve_universe};
 use xt_shared::portfolio::{FixedSum, PortfolioSum};
 use xt_shared::spec::{DataSpec, Table};
-use xt_shared::strategy::{ParamSet, strategy_combos};
+use xt_shared::strategy::{Chosen, ParamSet, strategy_combos};
 use xt_shared::tables::{TableWriter, finish_portfolio};
 use xt_shared::{BatchSpec, Date};
 use xt_wire::auth::ClusterSecret;

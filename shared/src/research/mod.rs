@@ -26,11 +26,11 @@ pub const DEFAULT_PBO_BLOCKS: usize = 16;
 /// The permutation that puts `combos` in grid order (SEMANTICS section 9): values compared
 /// numerically, parameter by parameter, parameters in the byte order of their names.
 pub fn grid_order(combos: &[ParamSet]) -> Vec<usize> {
-    let key = |p: &ParamSet| {
+    fn key(p: &ParamSet) -> Vec<(&str, f64)> {
         let mut v: Vec<(&str, f64)> = p.entries().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
-    };
+    }
     let keys: Vec<Vec<(&str, f64)>> = combos.iter().map(key).collect();
     let mut order: Vec<usize> = (0..combos.len()).collect();
     order.sort_by(|&a, &b| {
@@ -188,13 +188,13 @@ pub fn research(
 
 /// The parameters (of three values or more) at whose smallest or largest value set `at`
 /// sits: a best set there suggests the grid stops short of the optimum.
-fn on_edge(sets: &[ParamSet], at: usize) -> Vec<&'static str> {
+fn on_edge(sets: &[ParamSet], at: usize) -> Vec<String> {
     let axes = axes(&values(sets));
     sets[at]
         .entries()
         .zip(&axes)
         .filter(|((_, v), axis)| axis.len() >= 3 && (*v == axis[0] || *v == axis[axis.len() - 1]))
-        .map(|((name, _), _)| name)
+        .map(|((name, _), _)| name.to_string())
         .collect()
 }
 

@@ -165,6 +165,15 @@ impl Exchange {
 
     /// Risk-based size `lot * floor(cash * risk / atr / lot)`, capped by the all-in size.
     /// A zero ATR puts no risk bound on the size.
+    /// A quantity rule's size: `qty` rounded down to whole lots and capped by "all in"; a
+    /// missing or non-positive `qty` buys nothing (SEMANTICS section 13).
+    pub fn sized(&self, cash: f64, price: f64, qty: f64) -> f64 {
+        if !(qty.is_finite() && qty > 0.0) {
+            return 0.0;
+        }
+        (self.lot * (qty / self.lot).floor()).min(self.all_in(cash, price))
+    }
+
     pub fn risk_sized(&self, cash: f64, price: f64, risk: f64, atr: f64) -> f64 {
         let all_in = self.all_in(cash, price);
         if atr <= 0.0 {

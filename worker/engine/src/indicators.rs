@@ -295,6 +295,8 @@ enum Key {
 pub struct Indicators<'a> {
     bars: &'a Bars,
     cache: HashMap<Key, Series>,
+    /// A written strategy's operations, computed for one parameter set and kept for the rest.
+    pub(crate) computed: crate::script::Computed,
 }
 
 impl<'a> Indicators<'a> {
@@ -302,6 +304,7 @@ impl<'a> Indicators<'a> {
         Indicators {
             bars,
             cache: HashMap::new(),
+            computed: Default::default(),
         }
     }
 

@@ -38,7 +38,7 @@ pub fn run_job(
     for (i, params) in combos.iter().enumerate() {
         interrupt.check()?;
         signals.reset(job.bars.len());
-        strategy.signals(params, &mut indicators, &mut signals);
+        strategy.signals(i, params, &mut indicators, &mut signals);
         simulate(
             job.bars,
             job.exchange,

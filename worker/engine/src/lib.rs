@@ -6,6 +6,7 @@ pub mod exchange;
 pub mod indicators;
 pub mod interrupt;
 pub mod job;
+pub mod script;
 pub mod sleeve;
 pub mod strategy;
 
@@ -14,4 +15,5 @@ pub use interrupt::{Halt, Interrupt, Never};
 pub use job::{Job, run_job};
 pub use sleeve::{SleeveRun, Trade, simulate};
 pub use strategy::{ParamSet, Signals, Strategy};
+pub use script::ScriptStrategy;
 pub use xt_shared::tables;

@@ -7,6 +7,7 @@
 
 use super::exchange::Exchange;
 use super::interrupt::{CHECK_BARS, Halt, Interrupt};
+use super::script::{Held, LiveRule};
 use super::strategy::Signals;
 use xt_shared::Bars;
 
@@ -43,6 +44,14 @@ pub fn simulate(
     let mut qty = 0.0;
     let mut order = Order::None;
     let mut stop = f64::NEG_INFINITY;
+    // The open position as a written strategy's exit reads it.
+    let mut held = Held {
+        entry_price: f64::NAN,
+        bars_held: f64::NAN,
+        signal: 0,
+        cash: f64::NAN,
+    };
+    let mut entered = 0;
     for t in 0..n {
         if t % CHECK_BARS == CHECK_BARS - 1 {
             interrupt.check()?;
@@ -53,15 +62,31 @@ pub fn simulate(
                 order = Order::None;
                 if exchange.can_buy(t) {
                     let price = exchange.buy_price(bars.open[t]);
-                    let size = match &signals.risk {
-                        Some(r) => exchange.risk_sized(cash, price, r.risk, r.atr[signal]),
-                        None => exchange.all_in(cash, price),
+                    let size = match (&signals.risk, &signals.qty_rule) {
+                        (Some(r), _) => exchange.risk_sized(cash, price, r.risk, r.atr[signal]),
+                        (None, Some(rule)) => {
+                            let flat = Held {
+                                entry_price: f64::NAN,
+                                bars_held: f64::NAN,
+                                signal,
+                                cash,
+                            };
+                            exchange.sized(cash, price, rule.value(signal, &flat))
+                        }
+                        (None, None) => exchange.all_in(cash, price),
                     };
                     if size > 0.0 {
                         let notional = size * price;
                         let costs = exchange.buy_costs(notional);
                         cash -= notional + costs;
                         qty = size;
+                        held = Held {
+                            entry_price: price,
+                            bars_held: 0.0,
+                            signal,
+                            cash,
+                        };
+                        entered = t;
                         if let Some(r) = &signals.risk {
                             stop = price - r.stop_atr * r.atr[signal];
                         }
@@ -108,7 +133,20 @@ pub fn simulate(
         }
         if qty > 0.0 {
             let leaves_index = member[t] && !member[t + 1];
-            if order == Order::None && (signals.exit[t] || close < stop || leaves_index) {
+            let live_exit = |rule: &LiveRule| {
+                let now = Held {
+                    bars_held: (t - entered) as f64,
+                    cash,
+                    ..held
+                };
+                rule.value(t, &now) != 0.0
+            };
+            if order == Order::None
+                && (signals.exit[t]
+                    || close < stop
+                    || leaves_index
+                    || signals.exit_rule.as_ref().is_some_and(live_exit))
+            {
                 order = Order::Exit;
             }
         } else if signals.enter[t] && member[t + 1] {

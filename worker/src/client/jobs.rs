@@ -38,7 +38,7 @@ pub fn run_leased(spec: &JobSpec, source: &dyn BarSource) -> Result<JobOutput, S
         },
         endless: false,
     };
-    run_expanded(spec, strategy, &combos, source, started, &control)
+    run_expanded(spec, strategy.as_ref(), &combos, source, started, &control)
 }
 
 /// What may stop one job attempt, and its budget.
@@ -61,20 +61,20 @@ pub(super) type StrategyKey = (
 /// jobs all do), not again for every job.
 #[derive(Default)]
 pub(super) struct Expanded {
-    pub(super) last: Option<(StrategyKey, &'static dyn Strategy, Arc<Vec<ParamSet>>)>,
+    pub(super) last: Option<(StrategyKey, Arc<dyn Strategy>, Arc<Vec<ParamSet>>)>,
 }
 
 impl Expanded {
     pub(super) fn get(
         &mut self,
         spec: &JobSpec,
-    ) -> Result<(&'static dyn Strategy, Arc<Vec<ParamSet>>), String> {
+    ) -> Result<(Arc<dyn Strategy>, Arc<Vec<ParamSet>>), String> {
         if let Some(((name, params, grid), strategy, combos)) = &self.last
             && *name == spec.strategy
             && *params == spec.params
             && *grid == spec.grid
         {
-            return Ok((*strategy, combos.clone()));
+            return Ok((strategy.clone(), combos.clone()));
         }
         let (strategy, combos) =
             strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
@@ -85,7 +85,7 @@ impl Expanded {
             spec.params.clone(),
             spec.grid.clone(),
         );
-        self.last = Some((key, strategy, combos.clone()));
+        self.last = Some((key, strategy.clone(), combos.clone()));
         Ok((strategy, combos))
     }
 }
@@ -139,7 +139,7 @@ impl JobRunner {
                 budget: self.budget,
                 endless: self.endless_symbol.as_deref() == Some(spec.symbol.as_str()),
             };
-            run_expanded(&spec, strategy, &combos, source.as_ref(), started, &control)
+            run_expanded(&spec, strategy.as_ref(), &combos, source.as_ref(), started, &control)
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .unwrap_or_else(|_| Err("the job panicked".to_string()))

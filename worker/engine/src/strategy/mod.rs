@@ -15,14 +15,17 @@ mod sma_cross;
 mod turtle;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use xt_shared::SpecError;
 pub use xt_shared::strategy::{
-    MAX_COMBINATIONS, MAX_PERIOD, ParamDef, ParamError, ParamKind, ParamSet, StrategyDef, expand,
+    Chosen, MAX_COMBINATIONS, MAX_PERIOD, ParamDef, ParamError, ParamKind, ParamSet, StrategyDef,
+    expand,
 };
 
 use super::indicators::{Indicators, Series};
+use super::script::{LiveRule, ScriptStrategy};
 
 /// Sizing and stop of a strategy that risks a fixed share of cash per trade (turtle).
 #[derive(Debug, Clone)]
@@ -41,6 +44,11 @@ pub struct Signals {
     pub enter: Vec<bool>,
     pub exit: Vec<bool>,
     pub risk: Option<RiskRule>,
+    /// An exit that reads the open position (a written strategy's stop), read at each
+    /// close while the sleeve holds one, besides `exit`.
+    pub exit_rule: Option<LiveRule>,
+    /// A written strategy's quantity rule, read when an entry fills; all in without one.
+    pub qty_rule: Option<LiveRule>,
 }
 
 impl Signals {
@@ -51,6 +59,8 @@ impl Signals {
         self.exit.clear();
         self.exit.resize(n, false);
         self.risk = None;
+        self.exit_rule = None;
+        self.qty_rule = None;
     }
 }
 
@@ -79,20 +89,28 @@ pub fn cross_below(a: &[f64], b: &[f64], out: &mut [bool]) {
     }
 }
 
-/// A trading rule's signals, for its declaration.
+/// A trading rule's signals.
 pub trait Strategy: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Writes the enter and exit flags of every bar into `out` (already reset to the bar
+    /// count) for parameter set number `set`, whose values are `params`.
+    fn signals(
+        &self,
+        set: usize,
+        params: &ParamSet,
+        indicators: &mut Indicators<'_>,
+        out: &mut Signals,
+    );
+}
+
+/// A built-in strategy: signals and a declaration in `xt_shared::strategy`.
+pub trait Builtin: Strategy {
     fn def(&self) -> &'static StrategyDef;
-
-    fn name(&self) -> &'static str {
-        self.def().name
-    }
-
-    /// Writes the enter and exit flags of every bar into `out` (already reset to the bar count).
-    fn signals(&self, params: &ParamSet, indicators: &mut Indicators<'_>, out: &mut Signals);
 }
 
 /// Every built-in strategy, in the order of `xt_shared::strategy::CATALOG`.
-pub fn catalog() -> &'static [&'static dyn Strategy] {
+pub fn catalog() -> &'static [&'static dyn Builtin] {
     &[
         &buy_and_hold::BuyAndHold,
         &sma_cross::SmaCross,
@@ -108,24 +126,51 @@ pub fn buy_and_hold() -> &'static dyn Strategy {
     &buy_and_hold::BuyAndHold
 }
 
-pub fn find(name: &str) -> Option<&'static dyn Strategy> {
+pub fn find(name: &str) -> Option<&'static dyn Builtin> {
     catalog().iter().copied().find(|s| s.name() == name)
 }
 
-/// Looks up the strategy and expands its parameters, or says which field is wrong.
+/// A built-in strategy, shared like a written one.
+struct Shared(&'static dyn Builtin);
+
+impl Strategy for Shared {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn signals(&self, set: usize, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {
+        self.0.signals(set, p, ind, out)
+    }
+}
+
+/// A batch's strategy as the engine runs it.
+pub fn runnable(chosen: &Chosen) -> Result<Arc<dyn Strategy>, SpecError> {
+    Ok(match chosen {
+        Chosen::Builtin(def) => {
+            let builtin = find(def.name).ok_or_else(|| {
+                SpecError::new(
+                    "strategy",
+                    format!("{:?} has no signals in this engine", def.name),
+                )
+            })?;
+            Arc::new(Shared(builtin))
+        }
+        Chosen::Script { script, plans } => Arc::new(ScriptStrategy {
+            script: script.clone(),
+            plans: plans.clone(),
+        }),
+    })
+}
+
+/// Looks up (or compiles) the strategy and expands its parameters, or says which field
+/// is wrong.
 pub fn strategy_combos(
-    name: &str,
+    strategy: &str,
     params: Option<&BTreeMap<String, Value>>,
     grid: Option<&BTreeMap<String, Vec<Value>>>,
-) -> Result<(&'static dyn Strategy, Vec<ParamSet>), SpecError> {
-    let (def, combos) = xt_shared::strategy::strategy_combos(name, params, grid)?;
-    let strategy = find(def.name).ok_or_else(|| {
-        SpecError::new(
-            "strategy",
-            format!("{:?} has no signals in this engine", def.name),
-        )
-    })?;
-    Ok((strategy, combos))
+) -> Result<(Arc<dyn Strategy>, Vec<ParamSet>), SpecError> {
+    let (chosen, combos) = xt_shared::strategy::strategy_combos(strategy, params, grid)?;
+    Ok((runnable(&chosen)?, combos))
 }
 
 #[cfg(test)]
@@ -155,7 +200,7 @@ mod tests {
             let set = &expand(s.def(), None, None).unwrap()[0];
             let mut sig = Signals::default();
             sig.reset(bars.len());
-            s.signals(set, &mut ind, &mut sig);
+            s.signals(0, set, &mut ind, &mut sig);
             assert!(sig.enter.iter().any(|&e| e), "{} never enters", s.name());
             if s.name() != "buy_and_hold" {
                 assert!(sig.exit.iter().any(|&e| e), "{} never exits", s.name());

@@ -3,17 +3,23 @@
 //! `stop_atr` ATRs below the entry fill. Sized by risk: `cash * risk / ATR` shares, capped
 //! by what the cash buys.
 
-use super::{ParamSet, RiskRule, Signals, Strategy, StrategyDef};
+use super::{Builtin, ParamSet, RiskRule, Signals, Strategy, StrategyDef};
 use crate::indicators::Indicators;
 
 pub struct Turtle;
 
-impl Strategy for Turtle {
+impl Builtin for Turtle {
     fn def(&self) -> &'static StrategyDef {
         &xt_shared::strategy::TURTLE
     }
+}
 
-    fn signals(&self, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {
+impl Strategy for Turtle {
+    fn name(&self) -> &str {
+        self.def().name
+    }
+
+    fn signals(&self, _: usize, p: &ParamSet, ind: &mut Indicators<'_>, out: &mut Signals) {
         let upper = ind.max_high(p.period("entry"));
         let lower = ind.min_low(p.period("exit"));
         let atr = ind.atr(p.period("atr"));
