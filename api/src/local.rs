@@ -29,7 +29,12 @@ pub struct LocalArgs {
     #[arg(long, env = "XT_SEED", default_value_t = 42)]
     pub seed: u64,
     /// buy_and_hold, sma_cross, macd, bollinger, rsi or turtle.
-    #[arg(long, env = "XT_STRATEGY", required_unless_present = "strategy_file", conflicts_with = "strategy_file")]
+    #[arg(
+        long,
+        env = "XT_STRATEGY",
+        required_unless_present = "strategy_file",
+        conflicts_with = "strategy_file"
+    )]
     pub strategy: Option<String>,
     /// A strategy written in the strategy language (docs/strategy-language.md), e.g.
     /// examples/strategies/macd.xts; --params and --grid name its parameters.

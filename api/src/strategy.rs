@@ -14,10 +14,16 @@ pub fn check(path: &Path, params: Option<&str>, grid: Option<&str>) -> Result<St
     let source = crate::local::read_strategy(path)?;
     let script = Script::compile(&source).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let params = params
-        .map(|p| serde_json::from_str(p).with_context(|| format!("--params: not a JSON object of values: {p}")))
+        .map(|p| {
+            serde_json::from_str(p)
+                .with_context(|| format!("--params: not a JSON object of values: {p}"))
+        })
         .transpose()?;
     let grid = grid
-        .map(|g| serde_json::from_str(g).with_context(|| format!("--grid: not a JSON object of lists: {g}")))
+        .map(|g| {
+            serde_json::from_str(g)
+                .with_context(|| format!("--grid: not a JSON object of lists: {g}"))
+        })
         .transpose()?;
     let (script, combos, plans) = script_combos(script.into(), params.as_ref(), grid.as_ref())
         .map_err(|e| anyhow!("{}: {}: {}", path.display(), e.field, e.message))?;

@@ -175,7 +175,11 @@ fn check_lookback(
     };
     match plans.iter().zip(combos).find(|(p, _)| p.lookback >= bars) {
         Some((plan, set)) => Err(xt_shared::SpecError::new(
-            if spec.grid.is_some() { "grid" } else { "params" },
+            if spec.grid.is_some() {
+                "grid"
+            } else {
+                "params"
+            },
             format!(
                 "{}: its windows need {} bars before the first signal; the date range holds {bars}",
                 set.json(),

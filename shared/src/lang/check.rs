@@ -159,8 +159,18 @@ pub fn check(stmts: &[Stmt], len: usize) -> Result<(String, Vec<ParamDef>, Body)
     let end = Span::new(len, len);
     let name = match stmts.first() {
         Some(Stmt::Strategy { name, .. }) => name.clone(),
-        Some(s) => return Err(LangError::at(stmt_span(s), "a strategy starts with `strategy NAME`")),
-        None => return Err(LangError::at(end, "the source is empty; a strategy starts with `strategy NAME`")),
+        Some(s) => {
+            return Err(LangError::at(
+                stmt_span(s),
+                "a strategy starts with `strategy NAME`",
+            ));
+        }
+        None => {
+            return Err(LangError::at(
+                end,
+                "the source is empty; a strategy starts with `strategy NAME`",
+            ));
+        }
     };
     let mut c = Checker {
         body: Body {
@@ -186,18 +196,34 @@ pub fn check(stmts: &[Stmt], len: usize) -> Result<(String, Vec<ParamDef>, Body)
             Stmt::Strategy { span, .. } => {
                 return Err(LangError::at(*span, "a source holds one strategy"));
             }
-            Stmt::Param { name, span, kind, default, default_span, range } => {
+            Stmt::Param {
+                name,
+                span,
+                kind,
+                default,
+                default_span,
+                range,
+            } => {
                 c.fresh(name, *span)?;
                 let int = |v: f64| v.fract() == 0.0 && v.abs() < 1e15;
                 if *kind == Kind::Int && !int(*default) {
-                    return Err(LangError::at(*default_span, format!("an int parameter's default must be an integer, got {default}")));
+                    return Err(LangError::at(
+                        *default_span,
+                        format!("an int parameter's default must be an integer, got {default}"),
+                    ));
                 }
                 if let Some((low, high, rspan)) = range {
                     if *kind == Kind::Int && !(int(*low) && int(*high)) {
-                        return Err(LangError::at(*rspan, "an int parameter's range has integer ends"));
+                        return Err(LangError::at(
+                            *rspan,
+                            "an int parameter's range has integer ends",
+                        ));
                     }
                     if !(low <= default && default <= high) {
-                        return Err(LangError::at(*default_span, format!("the default {default} is outside the range {low}..{high}")));
+                        return Err(LangError::at(
+                            *default_span,
+                            format!("the default {default} is outside the range {low}..{high}"),
+                        ));
                     }
                 }
                 c.body.params.insert(name.clone(), defs.len());
@@ -212,7 +238,10 @@ pub fn check(stmts: &[Stmt], len: usize) -> Result<(String, Vec<ParamDef>, Body)
             Stmt::Rule(e) => {
                 let (ty, _) = c.expr(e, Place::Rule)?;
                 if !ty.boolean || ty.series {
-                    return Err(LangError::at(e.span(), format!("a rule is a condition on parameters, got {}", ty.describe())));
+                    return Err(LangError::at(
+                        e.span(),
+                        format!("a rule is a condition on parameters, got {}", ty.describe()),
+                    ));
                 }
                 c.body.rules.push(e.clone());
             }
@@ -232,18 +261,28 @@ pub fn check(stmts: &[Stmt], len: usize) -> Result<(String, Vec<ParamDef>, Body)
                 }
                 let (ty, reads) = c.expr(e, Place::Qty)?;
                 if ty.boolean {
-                    return Err(LangError::at(e.span(), format!("`qty` is a number of shares, got {}", ty.describe())));
+                    return Err(LangError::at(
+                        e.span(),
+                        format!("`qty` is a number of shares, got {}", ty.describe()),
+                    ));
                 }
                 c.follow(reads);
                 c.body.qty = Some(e.clone());
             }
         }
     }
-    c.body.entry = entry.ok_or_else(|| LangError::at(end, "the strategy has no `entry when CONDITION`"))?;
+    c.body.entry =
+        entry.ok_or_else(|| LangError::at(end, "the strategy has no `entry when CONDITION`"))?;
     c.body.exit = exit.ok_or_else(|| LangError::at(end, "the strategy has no `exit when CONDITION` (write `exit when false` to hold to the end)"))?;
     for (i, def) in defs.iter().enumerate() {
         if !c.reads.contains(def.name.as_ref()) {
-            return Err(LangError::at(c.body.param_spans[i], format!("parameter `{}` is declared but no entry, exit or qty uses it", def.name)));
+            return Err(LangError::at(
+                c.body.param_spans[i],
+                format!(
+                    "parameter `{}` is declared but no entry, exit or qty uses it",
+                    def.name
+                ),
+            ));
         }
     }
     Ok((name, defs, c.body))
@@ -260,7 +299,10 @@ fn stmt_span(s: &Stmt) -> Span {
 impl Checker {
     fn fresh(&self, name: &str, span: Span) -> Result<(), LangError> {
         if NAMES.contains(&name) || RESERVED.contains(&name) {
-            return Err(LangError::at(span, format!("`{name}` is a name of the language; choose another")));
+            return Err(LangError::at(
+                span,
+                format!("`{name}` is a name of the language; choose another"),
+            ));
         }
         if self.body.params.contains_key(name) || self.body.lets.contains_key(name) {
             return Err(LangError::at(span, format!("`{name}` is already declared")));
@@ -268,14 +310,30 @@ impl Checker {
         Ok(())
     }
 
-    fn decision(&mut self, e: &Expr, span: Span, place: Place, seen: &mut Option<Expr>) -> Result<Expr, LangError> {
-        let word = if place == Place::Entry { "entry" } else { "exit" };
+    fn decision(
+        &mut self,
+        e: &Expr,
+        span: Span,
+        place: Place,
+        seen: &mut Option<Expr>,
+    ) -> Result<Expr, LangError> {
+        let word = if place == Place::Entry {
+            "entry"
+        } else {
+            "exit"
+        };
         if seen.is_some() {
             return Err(LangError::at(span, format!("`{word} when` is given twice")));
         }
         let (ty, reads) = self.expr(e, place)?;
         if !ty.boolean {
-            return Err(LangError::at(e.span(), format!("`{word} when` takes a condition, got {}; compare it (`>`, `cross_above`...)", ty.describe())));
+            return Err(LangError::at(
+                e.span(),
+                format!(
+                    "`{word} when` takes a condition, got {}; compare it (`>`, `cross_above`...)",
+                    ty.describe()
+                ),
+            ));
         }
         self.follow(reads);
         Ok(e.clone())
@@ -298,45 +356,85 @@ impl Checker {
         Ok((ty, reads))
     }
 
-    fn ty(&self, e: &Expr, place: Place, at_entry: bool, reads: &mut HashSet<String>) -> Result<Ty, LangError> {
+    fn ty(
+        &self,
+        e: &Expr,
+        place: Place,
+        at_entry: bool,
+        reads: &mut HashSet<String>,
+    ) -> Result<Ty, LangError> {
         let num = |ty: Ty, what: &Expr| -> Result<Ty, LangError> {
             if ty.boolean {
-                return Err(LangError::at(what.span(), format!("expected a number, got {}", ty.describe())));
+                return Err(LangError::at(
+                    what.span(),
+                    format!("expected a number, got {}", ty.describe()),
+                ));
             }
             Ok(ty)
         };
         Ok(match e {
             Expr::Number(..) => Ty::default(),
-            Expr::Bool(..) => Ty { boolean: true, ..Ty::default() },
+            Expr::Bool(..) => Ty {
+                boolean: true,
+                ..Ty::default()
+            },
             Expr::Name(name, span) => self.name(name, *span, place, at_entry, reads)?,
             Expr::Neg(a, _) => num(self.ty(a, place, at_entry, reads)?, a)?,
             Expr::Not(a, _) => {
                 let ty = self.ty(a, place, at_entry, reads)?;
                 if !ty.boolean {
-                    return Err(LangError::at(a.span(), format!("`not` takes a condition, got {}", ty.describe())));
+                    return Err(LangError::at(
+                        a.span(),
+                        format!("`not` takes a condition, got {}", ty.describe()),
+                    ));
                 }
                 ty
             }
             Expr::Binary { op, lhs, rhs, .. } => {
-                let (a, b) = (self.ty(lhs, place, at_entry, reads)?, self.ty(rhs, place, at_entry, reads)?);
+                let (a, b) = (
+                    self.ty(lhs, place, at_entry, reads)?,
+                    self.ty(rhs, place, at_entry, reads)?,
+                );
                 let logic = matches!(op, BinOp::And | BinOp::Or);
                 for (ty, side) in [(a, lhs), (b, rhs)] {
                     if ty.boolean != logic {
                         let want = if logic { "a condition" } else { "a number" };
-                        return Err(LangError::at(side.span(), format!("`{}` takes {want} on each side, got {}", op.symbol(), ty.describe())));
+                        return Err(LangError::at(
+                            side.span(),
+                            format!(
+                                "`{}` takes {want} on each side, got {}",
+                                op.symbol(),
+                                ty.describe()
+                            ),
+                        ));
                     }
                 }
                 let mut ty = a.join(b);
                 ty.boolean = logic || op.is_comparison();
                 ty
             }
-            Expr::Call { name, name_span, args, span } => self.call(name, *name_span, args, *span, place, at_entry, reads)?,
+            Expr::Call {
+                name,
+                name_span,
+                args,
+                span,
+            } => self.call(name, *name_span, args, *span, place, at_entry, reads)?,
         })
     }
 
-    fn name(&self, name: &str, span: Span, place: Place, at_entry: bool, reads: &mut HashSet<String>) -> Result<Ty, LangError> {
+    fn name(
+        &self,
+        name: &str,
+        span: Span,
+        place: Place,
+        at_entry: bool,
+        reads: &mut HashSet<String>,
+    ) -> Result<Ty, LangError> {
         reads.insert(name.to_string());
-        let series = Ty { series: true, ..Ty::default() };
+        let series = Ty {
+            series: true,
+            ..Ty::default()
+        };
         if let Some(&i) = self.body.params.get(name) {
             let _ = i;
             return Ok(Ty::default());
@@ -348,14 +446,26 @@ impl Checker {
         }
         let ty = match name {
             "open" | "high" | "low" | "close" | "volume" => series,
-            "entry_price" | "bars_held" => Ty { position: true, ..series },
-            "cash" => Ty { cash: true, ..series },
+            "entry_price" | "bars_held" => Ty {
+                position: true,
+                ..series
+            },
+            "cash" => Ty {
+                cash: true,
+                ..series
+            },
             _ => {
-                let known = NAMES.iter().copied().chain(self.body.params.keys().map(String::as_str)).chain(self.body.lets.keys().map(String::as_str));
+                let known = NAMES
+                    .iter()
+                    .copied()
+                    .chain(self.body.params.keys().map(String::as_str))
+                    .chain(self.body.lets.keys().map(String::as_str));
                 let hint = if signature(name).is_some() {
                     format!("; `{name}` is a function: call it as `{}`", usage(name))
                 } else {
-                    nearest(name, known).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default()
+                    nearest(name, known)
+                        .map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default()
                 };
                 return Err(LangError::at(span, format!("unknown name `{name}`{hint}")));
             }
@@ -366,42 +476,99 @@ impl Checker {
 
     /// Position state only in `exit when` (outside `at_entry`), cash only in `qty`, and
     /// nothing but parameters in rules.
-    fn allowed(&self, ty: Ty, span: Span, place: Place, at_entry: bool, what: &str) -> Result<(), LangError> {
+    fn allowed(
+        &self,
+        ty: Ty,
+        span: Span,
+        place: Place,
+        at_entry: bool,
+        what: &str,
+    ) -> Result<(), LangError> {
         if place == Place::Rule && ty.series {
-            return Err(LangError::at(span, format!("a rule compares parameters only; {what} is a series")));
+            return Err(LangError::at(
+                span,
+                format!("a rule compares parameters only; {what} is a series"),
+            ));
         }
         if ty.position && (at_entry || !matches!(place, Place::Exit | Place::Let)) {
-            let why = if at_entry { "inside `at_entry`" } else { "here" };
-            return Err(LangError::at(span, format!("{what} reads the open position, which only `exit when` may do (not {why})")));
+            let why = if at_entry {
+                "inside `at_entry`"
+            } else {
+                "here"
+            };
+            return Err(LangError::at(
+                span,
+                format!(
+                    "{what} reads the open position, which only `exit when` may do (not {why})"
+                ),
+            ));
         }
         if ty.cash && !matches!(place, Place::Qty | Place::Let) {
-            return Err(LangError::at(span, format!("{what} reads the cash being sized, which only `qty` may do")));
+            return Err(LangError::at(
+                span,
+                format!("{what} reads the cash being sized, which only `qty` may do"),
+            ));
         }
         if ty.position && ty.cash {
-            return Err(LangError::at(span, format!("{what} reads both the position and the cash; no statement may")));
+            return Err(LangError::at(
+                span,
+                format!("{what} reads both the position and the cash; no statement may"),
+            ));
         }
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn call(&self, name: &str, name_span: Span, args: &[Expr], span: Span, place: Place, at_entry: bool, reads: &mut HashSet<String>) -> Result<Ty, LangError> {
+    fn call(
+        &self,
+        name: &str,
+        name_span: Span,
+        args: &[Expr],
+        span: Span,
+        place: Place,
+        at_entry: bool,
+        reads: &mut HashSet<String>,
+    ) -> Result<Ty, LangError> {
         let Some(sig) = signature(name) else {
-            let hint = if NAMES.contains(&name) || self.body.params.contains_key(name) || self.body.lets.contains_key(name) {
+            let hint = if NAMES.contains(&name)
+                || self.body.params.contains_key(name)
+                || self.body.lets.contains_key(name)
+            {
                 format!("; `{name}` is a value, not a function")
             } else {
-                nearest(name, FUNCTIONS.iter().map(|(n, _)| *n)).map(|n| format!("; did you mean `{}`?", usage(n))).unwrap_or_default()
+                nearest(name, FUNCTIONS.iter().map(|(n, _)| *n))
+                    .map(|n| format!("; did you mean `{}`?", usage(n)))
+                    .unwrap_or_default()
             };
-            return Err(LangError::at(name_span, format!("unknown function `{name}`{hint}")));
+            return Err(LangError::at(
+                name_span,
+                format!("unknown function `{name}`{hint}"),
+            ));
         };
         if args.len() != sig.len() {
-            return Err(LangError::at(span, format!("`{name}` takes {} argument{}, `{}`; got {}", sig.len(), if sig.len() == 1 { "" } else { "s" }, usage(name), args.len())));
+            return Err(LangError::at(
+                span,
+                format!(
+                    "`{name}` takes {} argument{}, `{}`; got {}",
+                    sig.len(),
+                    if sig.len() == 1 { "" } else { "s" },
+                    usage(name),
+                    args.len()
+                ),
+            ));
         }
         if name == "at_entry" {
             if place != Place::Exit && place != Place::Let {
-                return Err(LangError::at(name_span, "`at_entry` reads the open position, which only `exit when` may do"));
+                return Err(LangError::at(
+                    name_span,
+                    "`at_entry` reads the open position, which only `exit when` may do",
+                ));
             }
             if at_entry {
-                return Err(LangError::at(name_span, "`at_entry` inside `at_entry` reads the same bar; write it once"));
+                return Err(LangError::at(
+                    name_span,
+                    "`at_entry` inside `at_entry` reads the same bar; write it once",
+                ));
             }
         }
         let inner = at_entry || name == "at_entry";
@@ -410,22 +577,54 @@ impl Checker {
             let ty = self.ty(a, place, inner, reads)?;
             let nth = format!("argument {} of `{}`", i + 1, usage(name));
             match kind {
-                Arg::Num if ty.boolean => return Err(LangError::at(a.span(), format!("{nth} is a number, got {}", ty.describe()))),
-                Arg::Cond if !ty.boolean => return Err(LangError::at(a.span(), format!("{nth} is a condition, got {}", ty.describe()))),
+                Arg::Num if ty.boolean => {
+                    return Err(LangError::at(
+                        a.span(),
+                        format!("{nth} is a number, got {}", ty.describe()),
+                    ));
+                }
+                Arg::Cond if !ty.boolean => {
+                    return Err(LangError::at(
+                        a.span(),
+                        format!("{nth} is a condition, got {}", ty.describe()),
+                    ));
+                }
                 Arg::Window | Arg::Shift | Arg::Fixed if ty.boolean || ty.series => {
-                    let what = match kind { Arg::Window => "a window", Arg::Shift => "a shift", _ => "a number" };
-                    return Err(LangError::at(a.span(), format!("{nth} is {what} fixed for the run (a parameter, a number, or arithmetic of them), got {}", ty.describe())));
+                    let what = match kind {
+                        Arg::Window => "a window",
+                        Arg::Shift => "a shift",
+                        _ => "a number",
+                    };
+                    return Err(LangError::at(
+                        a.span(),
+                        format!(
+                            "{nth} is {what} fixed for the run (a parameter, a number, or arithmetic of them), got {}",
+                            ty.describe()
+                        ),
+                    ));
                 }
                 _ => {}
             }
             let elementwise = matches!(name, "if" | "abs" | "sign" | "log" | "pow" | "min" | "max");
             if (ty.position || ty.cash) && !elementwise && name != "at_entry" {
-                return Err(LangError::at(a.span(), format!("{nth} reads the position or the cash, which have no history; use them in arithmetic, comparisons and `if` only")));
+                return Err(LangError::at(
+                    a.span(),
+                    format!(
+                        "{nth} reads the position or the cash, which have no history; use them in arithmetic, comparisons and `if` only"
+                    ),
+                ));
             }
             tys.push(ty);
         }
         if name == "if" && tys[1].boolean != tys[2].boolean {
-            return Err(LangError::at(args[2].span(), format!("`if`'s branches must agree: the first is {}, the second {}", tys[1].describe(), tys[2].describe())));
+            return Err(LangError::at(
+                args[2].span(),
+                format!(
+                    "`if`'s branches must agree: the first is {}, the second {}",
+                    tys[1].describe(),
+                    tys[2].describe()
+                ),
+            ));
         }
         let mut ty = tys.iter().fold(Ty::default(), |acc, t| acc.join(*t));
         ty.boolean = match name {
@@ -445,7 +644,10 @@ impl Checker {
 }
 
 fn usage(name: &str) -> &'static str {
-    FUNCTIONS.iter().find(|(n, _)| *n == name).map_or("", |(_, u)| *u)
+    FUNCTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, u)| *u)
 }
 
 /// A value while resolving: folded to a constant, or a node of the plan.
@@ -470,26 +672,64 @@ pub fn resolve(body: &Body, defs: &[ParamDef], set: &ParamSet) -> Result<Plan, L
         if let Some((low, high)) = body.ranges[i]
             && !(low <= values[i] && values[i] <= high)
         {
-            return Err(LangError::at(body.param_spans[i], format!("{} = {} is outside its range {low}..{high}", def.name, values[i])));
+            return Err(LangError::at(
+                body.param_spans[i],
+                format!(
+                    "{} = {} is outside its range {low}..{high}",
+                    def.name, values[i]
+                ),
+            ));
         }
     }
-    let mut r = Resolver { body, values, nodes: Vec::new(), lookbacks: Vec::new(), index: HashMap::new(), lets: vec![None; body.let_exprs.len()] };
+    let mut r = Resolver {
+        body,
+        values,
+        nodes: Vec::new(),
+        lookbacks: Vec::new(),
+        index: HashMap::new(),
+        lets: vec![None; body.let_exprs.len()],
+    };
     for rule in &body.rules {
         if let Val::Const(v) = r.val(rule)?
             && v == 0.0
         {
-            let names: Vec<String> = defs.iter().zip(&r.values).filter(|(d, _)| mentions(rule, &d.name)).map(|(d, v)| format!("{} = {v}", d.name)).collect();
-            return Err(LangError::at(rule.span(), format!("this rule does not hold with {}", names.join(", "))));
+            let names: Vec<String> = defs
+                .iter()
+                .zip(&r.values)
+                .filter(|(d, _)| mentions(rule, &d.name))
+                .map(|(d, v)| format!("{} = {v}", d.name))
+                .collect();
+            return Err(LangError::at(
+                rule.span(),
+                format!("this rule does not hold with {}", names.join(", ")),
+            ));
         }
     }
     let entry = r.node(&body.entry)?;
     let exit = r.node(&body.exit)?;
     let qty = body.qty.as_ref().map(|q| r.node(q)).transpose()?;
     if r.nodes.len() > MAX_NODES {
-        return Err(LangError::at(body.entry.span(), format!("the strategy makes {} operations; at most {MAX_NODES}", r.nodes.len())));
+        return Err(LangError::at(
+            body.entry.span(),
+            format!(
+                "the strategy makes {} operations; at most {MAX_NODES}",
+                r.nodes.len()
+            ),
+        ));
     }
-    let lookback = [Some(entry), Some(exit), qty].into_iter().flatten().map(|n| r.lookbacks[n as usize]).max().unwrap_or(0);
-    Ok(Plan { nodes: r.nodes, entry, exit, qty, lookback })
+    let lookback = [Some(entry), Some(exit), qty]
+        .into_iter()
+        .flatten()
+        .map(|n| r.lookbacks[n as usize])
+        .max()
+        .unwrap_or(0);
+    Ok(Plan {
+        nodes: r.nodes,
+        entry,
+        exit,
+        qty,
+        lookback,
+    })
 }
 
 fn mentions(e: &Expr, name: &str) -> bool {
@@ -504,9 +744,15 @@ fn mentions(e: &Expr, name: &str) -> bool {
 
 impl Resolver<'_> {
     fn push(&mut self, op: Op, args: Vec<u32>, lookback: usize) -> u32 {
-        let stateful = matches!(op, Op::State(_) | Op::AtEntry) || args.iter().any(|&a| self.nodes[a as usize].stateful);
+        let stateful = matches!(op, Op::State(_) | Op::AtEntry)
+            || args.iter().any(|&a| self.nodes[a as usize].stateful);
         let constant = matches!(op, Op::Number(_) | Op::Bool(_));
-        let node = Node { op, args, stateful, constant };
+        let node = Node {
+            op,
+            args,
+            stateful,
+            constant,
+        };
         if let Some(&i) = self.index.get(&node) {
             return i;
         }
@@ -522,7 +768,11 @@ impl Resolver<'_> {
         match self.val(e)? {
             Val::Node(n) => Ok(n),
             Val::Const(v) => {
-                let op = if is_bool(self.body, e) { Op::Bool(v != 0.0) } else { Op::Number(Real(v)) };
+                let op = if is_bool(self.body, e) {
+                    Op::Bool(v != 0.0)
+                } else {
+                    Op::Number(Real(v))
+                };
                 Ok(self.push(op, Vec::new(), 0))
             }
         }
@@ -566,7 +816,9 @@ impl Resolver<'_> {
             Expr::Neg(a, _) => self.elementwise(Op::Neg, &[a])?,
             Expr::Not(a, _) => self.elementwise(Op::Not, &[a])?,
             Expr::Binary { op, lhs, rhs, .. } => self.elementwise(Op::Binary(*op), &[lhs, rhs])?,
-            Expr::Call { name, args, span, .. } => self.call(name, args, *span)?,
+            Expr::Call {
+                name, args, span, ..
+            } => self.call(name, args, *span)?,
         })
     }
 
@@ -574,30 +826,61 @@ impl Resolver<'_> {
     fn elementwise(&mut self, op: Op, args: &[&Expr]) -> Result<Val, LangError> {
         let vals: Vec<Val> = args.iter().map(|a| self.val(a)).collect::<Result<_, _>>()?;
         if vals.iter().all(|v| matches!(v, Val::Const(_))) {
-            let c: Vec<f64> = vals.iter().map(|v| if let Val::Const(x) = v { *x } else { 0.0 }).collect();
+            let c: Vec<f64> = vals
+                .iter()
+                .map(|v| if let Val::Const(x) = v { *x } else { 0.0 })
+                .collect();
             return Ok(Val::Const(match op {
                 Op::Binary(b) => binary(b, c[0], c[1]),
-                Op::If => if c[0] != 0.0 { c[1] } else { c[2] },
+                Op::If => {
+                    if c[0] != 0.0 {
+                        c[1]
+                    } else {
+                        c[2]
+                    }
+                }
                 _ => unary(&op, c[0], c.get(1).copied().unwrap_or(f64::NAN)),
             }));
         }
         let lookback = vals.iter().map(|v| self.lookback(*v)).max().unwrap_or(0);
-        let ids = args.iter().map(|a| self.node(a)).collect::<Result<Vec<_>, _>>()?;
+        let ids = args
+            .iter()
+            .map(|a| self.node(a))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Val::Node(self.push(op, ids, lookback)))
     }
 
     /// A window, shift or fixed number: the argument's value for this parameter set.
     fn fixed(&mut self, e: &Expr, what: Arg, function: &str) -> Result<f64, LangError> {
         let Val::Const(v) = self.val(e)? else {
-            return Err(LangError::at(e.span(), "expected a value fixed for the run"));
+            return Err(LangError::at(
+                e.span(),
+                "expected a value fixed for the run",
+            ));
         };
         let min = if what == Arg::Shift { 0.0 } else { 1.0 };
         if what != Arg::Fixed && !(v.fract() == 0.0 && v >= min && v <= MAX_WINDOW as f64) {
-            let noun = if what == Arg::Shift { "shift" } else { "window" };
-            return Err(LangError::at(e.span(), format!("the {noun} of `{}` must be an integer from {min} to {MAX_WINDOW}, got {v}", usage(function))));
+            let noun = if what == Arg::Shift {
+                "shift"
+            } else {
+                "window"
+            };
+            return Err(LangError::at(
+                e.span(),
+                format!(
+                    "the {noun} of `{}` must be an integer from {min} to {MAX_WINDOW}, got {v}",
+                    usage(function)
+                ),
+            ));
         }
         if what == Arg::Fixed && !v.is_finite() {
-            return Err(LangError::at(e.span(), format!("argument of `{}` must be a finite number, got {v}", usage(function))));
+            return Err(LangError::at(
+                e.span(),
+                format!(
+                    "argument of `{}` must be a finite number, got {v}",
+                    usage(function)
+                ),
+            ));
         }
         Ok(v)
     }
@@ -643,7 +926,11 @@ impl Resolver<'_> {
             "macd" | "macd_signal" => {
                 let (f, s, g) = (w(0), w(1), w(2));
                 let lb = f.max(s) - 1 + g - 1;
-                if name == "macd" { (Op::Macd(f, s, g), lb) } else { (Op::MacdSignal(f, s, g), lb) }
+                if name == "macd" {
+                    (Op::Macd(f, s, g), lb)
+                } else {
+                    (Op::MacdSignal(f, s, g), lb)
+                }
             }
             "bbands_upper" => (Op::BbUpper(w(0), Real(fixed[1])), w(0) - 1),
             "bbands_lower" => (Op::BbLower(w(0), Real(fixed[1])), w(0) - 1),
@@ -653,8 +940,15 @@ impl Resolver<'_> {
             "defined" => (Op::Binary(BinOp::Eq), 0),
             _ => return Err(LangError::at(span, format!("unknown function `{name}`"))),
         };
-        let ids = inputs.iter().map(|a| self.node(a)).collect::<Result<Vec<_>, _>>()?;
-        let base = ids.iter().map(|&i| self.lookbacks[i as usize]).max().unwrap_or(0);
+        let ids = inputs
+            .iter()
+            .map(|a| self.node(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = ids
+            .iter()
+            .map(|&i| self.lookbacks[i as usize])
+            .max()
+            .unwrap_or(0);
         if name == "defined" {
             // `x == x` is false exactly where `x` is missing.
             return Ok(Val::Node(self.push(op, vec![ids[0], ids[0]], base)));
@@ -669,7 +963,10 @@ fn is_bool(body: &Body, e: &Expr) -> bool {
         Expr::Bool(..) | Expr::Not(..) => true,
         Expr::Number(..) | Expr::Neg(..) => false,
         Expr::Binary { op, .. } => op.is_comparison() || matches!(op, BinOp::And | BinOp::Or),
-        Expr::Name(n, _) => body.lets.get(n).is_some_and(|&i| is_bool(body, &body.let_exprs[i])),
+        Expr::Name(n, _) => body
+            .lets
+            .get(n)
+            .is_some_and(|&i| is_bool(body, &body.let_exprs[i])),
         Expr::Call { name, args, .. } => match name.as_str() {
             "if" => is_bool(body, &args[1]),
             "cross_above" | "cross_below" | "defined" => true,

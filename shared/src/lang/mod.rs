@@ -122,10 +122,7 @@ impl Script {
         if source.len() > MAX_SOURCE {
             return Err(LangError::at(
                 Span::new(0, 0),
-                format!(
-                    "the source is {} bytes; at most {MAX_SOURCE}",
-                    source.len()
-                ),
+                format!("the source is {} bytes; at most {MAX_SOURCE}", source.len()),
             ));
         }
         let stmts = syntax::parse(source).map_err(|e| e.locate(source))?;
@@ -200,7 +197,9 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
             diagonal = above;
         }
     }

@@ -272,8 +272,7 @@ struct Parser {
     depth: usize,
 }
 
-const STATEMENTS: &str =
-    "`strategy`, `param`, `rule`, `let`, `entry when`, `exit when` or `qty =`";
+const STATEMENTS: &str = "`strategy`, `param`, `rule`, `let`, `entry when`, `exit when` or `qty =`";
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -668,7 +667,9 @@ mod tests {
         ));
         assert!(matches!(&s[1], Stmt::Let { .. }));
         let s = parse("param n: int = 3 in 1..5").unwrap();
-        assert!(matches!(&s[0], Stmt::Param { range: Some((lo, hi, _)), .. } if *lo == 1.0 && *hi == 5.0));
+        assert!(
+            matches!(&s[0], Stmt::Param { range: Some((lo, hi, _)), .. } if *lo == 1.0 && *hi == 5.0)
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ fn grid(v: serde_json::Value) -> BTreeMap<String, Vec<serde_json::Value>> {
 fn errors_name_line_column_and_draw_a_caret() {
     let e = err(&SMA_CROSS.replace("sma(close, fast)", "sma(clsoe, fast)"));
     assert_eq!((e.line, e.column), (6, 13));
-    assert!(e.message.contains("unknown name `clsoe`; did you mean `close`?"), "{e}");
+    assert!(
+        e.message
+            .contains("unknown name `clsoe`; did you mean `close`?"),
+        "{e}"
+    );
     assert_eq!(
         e.to_string().lines().skip(1).collect::<Vec<_>>(),
         ["6 | let f = sma(clsoe, fast)", "  |             ^^^^^"]
@@ -41,7 +45,11 @@ fn errors_name_line_column_and_draw_a_caret() {
     let e = err(&SMA_CROSS.replace("cross_above(f, s)", "f - s"));
     assert!(e.message.contains("takes a condition, got a series"), "{e}");
     let e = err(&SMA_CROSS.replace("let s = sma(close, slow)", "let s = sma(close, 30)"));
-    assert!(e.message.contains("parameter `slow` is declared but no entry"), "{e}");
+    assert!(
+        e.message
+            .contains("parameter `slow` is declared but no entry"),
+        "{e}"
+    );
     assert_eq!(e.line, 4);
     let e = err(&SMA_CROSS.replace("exit when cross_below(f, s)\n", ""));
     assert!(e.message.contains("no `exit when"), "{e}");
@@ -57,7 +65,9 @@ fn grid_points_are_checked_against_rules_ranges_and_windows() {
     let (_, combos, plans) = script_combos(
         script.clone(),
         None,
-        Some(&grid(serde_json::json!({"fast": [5, 10], "slow": [20, 30]}))),
+        Some(&grid(
+            serde_json::json!({"fast": [5, 10], "slow": [20, 30]}),
+        )),
     )
     .unwrap();
     assert_eq!(combos.len(), 4);
@@ -71,7 +81,8 @@ fn grid_points_are_checked_against_rules_ranges_and_windows() {
     .unwrap_err();
     assert_eq!(e.field, "grid");
     assert!(
-        e.message.contains("this rule does not hold with fast = 40, slow = 30"),
+        e.message
+            .contains("this rule does not hold with fast = 40, slow = 30"),
         "{e}"
     );
     assert!(e.message.contains("line 5, column 6"), "{e}");
@@ -81,7 +92,10 @@ fn grid_points_are_checked_against_rules_ranges_and_windows() {
         Some(&grid(serde_json::json!({"fast": [0], "slow": [30]}))),
     )
     .unwrap_err();
-    assert!(e.message.contains("fast = 0 is outside its range 1..500"), "{e}");
+    assert!(
+        e.message.contains("fast = 0 is outside its range 1..500"),
+        "{e}"
+    );
     let s = SMA_CROSS.replace("fast: int = 10 in 1..500", "fast: float = 10");
     let script = Arc::new(Script::compile(&s).unwrap());
     let e = script_combos(
@@ -91,7 +105,8 @@ fn grid_points_are_checked_against_rules_ranges_and_windows() {
     )
     .unwrap_err();
     assert!(
-        e.message.contains("the window of `sma(x, n)` must be an integer"),
+        e.message
+            .contains("the window of `sma(x, n)` must be an integer"),
         "{e}"
     );
 }

@@ -13,7 +13,7 @@ pub mod strategy;
 pub use exchange::Exchange;
 pub use interrupt::{Halt, Interrupt, Never};
 pub use job::{Job, run_job};
+pub use script::ScriptStrategy;
 pub use sleeve::{SleeveRun, Trade, simulate};
 pub use strategy::{ParamSet, Signals, Strategy};
-pub use script::ScriptStrategy;
 pub use xt_shared::tables;

@@ -139,7 +139,14 @@ impl JobRunner {
                 budget: self.budget,
                 endless: self.endless_symbol.as_deref() == Some(spec.symbol.as_str()),
             };
-            run_expanded(&spec, strategy.as_ref(), &combos, source.as_ref(), started, &control)
+            run_expanded(
+                &spec,
+                strategy.as_ref(),
+                &combos,
+                source.as_ref(),
+                started,
+                &control,
+            )
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .unwrap_or_else(|_| Err("the job panicked".to_string()))

@@ -147,7 +147,11 @@ pub fn signals(plan: &Plan, ind: &mut Indicators<'_>, out: &mut Signals) {
         let id = match computed.index.get(&key) {
             Some(&id) => id,
             None => {
-                let inputs: Vec<&Value> = key.1.iter().map(|&a| &computed.values[a as usize]).collect();
+                let inputs: Vec<&Value> = key
+                    .1
+                    .iter()
+                    .map(|&a| &computed.values[a as usize])
+                    .collect();
                 let value = compute(&node.op, &inputs, bars, n);
                 let id = computed.values.len() as u32;
                 computed.values.push(value);
@@ -229,14 +233,20 @@ fn compute(op: &Op, args: &[&Value], bars: &Bars, n: usize) -> Value {
         Op::Neg | Op::Abs | Op::Sign | Op::Log => {
             series((0..n).map(|t| unary(op, args[0].at(t), f64::NAN)).collect())
         }
-        Op::Pow | Op::Min | Op::Max => {
-            series((0..n).map(|t| unary(op, args[0].at(t), args[1].at(t))).collect())
-        }
+        Op::Pow | Op::Min | Op::Max => series(
+            (0..n)
+                .map(|t| unary(op, args[0].at(t), args[1].at(t)))
+                .collect(),
+        ),
         Op::Delay(k) => series(k::delay(&num(0), k)),
         Op::Delta(k) => {
             let x = num(0);
             let before = k::delay(&x, k);
-            series((0..n).map(|t| binary(BinOp::Sub, x[t], before[t])).collect())
+            series(
+                (0..n)
+                    .map(|t| binary(BinOp::Sub, x[t], before[t]))
+                    .collect(),
+            )
         }
         Op::Sum(w) => series(k::by_runs(&num(0), |x| k::sum(x, w))),
         Op::Mean(w) | Op::Sma(w) => series(k::by_runs(&num(0), |x| ind::sma(x, w))),
@@ -253,12 +263,12 @@ fn compute(op: &Op, args: &[&Value], bars: &Bars, n: usize) -> Value {
         Op::Rsi(w) => series(k::recursive(&[&num(0)], |x| ind::rsi(x[0], w))),
         Op::Atr(w) => {
             let (h, l, c) = (num(0), num(1), num(2));
-            series(k::recursive(&[&h, &l, &c], |x| ind::atr(x[0], x[1], x[2], w)))
+            series(k::recursive(&[&h, &l, &c], |x| {
+                ind::atr(x[0], x[1], x[2], w)
+            }))
         }
         Op::Macd(f, s, g) => series(k::recursive(&[&num(0)], |x| ind::macd(x[0], f, s, g).0)),
-        Op::MacdSignal(f, s, g) => {
-            series(k::recursive(&[&num(0)], |x| ind::macd(x[0], f, s, g).1))
-        }
+        Op::MacdSignal(f, s, g) => series(k::recursive(&[&num(0)], |x| ind::macd(x[0], f, s, g).1)),
         Op::CrossAbove => Value::Bool(k::cross_above(&num(0), &num(1)).into()),
         Op::CrossBelow => Value::Bool(k::cross_below(&num(0), &num(1)).into()),
         // Stateful operations never reach here: the plan marks them and `live` keeps them.

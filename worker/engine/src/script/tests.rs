@@ -55,15 +55,34 @@ fn outcomes(
 #[test]
 fn each_builtin_written_in_the_language_trades_the_same_on_synthetic_markets() {
     let cases = [
-        ("sma_cross", serde_json::json!({"fast": [3, 10], "slow": [20, 30]})),
-        ("macd", serde_json::json!({"fast": [8, 12], "slow": [26], "signal": [5, 9]})),
-        ("bollinger", serde_json::json!({"period": [10, 20], "k": [1.0, 2.0]})),
-        ("rsi", serde_json::json!({"period": [7, 14], "lower": [30], "upper": [60, 70]})),
-        ("turtle", serde_json::json!({"entry": [10, 20], "exit": [5, 10], "stop_atr": [1.0, 2.0]})),
+        (
+            "sma_cross",
+            serde_json::json!({"fast": [3, 10], "slow": [20, 30]}),
+        ),
+        (
+            "macd",
+            serde_json::json!({"fast": [8, 12], "slow": [26], "signal": [5, 9]}),
+        ),
+        (
+            "bollinger",
+            serde_json::json!({"period": [10, 20], "k": [1.0, 2.0]}),
+        ),
+        (
+            "rsi",
+            serde_json::json!({"period": [7, 14], "lower": [30], "upper": [60, 70]}),
+        ),
+        (
+            "turtle",
+            serde_json::json!({"entry": [10, 20], "exit": [5, 10], "stop_atr": [1.0, 2.0]}),
+        ),
         ("buy_and_hold", serde_json::json!({})),
     ];
     for seed in 1..=4 {
-        let synth = SyntheticMarket { symbols: 3, years: 4, seed };
+        let synth = SyntheticMarket {
+            symbols: 3,
+            years: 4,
+            seed,
+        };
         for s in 0..3 {
             let bars = synth.load(&synth.symbol(s)).unwrap();
             for market in [Market::Cn, Market::Us] {
@@ -87,13 +106,22 @@ fn each_builtin_written_in_the_language_trades_the_same_on_synthetic_markets() {
 
 #[test]
 fn an_exit_can_read_how_long_the_position_is_held() {
-    let synth = SyntheticMarket { symbols: 1, years: 3, seed: 9 };
+    let synth = SyntheticMarket {
+        symbols: 1,
+        years: 3,
+        seed: 9,
+    };
     let bars = synth.load(&synth.symbol(0)).unwrap();
     let src = "strategy hold5\nparam days: int = 5\nentry when close > delay(close, 1)\nexit when bars_held >= days\n";
     let (s, combos) = written(src, &serde_json::json!({"days": [1, 5]}));
     let member = vec![true; bars.len()];
     let exchange = Exchange::new(&bars, Market::Us, Market::Us.default_costs(), None);
-    let job = Job { bars: &bars, member: &member, exchange: &exchange, capital: 1e6 };
+    let job = Job {
+        bars: &bars,
+        member: &member,
+        exchange: &exchange,
+        capital: 1e6,
+    };
     let mut checked = 0;
     run_job(&job, &s, &combos, &Never, |i, run, _| {
         let days = [1, 5][i];
@@ -111,9 +139,16 @@ fn an_exit_can_read_how_long_the_position_is_held() {
 
 #[test]
 fn a_grid_computes_each_shared_operation_once() {
-    let synth = SyntheticMarket { symbols: 1, years: 2, seed: 3 };
+    let synth = SyntheticMarket {
+        symbols: 1,
+        years: 2,
+        seed: 3,
+    };
     let bars = synth.load(&synth.symbol(0)).unwrap();
-    let (s, combos) = written(&example("sma_cross"), &serde_json::json!({"fast": [5, 10], "slow": [20, 30]}));
+    let (s, combos) = written(
+        &example("sma_cross"),
+        &serde_json::json!({"fast": [5, 10], "slow": [20, 30]}),
+    );
     let mut ind = Indicators::new(&bars);
     let mut out = Signals::default();
     for (i, p) in combos.iter().enumerate() {
@@ -126,13 +161,35 @@ fn a_grid_computes_each_shared_operation_once() {
 
 /// Every operator, as the language writes it, with a window of 3 where it takes one.
 const OPERATORS: [&str; 30] = [
-    "close + volume", "close / (close - open)", "-close", "abs(close - open)", "sign(close - open)",
-    "log(close - open)", "pow(close, 0.5)", "min(close, open)", "max(close, open)",
-    "if(close > open, close, open)", "delay(close, 3)", "delta(close, 3)", "sum(close, 3)",
-    "mean(close, 3)", "std(close, 3)", "ts_min(close, 3)", "ts_max(close, 3)", "argmin(close, 3)",
-    "argmax(close, 3)", "rank(close, 3)", "corr(close, volume, 3)", "sma(close, 3)",
-    "ema(close, 3)", "rsi(close, 3)", "atr(high, low, close, 3)", "macd(close, 2, 4, 3)",
-    "macd_signal(close, 2, 4, 3)", "bbands_upper(close, 3, 1.5)", "bbands_lower(close, 3, 2)",
+    "close + volume",
+    "close / (close - open)",
+    "-close",
+    "abs(close - open)",
+    "sign(close - open)",
+    "log(close - open)",
+    "pow(close, 0.5)",
+    "min(close, open)",
+    "max(close, open)",
+    "if(close > open, close, open)",
+    "delay(close, 3)",
+    "delta(close, 3)",
+    "sum(close, 3)",
+    "mean(close, 3)",
+    "std(close, 3)",
+    "ts_min(close, 3)",
+    "ts_max(close, 3)",
+    "argmin(close, 3)",
+    "argmax(close, 3)",
+    "rank(close, 3)",
+    "corr(close, volume, 3)",
+    "sma(close, 3)",
+    "ema(close, 3)",
+    "rsi(close, 3)",
+    "atr(high, low, close, 3)",
+    "macd(close, 2, 4, 3)",
+    "macd_signal(close, 2, 4, 3)",
+    "bbands_upper(close, 3, 1.5)",
+    "bbands_lower(close, 3, 2)",
     "ema(log(close - open), 3)",
 ];
 
@@ -145,12 +202,21 @@ fn evaluate(expr: &str, bars: &Bars) -> Vec<u64> {
     out.reset(bars.len());
     s.signals(0, &combos[0], &mut ind, &mut out);
     let rule = out.qty_rule.expect("a quantity rule");
-    let flat = Held { entry_price: f64::NAN, bars_held: f64::NAN, signal: 0, cash: 0.0 };
+    let flat = Held {
+        entry_price: f64::NAN,
+        bars_held: f64::NAN,
+        signal: 0,
+        cash: 0.0,
+    };
     (0..bars.len())
         .map(|t| {
             let v = rule.value(t, &flat);
             assert_eq!(out.enter[t], !v.is_nan(), "{expr} at {t}");
-            if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() }
+            if v.is_nan() {
+                f64::NAN.to_bits()
+            } else {
+                v.to_bits()
+            }
         })
         .collect()
 }
@@ -158,7 +224,14 @@ fn evaluate(expr: &str, bars: &Bars) -> Vec<u64> {
 fn series(values: &[(f64, f64)]) -> Bars {
     let mut bars = Bars::new("X");
     for (i, &(o, c)) in values.iter().enumerate() {
-        bars.push(i as i32, o, o.max(c) + 0.5, o.min(c) * 0.9, c, 1000.0 + c * 7.0);
+        bars.push(
+            i as i32,
+            o,
+            o.max(c) + 0.5,
+            o.min(c) * 0.9,
+            c,
+            1000.0 + c * 7.0,
+        );
     }
     bars
 }

@@ -17,7 +17,13 @@ impl Strategy for BuyAndHold {
         self.def().name
     }
 
-    fn signals(&self, _: usize, _params: &ParamSet, _indicators: &mut Indicators<'_>, out: &mut Signals) {
+    fn signals(
+        &self,
+        _: usize,
+        _params: &ParamSet,
+        _indicators: &mut Indicators<'_>,
+        out: &mut Signals,
+    ) {
         out.enter.fill(true);
     }
 }
