@@ -9,7 +9,8 @@ arithmetic, suspended days, cancelled entries and retried exits, point-in-time m
 lot-multiple "all in" sizing and the turtle's risk sizing and stop. Indicators are TA-Lib's.
 
 Usage: bt_harness.py CASES.json  (a list of cases; prints a list of results)
-case: {"data": csv, "strategy": name, "params": {...}, "market": "cn"|"us", "capital": x,
+case: {"data": csv, "strategy": name | "written" (with "source", a strategy in the
+       language, its signals from xts.py), "params": {...}, "market": "cn"|"us", "capital": x,
        "costs": {"commission_rate", "min_commission", "stamp_duty", "slippage"},
        "price_limit": x | null, "member": [bool per bar] | null, "start": "YYYY-MM-DD" | null,
        "end": ... | null, "symbol": name, "rules": [{"from": date | null, "symbols": [...],
@@ -147,7 +148,14 @@ class Harness(bt.Strategy):
         elif case["market"] == "cn":
             self.limits = [case.get("price_limit") or 0.10] * self.n
         self.costs = case["costs"]
-        self.enter, self.exit, self.atr = rules(case["strategy"], case.get("params", {}), self.o, self.h, self.l, self.c)
+        if case["strategy"] == "written":
+            # A strategy in the language: its signals from the second implementation.
+            import xts
+
+            self.enter, self.exit = xts.signals(case["source"], case.get("params", {}), df)
+            self.atr = None
+        else:
+            self.enter, self.exit, self.atr = rules(case["strategy"], case.get("params", {}), self.o, self.h, self.l, self.c)
         self.pending_entry = None  # signal bar of an entry to place at the next open
         self.pending_exit = False
         self.stop_level = -math.inf

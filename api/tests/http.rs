@@ -845,6 +845,154 @@ async fn roles_tenants_and_bad_input_are_4xx_with_messages() {
 /// Schemathesis fuzzes every operation from `/openapi.json`: no 5xx, every status code and
 /// body as documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_strategies_are_versions_of_a_tenant_run_by_name_or_hash() {
+    let c = cluster("http-strategies");
+    let client = Client {
+        http: reqwest::Client::new(),
+        api: c.api.clone(),
+    };
+    let ann = token("ann", "desk1", Role::Researcher);
+    let viewer = token("vic", "desk1", Role::Viewer);
+    let eve = token("eve", "desk2", Role::Researcher);
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/strategies/sma_cross.xts"),
+    )
+    .unwrap();
+    let save = |t: &str, source: &str| {
+        let body = json!({ "source": source }).to_string();
+        let t = t.to_string();
+        let client = &client;
+        async move {
+            client
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/strategies",
+                    Some(&t),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+    let (code, v1) = save(&ann, &source).await;
+    assert_eq!(code, 201, "{v1}");
+    assert_eq!(v1["name"], "sma_cross");
+    assert_eq!(v1["hash"], xt_shared::lang::source_hash(&source));
+    assert_eq!(v1["params"][0]["name"], "fast");
+    let (code, again) = save(&ann, &source).await;
+    assert_eq!(
+        (code, &again["hash"]),
+        (201, &v1["hash"]),
+        "saving twice keeps one version"
+    );
+    let newer = source.replace("param fast: int = 10", "param fast: int = 5");
+    let (code, v2) = save(&ann, &newer).await;
+    assert_eq!(code, 201, "{v2}");
+
+    // A broken source is refused with its line, column and caret.
+    let (code, body) = save(
+        &ann,
+        &source.replace("sma(close, fast)", "sma(clsoe, fast)"),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["error"]["field"], "source");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 7, column 13: unknown name `clsoe`; did you mean `close`?"),
+        "{message}"
+    );
+    assert!(message.contains("^^^^^"), "{message}");
+    assert_eq!(save(&viewer, &source).await.0, 403, "a viewer cannot save");
+
+    // Listed after the built-ins, for its tenant only; by name the newest version.
+    let (_, list) = client.get("/v1/strategies", &ann).await;
+    let saved: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "saved")
+        .collect();
+    assert_eq!(saved.len(), 2, "{list}");
+    let (_, other) = client.get("/v1/strategies", &eve).await;
+    assert!(
+        other
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["kind"] == "builtin"),
+        "{other}"
+    );
+    let (code, got) = client.get("/v1/strategies/sma_cross", &viewer).await;
+    assert_eq!((code, &got["hash"]), (200, &v2["hash"]), "{got}");
+    let v1_path = format!("/v1/strategies/{}", v1["hash"].as_str().unwrap());
+    let (code, got) = client.get(&v1_path, &ann).await;
+    assert_eq!((code, got["source"].as_str()), (200, Some(source.as_str())));
+    assert_eq!(
+        client.get(&v1_path, &eve).await.0,
+        404,
+        "another tenant's version"
+    );
+
+    // A batch names a version by hash, runs it, and records its hash; another tenant
+    // cannot name it.
+    let mut spec = spec("by-hash");
+    spec["strategy"] = v1["hash"].clone();
+    let body = spec.to_string();
+    let (code, sub) = client
+        .call(
+            reqwest::Method::POST,
+            "/v1/batches",
+            Some(&ann),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(code, 202, "{sub}");
+    let (_, done) = client.follow(sub["id"].as_u64().unwrap(), &ann).await;
+    let provenance = &done["summary"]["provenance"];
+    assert_eq!(provenance["strategy"], "sma_cross", "{done}");
+    assert_eq!(provenance["strategy_hash"], v1["hash"]);
+    assert_eq!(done["summary"]["failed"], 0, "{done}");
+    let (code, refused) = client
+        .call(
+            reqwest::Method::POST,
+            "/v1/batches",
+            Some(&eve),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(code, 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "strategy");
+
+    // Deleting a name deletes every version; the batch keeps what it ran.
+    assert_eq!(
+        client
+            .call(
+                reqwest::Method::DELETE,
+                "/v1/strategies/sma_cross",
+                Some(&viewer),
+                None
+            )
+            .await
+            .0,
+        403
+    );
+    let (code, gone) = client
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/strategies/sma_cross",
+            Some(&ann),
+            None,
+        )
+        .await;
+    assert_eq!((code, &gone["deleted"]), (200, &json!(2)), "{gone}");
+    assert_eq!(client.get("/v1/strategies/sma_cross", &ann).await.0, 404);
+    let (_, status) = client
+        .get(&format!("/v1/batches/{}", sub["id"]), &ann)
+        .await;
+    assert_eq!(status["summary"]["provenance"]["strategy_hash"], v1["hash"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let Some(python) = support::peers_python("pyarrow.flight, polars") else {
         return;

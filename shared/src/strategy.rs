@@ -310,13 +310,16 @@ pub fn provenance(strategy: &str) -> (String, Option<String>) {
     (name, Some(crate::lang::source_hash(strategy)))
 }
 
+/// A written strategy, its parameter sets and each set's plan.
+pub type Resolved = (Arc<Script>, Vec<ParamSet>, Arc<[Plan]>);
+
 /// A compiled script's parameter sets, each checked against its ranges and rules and
 /// resolved into its plan.
 pub fn script_combos(
     script: Arc<Script>,
     params: Option<&BTreeMap<String, Value>>,
     grid: Option<&BTreeMap<String, Vec<Value>>>,
-) -> Result<(Arc<Script>, Vec<ParamSet>, Arc<[Plan]>), SpecError> {
+) -> Result<Resolved, SpecError> {
     let combos = expand_with(
         &script.name,
         script.params().clone(),

@@ -5,64 +5,75 @@ use super::*;
 
 #[derive(Serialize, ToSchema)]
 pub struct StrategyInfo {
-    name: String,
-    params: Vec<ParamInfo>,
+    pub(super) name: String,
+    /// `builtin`, or `saved` (a written strategy of the caller's tenant).
+    pub(super) kind: String,
+    /// A saved strategy's version (`sha256:...`); null for a built-in.
+    #[schema(nullable)]
+    pub(super) hash: Option<String>,
+    pub(super) params: Vec<ParamInfo>,
     /// Rules between parameters (`fast < slow`); empty when there are none.
-    rules: String,
+    pub(super) rules: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ParamInfo {
-    name: String,
-    /// `integer` (a period) or `number`.
-    r#type: String,
-    default: f64,
+    pub(super) name: String,
+    /// `integer` (a period, or a written strategy's `int`) or `number`.
+    pub(super) r#type: String,
+    pub(super) default: f64,
     #[schema(nullable)]
-    minimum: Option<f64>,
+    pub(super) minimum: Option<f64>,
     #[schema(nullable)]
-    maximum: Option<f64>,
+    pub(super) maximum: Option<f64>,
 }
 
-/// The built-in strategies: their parameters, defaults and bounds.
+/// The built-in strategies, then the caller's tenant's saved ones: their parameters,
+/// defaults and bounds.
 #[utoipa::path(get, path = "/v1/strategies", responses((status = 200, body = Vec<StrategyInfo>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn strategies(_caller: Caller) -> Json<Vec<StrategyInfo>> {
+pub async fn strategies(
+    State(app): State<App>,
+    caller: Caller,
+) -> Result<Json<Vec<StrategyInfo>>, ApiError> {
     use xt_shared::strategy::{CATALOG, MAX_PERIOD, ParamKind};
-    Json(
-        CATALOG
-            .iter()
-            .map(|s| StrategyInfo {
-                name: s.name.into(),
-                rules: s.rules.into(),
-                params: s
-                    .params
-                    .iter()
-                    .map(|p| match p.kind {
-                        ParamKind::Period => ParamInfo {
-                            name: p.name.to_string(),
-                            r#type: "integer".into(),
-                            default: p.default,
-                            minimum: Some(1.0),
-                            maximum: Some(MAX_PERIOD),
-                        },
-                        ParamKind::Integer => ParamInfo {
-                            name: p.name.to_string(),
-                            r#type: "integer".into(),
-                            default: p.default,
-                            minimum: None,
-                            maximum: None,
-                        },
-                        ParamKind::Number => ParamInfo {
-                            name: p.name.to_string(),
-                            r#type: "number".into(),
-                            default: p.default,
-                            minimum: None,
-                            maximum: None,
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
-    )
+    let mut all: Vec<StrategyInfo> = CATALOG
+        .iter()
+        .map(|s| StrategyInfo {
+            name: s.name.into(),
+            kind: "builtin".into(),
+            hash: None,
+            rules: s.rules.into(),
+            params: s
+                .params
+                .iter()
+                .map(|p| match p.kind {
+                    ParamKind::Period => ParamInfo {
+                        name: p.name.to_string(),
+                        r#type: "integer".into(),
+                        default: p.default,
+                        minimum: Some(1.0),
+                        maximum: Some(MAX_PERIOD),
+                    },
+                    ParamKind::Integer => ParamInfo {
+                        name: p.name.to_string(),
+                        r#type: "integer".into(),
+                        default: p.default,
+                        minimum: None,
+                        maximum: None,
+                    },
+                    ParamKind::Number => ParamInfo {
+                        name: p.name.to_string(),
+                        r#type: "number".into(),
+                        default: p.default,
+                        minimum: None,
+                        maximum: None,
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    all.extend(super::saved::saved_list(&app, &caller).await?);
+    Ok(Json(all))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -11,6 +11,7 @@ mod downloads;
 mod errors;
 mod events;
 mod health;
+mod saved;
 
 pub use audit::{__path_audit, AuditLog, AuditQuery, audit};
 pub use batches::*;
@@ -19,6 +20,7 @@ pub use downloads::*;
 pub use errors::*;
 pub use events::*;
 pub use health::*;
+pub use saved::*;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -101,8 +103,8 @@ impl utoipa::Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "xTrading backtest cluster", description = "Submit batch backtests, follow them, download their results."),
-    paths(submit, list, status, cancel, delete_results, events, results, strategies, universes, audit, healthz, readyz, metrics),
-    components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, Universes, AuditLog)),
+    paths(submit, list, status, cancel, delete_results, events, results, strategies, save_strategy, get_strategy, delete_strategy, universes, audit, healthz, readyz, metrics),
+    components(schemas(BatchSpec, ErrorBody, ErrorDetail, BatchStatus, Counts, Submitted, BatchList, StrategyInfo, ParamInfo, NewStrategy, SavedStrategy, Deleted, Universes, AuditLog)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -156,7 +158,15 @@ pub fn router(app: App) -> Router {
         )
         .route(
             "/v1/strategies",
-            get(strategies).fallback(method_not_allowed),
+            get(strategies)
+                .post(save_strategy)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/v1/strategies/{reference}",
+            get(get_strategy)
+                .delete(delete_strategy)
+                .fallback(method_not_allowed),
         )
         .route("/v1/universes", get(universes).fallback(method_not_allowed))
         .route("/v1/audit", get(audit).fallback(method_not_allowed))

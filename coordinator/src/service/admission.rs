@@ -14,6 +14,7 @@ impl Coordinator {
     ) -> Result<(u64, u32), CoordinatorError> {
         let bad = CoordinatorError::Spec;
         spec.check().map_err(bad)?;
+        let spec = self.with_saved_source(spec, tenant)?;
         let (chosen, combos) =
             strategy_combos(&spec.strategy, spec.params.as_ref(), spec.grid.as_ref())
                 .map_err(bad)?;

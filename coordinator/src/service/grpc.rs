@@ -191,6 +191,60 @@ impl Batches for Coordinator {
         Ok(Response::new(CancelReply {}))
     }
 
+    async fn save_strategy(
+        &self,
+        r: Request<SaveStrategyRequest>,
+    ) -> Result<Response<SaveStrategyReply>, Status> {
+        let r = r.into_inner();
+        let this = self.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || this.save_strategy(&r.tenant, &r.owner, &r.source))
+                .await
+                .map_err(internal)??;
+        Ok(Response::new(SaveStrategyReply {
+            strategy_json: serde_json::to_string(&saved).map_err(internal)?,
+        }))
+    }
+
+    async fn list_strategies(
+        &self,
+        r: Request<ListStrategiesRequest>,
+    ) -> Result<Response<ListStrategiesReply>, Status> {
+        let saved = self.saved_strategies(&r.into_inner().tenant);
+        let strategy_json = saved
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        Ok(Response::new(ListStrategiesReply { strategy_json }))
+    }
+
+    async fn get_strategy(
+        &self,
+        r: Request<GetStrategyRequest>,
+    ) -> Result<Response<GetStrategyReply>, Status> {
+        let r = r.into_inner();
+        let saved = self.saved_strategy(&r.tenant, &r.reference)?;
+        Ok(Response::new(GetStrategyReply {
+            strategy_json: serde_json::to_string(&saved).map_err(internal)?,
+        }))
+    }
+
+    async fn delete_strategy(
+        &self,
+        r: Request<DeleteStrategyRequest>,
+    ) -> Result<Response<DeleteStrategyReply>, Status> {
+        let r = r.into_inner();
+        let this = self.clone();
+        let deleted =
+            tokio::task::spawn_blocking(move || this.delete_strategy(&r.tenant, &r.reference))
+                .await
+                .map_err(internal)??;
+        Ok(Response::new(DeleteStrategyReply {
+            deleted: deleted as u32,
+        }))
+    }
+
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteReply>, Status> {
         let id = r.into_inner().batch;
         let this = self.clone();

@@ -18,6 +18,7 @@ mod flight;
 mod grpc;
 mod intake;
 mod leasing;
+mod library;
 mod result_files;
 mod retention;
 mod totals;
@@ -271,6 +272,8 @@ pub struct Coordinator {
     /// Tables being streamed out at once: each holds a row group read and its encoding,
     /// so fifty at a time once took the process from 0.7 to 2.3 GB.
     downloads: Arc<tokio::sync::Semaphore>,
+    /// Each tenant's saved strategies.
+    library: Arc<Mutex<library::Library>>,
 }
 
 /// The scheduler's clock: tokio's, so a test with a paused runtime clock moves lease
@@ -348,6 +351,7 @@ impl Coordinator {
                 },
             );
         }
+        let saved = store.load_strategies()?;
         let config_downloads = config.max_downloads.max(1);
         let coordinator = Coordinator {
             state: Arc::new(Mutex::new(State {
@@ -364,6 +368,7 @@ impl Coordinator {
             config: Arc::new(config),
             finishing: Arc::default(),
             downloads: Arc::new(tokio::sync::Semaphore::new(config_downloads)),
+            library: Arc::new(Mutex::new(library::Library::restore(saved))),
             planner: Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .thread_name(|i| format!("xt-plan-{i}"))

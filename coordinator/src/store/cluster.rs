@@ -341,6 +341,27 @@ fn id_of(key: &str, kind: &str) -> Option<u64> {
 }
 
 impl StateStore for ClusterStore {
+    fn save_strategy(&self, strategy: &SavedStrategy) -> io::Result<()> {
+        let k = key(&[
+            "strategies",
+            &SavedStrategy::key(&strategy.tenant, &strategy.hash),
+        ]);
+        let json = serde_json::to_vec(strategy).map_err(other)?;
+        self.fenced(vec![], vec![TxnOp::put(k, json, None)])
+    }
+
+    fn delete_strategy(&self, tenant: &str, hash: &str) -> io::Result<()> {
+        let k = key(&["strategies", &SavedStrategy::key(tenant, hash)]);
+        self.fenced(vec![], vec![TxnOp::delete(k, None)])
+    }
+
+    fn load_strategies(&self) -> io::Result<Vec<SavedStrategy>> {
+        self.scan(&key(&["strategies/"]))?
+            .iter()
+            .map(|(_, v)| serde_json::from_slice(v).map_err(other))
+            .collect()
+    }
+
     fn save_batch(&self, id: u64, record: &AcceptedBatch) -> io::Result<()> {
         let object = format!("batches/{id}/accepted-{}.json", self.leader_tag());
         self.put_new(&object, serde_json::to_vec(record).map_err(other)?)?;

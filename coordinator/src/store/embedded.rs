@@ -44,6 +44,9 @@ pub fn batch_dir(root: &Path, id: u64) -> PathBuf {
 /// again. A part (see [`JobRecord::part`]) and all its jobs are in one record, so they are
 /// kept or cut together. Nothing is fsynced: a killed process loses nothing the kernel
 /// already has; surviving a power loss is the etcd store's job.
+/// The directory of saved strategies, beside the batches' directories.
+const STRATEGIES: &str = "strategies";
+
 #[derive(Debug)]
 pub struct EmbeddedStore {
     root: PathBuf,
@@ -116,6 +119,38 @@ impl EmbeddedStore {
 }
 
 impl StateStore for EmbeddedStore {
+    fn save_strategy(&self, strategy: &SavedStrategy) -> io::Result<()> {
+        let dir = self.root.join(STRATEGIES);
+        std::fs::create_dir_all(&dir)?;
+        let name = SavedStrategy::key(&strategy.tenant, &strategy.hash);
+        let json = serde_json::to_vec_pretty(strategy).map_err(other)?;
+        write_atomic(&dir.join(format!("{name}.json")), &json)
+    }
+
+    fn delete_strategy(&self, tenant: &str, hash: &str) -> io::Result<()> {
+        let name = SavedStrategy::key(tenant, hash);
+        match std::fs::remove_file(self.root.join(STRATEGIES).join(format!("{name}.json"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn load_strategies(&self) -> io::Result<Vec<SavedStrategy>> {
+        let entries = match std::fs::read_dir(self.root.join(STRATEGIES)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.push(serde_json::from_slice(&std::fs::read(&path)?).map_err(other)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn append_audit(&self, record: &serde_json::Value) -> io::Result<()> {
         use std::io::Write;
         let mut line = serde_json::to_vec(record).map_err(other)?;

@@ -91,7 +91,37 @@ pub struct RestoredBatch {
     pub cancelled: bool,
 }
 
+/// A written strategy a tenant saved: one immutable version, addressed by the hash of its
+/// source (SEMANTICS section 13; the API's `/v1/strategies`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedStrategy {
+    pub tenant: String,
+    /// The name its source declares; the newest version answers to it.
+    pub name: String,
+    /// `sha256:` and the hex digest of `source`.
+    pub hash: String,
+    pub source: String,
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub saved_ms: u64,
+}
+
+impl SavedStrategy {
+    /// A file or key name for it: the tenant in hex (it may hold any character) and the
+    /// digest.
+    pub fn key(tenant: &str, hash: &str) -> String {
+        let tenant: String = tenant.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{tenant}-{}", hash.trim_start_matches("sha256:"))
+    }
+}
+
 pub trait StateStore: Send + Sync {
+    /// Stores a saved strategy, durable when it returns (a second save of one is harmless).
+    fn save_strategy(&self, strategy: &SavedStrategy) -> io::Result<()>;
+    /// Removes one saved version; removing one that is not there is not an error.
+    fn delete_strategy(&self, tenant: &str, hash: &str) -> io::Result<()>;
+    /// Every saved strategy of every tenant.
+    fn load_strategies(&self) -> io::Result<Vec<SavedStrategy>>;
     fn save_batch(&self, id: u64, record: &AcceptedBatch) -> io::Result<()>;
     /// Stores the results of several of a batch's jobs at once (all or none); a result for
     /// a job already stored, or given twice, is ignored after its first.

@@ -57,19 +57,19 @@ pub(super) type StrategyKey = (
     Option<std::collections::BTreeMap<String, Vec<serde_json::Value>>>,
 );
 
+/// A strategy as the engine runs it, and its parameter sets.
+pub(super) type Runnable = (Arc<dyn Strategy>, Arc<Vec<ParamSet>>);
+
 /// A strategy and its parameter sets, expanded once for the jobs that share them (a batch's
 /// jobs all do), not again for every job.
 #[derive(Default)]
 pub(super) struct Expanded {
-    pub(super) last: Option<(StrategyKey, Arc<dyn Strategy>, Arc<Vec<ParamSet>>)>,
+    pub(super) last: Option<(StrategyKey, Runnable)>,
 }
 
 impl Expanded {
-    pub(super) fn get(
-        &mut self,
-        spec: &JobSpec,
-    ) -> Result<(Arc<dyn Strategy>, Arc<Vec<ParamSet>>), String> {
-        if let Some(((name, params, grid), strategy, combos)) = &self.last
+    pub(super) fn get(&mut self, spec: &JobSpec) -> Result<Runnable, String> {
+        if let Some(((name, params, grid), (strategy, combos))) = &self.last
             && *name == spec.strategy
             && *params == spec.params
             && *grid == spec.grid
@@ -85,7 +85,7 @@ impl Expanded {
             spec.params.clone(),
             spec.grid.clone(),
         );
-        self.last = Some((key, strategy.clone(), combos.clone()));
+        self.last = Some((key, (strategy.clone(), combos.clone())));
         Ok((strategy, combos))
     }
 }

@@ -176,14 +176,14 @@ fn arg_extreme(x: &[f64], period: usize, better: impl Fn(f64, f64) -> bool) -> V
     if period == 0 || n < period {
         return out;
     }
-    for t in period - 1..n {
+    for (t, slot) in out.iter_mut().enumerate().skip(period - 1) {
         let mut best = t;
         for i in (t + 1 - period..t).rev() {
             if better(x[i], x[best]) {
                 best = i;
             }
         }
-        out[t] = (t - best) as f64;
+        *slot = (t - best) as f64;
     }
     out
 }
