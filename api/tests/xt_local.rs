@@ -337,3 +337,67 @@ fn failed_jobs_are_reported_by_reason_and_fail_the_run_past_the_threshold() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_strategy_file_runs_like_the_builtin_and_is_checked_offline() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/strategies/macd.xts");
+    let example = example.to_str().unwrap();
+    let grid = r#"{"fast":[8,12],"slow":[26]}"#;
+    let run = |name: &str, strategy: &[&str]| {
+        let out = out_dir(name);
+        let mut args = vec!["local", "--synthetic", "12", "--years", "3", "--grid", grid];
+        args.extend(strategy);
+        args.extend(["--quiet", "--out", out.to_str().unwrap()]);
+        let o = xt(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (out, String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let (builtin, _) = run("xt-local-builtin-macd", &["--strategy", "macd"]);
+    let (written, stdout) = run("xt-local-written-macd", &["--strategy-file", example]);
+    let hash = xt_shared::lang::source_hash(&std::fs::read_to_string(example).unwrap());
+    assert!(
+        stdout.contains(&format!("strategy macd version {hash}")),
+        "{stdout}"
+    );
+    for table in ["metrics", "trades", "equity", "portfolio"] {
+        let (n, _, a) = rows(&builtin.join(format!("{table}.parquet")));
+        let (m, _, b) = rows(&written.join(format!("{table}.parquet")));
+        assert!(n > 0, "{table}");
+        assert_eq!(n, m, "{table}");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.columns(), y.columns(), "{table}");
+        }
+    }
+
+    let o = xt(&["strategy", "check", example, "--grid", grid]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.contains("2 parameter sets"), "{report}");
+    // MACD(., 26, 9) is defined from bar 33 (TA-Lib's lookback), its cross one bar later.
+    assert!(
+        report.contains(r#"      34  {"fast":8,"signal":9,"slow":26}"#),
+        "{report}"
+    );
+    assert!(
+        report.contains(r#"      34  {"fast":12,"signal":9,"slow":26}"#),
+        "{report}"
+    );
+
+    let o = xt(&[
+        "strategy",
+        "check",
+        example,
+        "--grid",
+        r#"{"fast":[30],"slow":[26]}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("this rule does not hold with fast = 30, slow = 26"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule fast < slow") && err.contains("^^^"),
+        "{err}"
+    );
+}

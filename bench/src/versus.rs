@@ -348,22 +348,22 @@ pub fn run(
         let evaluations_per_symbol = (years * xt_shared::synthetic::DAYS_PER_YEAR) as f64;
         let whole = evaluations_per_symbol * (symbols * combos.len()) as f64;
         let spec = spec(&case, &dir, &names)?;
-        let ours = |threads: usize| -> anyhow::Result<(Timing, RecordBatch)> {
+        let ours = |threads: usize, spec: &BatchSpec| -> anyhow::Result<(Timing, RecordBatch)> {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()?;
             let mut trades = None;
             let t = timed(sample.our_runs, sample.our_warmup, || {
                 let started = Instant::now();
-                let r = pool.install(|| xt_worker::runner::run_batch(&spec, &source, &universe))?;
+                let r = pool.install(|| xt_worker::runner::run_batch(spec, &source, &universe))?;
                 let elapsed = started.elapsed();
                 trades = r.trades;
                 Ok(elapsed)
             })?;
             Ok((t, trades.context("trades kept")?))
         };
-        let (one, _) = ours(1)?;
-        let (all, trades) = ours(cores)?;
+        let (one, builtin_trades) = ours(1, &spec)?;
+        let (all, trades) = ours(cores, &spec)?;
         let rate_one = whole / one.median;
         let rate_all = whole / all.median;
         let ran = format!("{symbols} symbols x {} combinations", combos.len());
@@ -376,6 +376,34 @@ pub fn run(
             "1".into(),
             String::new(),
         ]);
+        // The same strategy written in the strategy language (examples/strategies/).
+        let mut written = spec.clone();
+        written.strategy = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../examples/strategies/{}.xts", case.strategy)),
+        )?;
+        let (one_written, written_trades) = ours(1, &written)?;
+        anyhow::ensure!(
+            written_trades == builtin_trades,
+            "{}: the written strategy's trades differ from the built-in's",
+            case.name
+        );
+        let speed = one.median / one_written.median;
+        table.row(vec![
+            case.name.into(),
+            "xtrading, written in the language, 1 core".into(),
+            ran.clone(),
+            one_written.show(),
+            count(whole / one_written.median),
+            format!("{speed:.2}x the built-in's speed"),
+            String::new(),
+        ]);
+        targets.push(Target::new(
+            format!("written strategy vs built-in, {}", case.name),
+            ">= 0.5x the built-in's speed (1 core)".to_string(),
+            format!("{speed:.2}x"),
+            speed >= 0.5,
+        ));
         table.row(vec![
             case.name.into(),
             format!("xtrading, {cores} cores"),

@@ -28,6 +28,9 @@ pub struct BatchSpec {
     pub start: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
+    /// A built-in's name (`sma_cross`), a saved strategy's name or hash (`sha256:...`), or
+    /// a strategy's source in the strategy language, inline (any text with a line break,
+    /// or starting with `strategy `; docs/strategy-language.md).
     pub strategy: String,
     /// One parameter set; omitted parameters take the strategy's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,7 +123,9 @@ pub(super) async fn saved_list(app: &App, caller: &Caller) -> Result<Vec<Strateg
 #[utoipa::path(post, path = "/v1/strategies", request_body = NewStrategy,
     responses(
         (status = 201, description = "Saved (or already saved)", body = SavedStrategy),
+        (status = 400, description = "The body could not be read", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The source does not compile: `field` is `source`, the message names line and column", body = ErrorBody),
     ),
     security(("bearer" = [])))]
