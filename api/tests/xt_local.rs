@@ -383,6 +383,29 @@ fn a_strategy_file_runs_like_the_builtin_and_is_checked_offline() {
         "{report}"
     );
 
+    // A set whose windows need more bars than the date range holds is refused by name.
+    let out = out_dir("xt-local-long-window");
+    let o = xt(&[
+        "local",
+        "--synthetic",
+        "3",
+        "--years",
+        "2",
+        "--strategy-file",
+        example,
+        "--grid",
+        r#"{"slow":[26,600]}"#,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(r#"grid: {"fast":12,"signal":9,"slow":600}: its windows need 609 bars before the first signal; the date range holds 504"#),
+        "{err}"
+    );
+
     let o = xt(&[
         "strategy",
         "check",
