@@ -100,10 +100,6 @@ impl ParamSet {
         &self.json
     }
 
-    pub fn defs(&self) -> &[ParamDef] {
-        &self.defs
-    }
-
     /// The value of a parameter the strategy declared; asking for another is a bug in the
     /// strategy, caught by the catalog test that runs every strategy on its defaults.
     pub fn get(&self, name: &str) -> f64 {
@@ -245,32 +241,6 @@ pub enum Chosen {
         script: Arc<Script>,
         plans: Arc<[Plan]>,
     },
-}
-
-impl Chosen {
-    /// The name results are labelled with.
-    pub fn name(&self) -> &str {
-        match self {
-            Chosen::Builtin(def) => def.name,
-            Chosen::Script { script, .. } => &script.name,
-        }
-    }
-
-    /// The hash of a written strategy's source: the version a batch ran.
-    pub fn source_hash(&self) -> Option<&str> {
-        match self {
-            Chosen::Builtin(_) => None,
-            Chosen::Script { script, .. } => Some(script.hash()),
-        }
-    }
-
-    /// The most bars any parameter set needs before its first signal can be defined.
-    pub fn lookback(&self) -> Option<usize> {
-        match self {
-            Chosen::Builtin(_) => None,
-            Chosen::Script { plans, .. } => plans.iter().map(|p| p.lookback).max(),
-        }
-    }
 }
 
 /// Looks up (or compiles) the strategy and expands its parameters, or says which field is

@@ -9,13 +9,16 @@
 //! lookback and the scalar arithmetic that parameters fold with.
 
 mod check;
+mod functions;
+mod lex;
 mod plan;
+mod resolve;
 mod syntax;
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use check::{FUNCTIONS, NAMES};
+pub use functions::{FUNCTIONS, NAMES};
 pub use plan::{Column, Node, Op, Plan, Real, StateVar, binary, unary};
 pub use syntax::{BinOp, Kind};
 
@@ -137,10 +140,6 @@ impl Script {
         })
     }
 
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// `sha256:` and the hex digest of the source's bytes: the version a batch ran.
     pub fn hash(&self) -> &str {
         &self.hash
@@ -168,7 +167,7 @@ impl Script {
     /// Checks a parameter set against the ranges and rules and resolves it into a plan;
     /// the message names the rule or the window that fails.
     pub fn resolve(&self, set: &ParamSet) -> Result<Plan, String> {
-        check::resolve(&self.body, &self.params, set).map_err(|e| {
+        resolve::resolve(&self.body, &self.params, set).map_err(|e| {
             let e = e.locate(&self.source);
             format!("{}: {e}", set.json())
         })

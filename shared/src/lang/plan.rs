@@ -93,17 +93,6 @@ pub enum Op {
     AtEntry,
 }
 
-impl Op {
-    /// Whether the operation's result is boolean.
-    pub fn is_bool(&self) -> bool {
-        match self {
-            Op::Bool(_) | Op::Not | Op::CrossAbove | Op::CrossBelow => true,
-            Op::Binary(b) => b.is_comparison() || matches!(b, BinOp::And | BinOp::Or),
-            _ => false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Node {
     pub op: Op,
@@ -112,8 +101,6 @@ pub struct Node {
     /// Reads the position's state (directly or through an argument): evaluated bar by bar
     /// while a position is open, never as a whole series.
     pub stateful: bool,
-    /// The same for every bar (a folded constant).
-    pub constant: bool,
 }
 
 /// One parameter set's strategy: nodes in evaluation order and which ones decide.

@@ -15,30 +15,27 @@ fn undefined(n: usize) -> Vec<f64> {
 
 /// Applies a window kernel to each run of values without a missing one.
 pub fn by_runs(x: &[f64], kernel: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
-    let n = x.len();
     if !x.iter().any(|v| v.is_nan()) {
         return kernel(x);
     }
-    let mut out = undefined(n);
-    let mut t = 0;
-    while t < n {
-        if x[t].is_nan() {
-            t += 1;
-            continue;
-        }
-        let start = t;
-        while t < n && !x[t].is_nan() {
-            t += 1;
-        }
-        out[start..t].copy_from_slice(&kernel(&x[start..t]));
-    }
-    out
+    runs(x.len(), |t| x[t].is_nan(), |r| kernel(&x[r]))
 }
 
 /// Applies a two-input window kernel to each run where both inputs are present.
 pub fn by_runs2(x: &[f64], y: &[f64], kernel: impl Fn(&[f64], &[f64]) -> Vec<f64>) -> Vec<f64> {
-    let n = x.len();
-    let missing = |t: usize| x[t].is_nan() || y[t].is_nan();
+    runs(
+        x.len(),
+        |t| x[t].is_nan() || y[t].is_nan(),
+        |r| kernel(&x[r.clone()], &y[r]),
+    )
+}
+
+/// `kernel` over each maximal run of bars that are not `missing`, missing elsewhere.
+fn runs(
+    n: usize,
+    missing: impl Fn(usize) -> bool,
+    kernel: impl Fn(std::ops::Range<usize>) -> Vec<f64>,
+) -> Vec<f64> {
     let mut out = undefined(n);
     let mut t = 0;
     while t < n {
@@ -50,7 +47,7 @@ pub fn by_runs2(x: &[f64], y: &[f64], kernel: impl Fn(&[f64], &[f64]) -> Vec<f64
         while t < n && !missing(t) {
             t += 1;
         }
-        out[start..t].copy_from_slice(&kernel(&x[start..t], &y[start..t]));
+        out[start..t].copy_from_slice(&kernel(start..t));
     }
     out
 }
